@@ -1,0 +1,7 @@
+"""pylima: Lima ("Linux Machines") in Python."""
+
+__version__ = "0.1.0"
+
+# The Lima release whose behaviour pylima follows. Templates' `minimumLimaVersion`
+# is checked against it and each instance records it in `lima-version`.
+LIMA_COMPAT_VERSION = "2.2.0"

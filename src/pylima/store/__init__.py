@@ -1,0 +1,1 @@
+"""The instance store: $LIMA_HOME and the instance directories in it."""
