@@ -1,0 +1,113 @@
+"""`limactl create`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from pylima.cli.common import edit_flag_options, edit_flags_from, is_tty
+
+log = logging.getLogger("pylima")
+
+TTY_OPTION = click.option(
+    "--tty", type=click.BOOL, default=None, is_flag=False, flag_value=True,
+    help="Enable TUI interactions such as opening an editor. Defaults to true when stdout is a "
+    "terminal. Set to false for automation.")
+YES_OPTION = click.option("-y", "yes", is_flag=True, help="Alias of --tty=false")
+
+
+def interactive_review(name: str, text: str) -> str | None:
+    """At a terminal, let the user proceed, edit the YAML, or exit (None)."""
+    choices = ["Proceed with the current configuration",
+               "Open an editor to review or modify the current configuration",
+               "Exit"]
+    click.echo(f'? Creating an instance "{name}"', err=True)
+    for i, c in enumerate(choices, 1):
+        click.echo(f"  {i}) {c}", err=True)
+    answer = click.prompt("Choose", type=click.IntRange(1, len(choices)), default=1,
+                          err=True)
+    if answer == 1:
+        return text
+    if answer == 2:
+        edited = click.edit(text, extension=".yaml")
+        if edited is None or not edited.strip():
+            log.info("Aborting, as requested by saving the file with empty content")
+            return None
+        return edited
+    return None
+
+
+def do_create(arg: str | None, name: str | None, tty: bool | None, yes: bool,
+              kwargs: dict[str, Any]) -> Any:
+    from pylima import api
+    from pylima.config.locator import Template
+
+    if arg == "-":
+        if tty:
+            raise click.UsageError("cannot use --tty=true when reading template from stdin")
+        tty = False
+    if yes:
+        tty = False
+    if tty is None:
+        tty = is_tty()
+    source = api.resolve_create_source(arg, name)
+    flags = edit_flags_from(kwargs)
+    if tty:
+        prepared = api.prepare_template(source, [])
+        text = interactive_review(source.name, prepared.text)
+        if text is None:
+            return None
+        source = Template(source.name, source.locator, text.encode())
+    else:
+        log.info("Terminal is not available, proceeding without opening an editor")
+    return api.create_instance(source, flags)
+
+
+@click.command("create", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("template", required=False, metavar="FILE.yaml|URL|template:NAME")
+@click.option("--name", help="Override the instance name")
+@click.option("--list-templates", is_flag=True, help="List available templates and exit")
+@TTY_OPTION
+@YES_OPTION
+@edit_flag_options(new_instance=True)
+def create(template: str | None, name: str | None, list_templates: bool, tty: bool | None,
+           yes: bool, **kwargs: Any) -> None:
+    """Create an instance of Lima.
+
+    \b
+    Examples:
+      To create an instance "default" from the default Ubuntu template:
+      $ limactl create
+
+      To create an instance "default" from a template "docker":
+      $ limactl create --name=default template:docker
+
+      To create an instance "default" with modified parameters:
+      $ limactl create --cpus=2 --memory=2
+
+      To create an instance "default" with yq expressions:
+      $ limactl create --set='.cpus = 2 | .memory = "2GiB"'
+
+      To see the template list:
+      $ limactl create --list-templates
+
+      To create an instance "default" from a local file:
+      $ limactl create --name=default /usr/local/share/lima/templates/fedora.yaml
+
+      To create an instance "default" from a remote URL (use carefully, with a trustable source):
+      $ limactl create --name=default https://raw.githubusercontent.com/lima-vm/lima/master/templates/alpine.yaml
+
+      To create an instance "local" from a template passed to stdin (--name parameter is required):
+      $ cat template.yaml | limactl create --name=local -
+    """
+    if list_templates:
+        from pylima.config.locator import list_template_names
+
+        for n in list_template_names():
+            click.echo(n)
+        return
+    inst = do_create(template, name, tty, yes, kwargs)
+    if inst is not None:
+        log.info("Run `limactl start %s` to start the instance.", inst.name)

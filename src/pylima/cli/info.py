@@ -1,0 +1,57 @@
+"""`limactl info`."""
+
+from __future__ import annotations
+
+import json
+import platform
+from typing import Any
+
+import click
+
+
+def lima_info() -> dict[str, Any]:
+    from pylima import LIMA_COMPAT_VERSION, __version__
+    from pylima.cli.template import filled_config
+    from pylima.config.locator import list_template_names, templates_paths
+    from pylima.hostinfo import host_arch
+    from pylima.store import dirs
+
+    templates = []
+    for name in list_template_names():
+        location = f"template:{name}"
+        for base in templates_paths():
+            p = base / f"{name}.yaml"
+            if p.is_file():
+                location = str(p)
+                break
+        templates.append({"name": name, "location": location})
+    return {
+        "version": LIMA_COMPAT_VERSION,
+        "templates": templates,
+        "defaultTemplate": filled_config("template:default"),
+        "limaHome": str(dirs.lima_home()),
+        "vmTypes": ["qemu"],
+        "vmTypesEx": {"qemu": {}},
+        "guestAgents": {},
+        "shellEnvBlock": [],
+        "hostOS": platform.system().lower(),
+        "hostArch": host_arch(),
+        "identityFile": str(dirs.config_dir() / dirs.USER_KEY),
+        "plugins": [],
+        "libexecPaths": [],
+        "sharePaths": [],
+        "pylimaVersion": __version__,
+    }
+
+
+@click.command("info", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--yq", "yq_expr", default=".", help="Apply yq expression to output")
+def info(yq_expr: str) -> None:
+    """Show diagnostic information."""
+    from pylima.config.yq import evaluate
+
+    for r in evaluate(yq_expr, lima_info()):
+        if isinstance(r, str):
+            click.echo(r)
+        else:
+            click.echo(json.dumps(r, indent=4, ensure_ascii=False))

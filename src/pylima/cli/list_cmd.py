@@ -1,0 +1,251 @@
+"""`limactl list`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import click
+
+from pylima.cli.common import is_tty
+
+log = logging.getLogger("pylima")
+
+LIST_HELP = """List instances of Lima.
+
+\b
+The output can be presented in one of several formats, using the --format <format> flag.
+\b
+  --format json  - Output in JSON format
+  --format yaml  - Output in YAML format
+  --format table - Output in table format
+  --format '{{ <go template> }}' - If the format begins and ends with '{{ }}', then it is
+                                   used as a go template.
+\b
+Filtering instances:
+  --filter EXPR  - Filter instances using yq expression (this is equivalent to
+                   --yq 'select(EXPR)'). Can be specified multiple times (AND).
+\b
+The following legacy flags continue to function:
+  --json - equal to '--format json'
+"""
+
+
+def tabwrite(rows: list[list[str]], minwidth: int = 4, padding: int = 4) -> str:
+    """Go's text/tabwriter with Lima's settings: every cell but the last of a line
+    is padded to its column's width plus `padding`."""
+    ncols = max(len(r) for r in rows)
+    widths = [0] * ncols
+    for r in rows:
+        for i, cell in enumerate(r[:-1]):
+            widths[i] = max(widths[i], max(len(cell) + padding, minwidth))
+    lines = []
+    for r in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])] + [r[-1]]
+        lines.append("".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def format_table(instances: list[Any], width: int, all_fields: bool) -> str:
+    from pylima.config.units import format_size
+    from pylima.hostinfo import host_arch
+
+    types = {i.vm_type for i in instances}
+    archs = {i.arch for i in instances}
+    col_w = 8
+    columns = 5
+    hide_type = hide_arch = hide_dir = False
+    if width and (columns + 7) * col_w > width and not all_fields:
+        hide_type = len(types) == 1
+    if not hide_type:
+        columns += 1
+    if width and (columns + 6) * col_w > width and not all_fields:
+        hide_arch = len(archs) == 1 and instances[0].arch == host_arch()
+    if not hide_arch:
+        columns += 1
+    columns += 3
+    if width and (columns + 2) * col_w > width and not all_fields:
+        hide_dir = True
+    header = ["NAME", "STATUS", "SSH"] + ([] if hide_type else ["VMTYPE"]) + \
+        ([] if hide_arch else ["ARCH"]) + ["CPUS", "MEMORY", "DISK"] + \
+        ([] if hide_dir else ["DIR"])
+    rows = [header]
+    home = os.path.expanduser("~")
+    for inst in instances:
+        d = str(inst.dir)
+        if d.startswith(home):
+            d = d.replace(home, "~", 1)
+        addr = "127.0.0.1" if inst.config is not None else ""
+        row = [inst.name, inst.status, f"{addr}:{inst.ssh_local_port}"]
+        if not hide_type:
+            row.append(inst.vm_type)
+        if not hide_arch:
+            row.append(inst.arch)
+        row += [str(inst.cpus), format_size(inst.memory), format_size(inst.disk)]
+        if not hide_dir:
+            row.append(d)
+        rows.append(row)
+    return tabwrite(rows)
+
+
+def drop_empty_maps(value: Any) -> Any:
+    """Lima pipes JSON through yq deleting empty objects (Go's omitempty can't)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = drop_empty_maps(v)
+            if isinstance(v, dict) and not v:
+                continue
+            out[k] = v
+        return out
+    if isinstance(value, list):
+        return [drop_empty_maps(v) for v in value]
+    return value
+
+
+def instance_json(inst: Any) -> dict[str, Any]:
+    from pylima.store.instance import global_fields
+
+    data = inst.to_json()
+    if inst.message:
+        data["message"] = inst.message.rstrip("\n")
+    data.update(global_fields())
+    return data
+
+
+@click.command("list", help=LIST_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("instances", nargs=-1, metavar="[INSTANCE]...")
+@click.option("-f", "--format", "fmt", default=None,
+              help="Output format, one of: json, yaml, table, go-template  [default: table]")
+@click.option("--list-fields", is_flag=True, help="List fields available for format")
+@click.option("--json", "json_", is_flag=True, help="Same as --format=json")
+@click.option("-q", "--quiet", is_flag=True, help="Only show names")
+@click.option("--all-fields", is_flag=True, help="Show all fields")
+@click.option("--yq", "yq_exprs", multiple=True, help="Apply yq expression to each instance")
+@click.option("-l", "--filter", "filters", multiple=True,
+              help="Filter instances using yq expression (equivalent to --yq 'select(EXPR)')")
+def list_cmd(instances: tuple[str, ...], fmt: str | None, list_fields: bool, json_: bool,
+             quiet: bool, all_fields: bool, yq_exprs: tuple[str, ...],
+             filters: tuple[str, ...]) -> int:
+    from pylima.errors import LimaError
+
+    format_given = fmt is not None
+    fmt = fmt or "table"
+    if json_ and format_given:
+        raise LimaError("option --json conflicts with option --format")
+    if json_:
+        fmt = "json"
+    if list_fields and format_given:
+        raise LimaError("option --list-fields conflicts with option --format")
+    if yq_exprs:
+        if format_given and fmt not in ("json", "yaml"):
+            raise LimaError("option --yq only works with --format json or yaml")
+        if list_fields:
+            raise LimaError("option --list-fields conflicts with option --yq")
+    if filters and list_fields:
+        raise LimaError("option --list-fields conflicts with option --filter")
+    if quiet and fmt != "table":
+        raise LimaError("option --quiet can only be used with '--format table'")
+
+    if list_fields:
+        from pylima.store.instance import FORMAT_FIELDS
+
+        click.echo("\n".join(sorted(FORMAT_FIELDS)))
+        return 0
+
+    from pylima.store.instance import instance_names, inspect
+
+    all_names = instance_names()
+    if not instances and not all_names:
+        log.warning("No instance found. Run `limactl create` to create an instance.")
+        return 0
+    names: list[str] = []
+    unmatched = False
+    if instances:
+        for arg in instances:
+            if arg in all_names:
+                names.append(arg)
+            else:
+                log.warning("No instance matching %s found.", arg)
+                unmatched = True
+    else:
+        names = all_names
+
+    def finish() -> int:
+        if unmatched:
+            raise LimaError("unmatched instances")
+        return 0
+
+    if quiet and not yq_exprs and not filters:
+        for n in names:
+            click.echo(n)
+        return finish()
+
+    insts = [inspect(n) for n in names]
+    if filters:
+        from pylima.config.yq import evaluate
+
+        kept = []
+        for inst in insts:
+            expr = " | ".join(f"select({f})" for f in filters)
+            if evaluate(expr, drop_empty_maps(instance_json(inst)), what="filter"):
+                kept.append(inst)
+        insts = kept
+    if quiet and not yq_exprs:
+        for inst in insts:
+            click.echo(inst.name)
+        return finish()
+    for inst in insts:
+        if inst.errors:
+            log.warning("instance `%s` has errors", inst.name,
+                        extra={"fields": {"errors": inst.errors}})
+
+    tty = is_tty()
+    if yq_exprs and not format_given:
+        fmt = "json"
+    out: list[str] = []
+    if fmt == "table":
+        width = shutil.get_terminal_size((0, 0)).columns if tty else 0
+        if insts:
+            out.append(format_table(insts, width, all_fields))
+        else:
+            out.append(tabwrite([["NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY",
+                                  "DISK", "DIR"]]))
+    elif fmt in ("json", "yaml"):
+        from pylima.config.yq import evaluate
+
+        expr = " | ".join(yq_exprs) if yq_exprs else "."
+        if quiet:
+            expr += " | .name"
+        for inst in insts:
+            data = drop_empty_maps(instance_json(inst))
+            for result in evaluate(expr, data, what="yq expression"):
+                result = drop_empty_maps(result)
+                if fmt == "json":
+                    if tty:
+                        out.append(json.dumps(result, indent=4) + "\n")
+                    else:
+                        out.append(json.dumps(result, separators=(",", ":"),
+                                              ensure_ascii=False) + "\n")
+                else:
+                    from pylima.config.yamlio import dump_yaml
+
+                    out.append(("---\n" if out or len(insts) > 1 else "") + dump_yaml(result)
+                               if isinstance(result, (dict, list)) else f"{result}\n")
+    else:
+        from pylima.gotemplate import GoTemplateError, parse, render
+
+        try:
+            parse(fmt)
+        except GoTemplateError as e:
+            raise LimaError(f"invalid go template: {e}") from e
+        for inst in insts:
+            try:
+                out.append(render(fmt, inst.format_data()) + "\n")
+            except GoTemplateError as e:
+                raise LimaError(str(e)) from e
+    click.echo("".join(out), nl=False)
+    return finish()

@@ -1,0 +1,158 @@
+"""`limactl`: the click group, global flags and the error -> exit code boundary.
+
+Subcommands live one module per verb and are imported only when invoked, so that
+`limactl --version` and `limactl list` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from pylima import LIMA_COMPAT_VERSION, __version__
+
+log = logging.getLogger("pylima")
+
+# verb -> (module, attribute, short help); help shown without importing the module
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "create": ("create", "create", "Create an instance of Lima"),
+    "list": ("list_cmd", "list_cmd", "List instances of Lima"),
+    "delete": ("delete", "delete", "Delete an instance of Lima"),
+    "protect": ("protect", "protect", "Protect an instance to prohibit accidental removal"),
+    "unprotect": ("protect", "unprotect", "Unprotect an instance"),
+    "clone": ("clone", "clone", "Clone an instance of Lima"),
+    "rename": ("clone", "rename", "Rename an instance of Lima"),
+    "edit": ("edit", "edit", "Edit an instance of Lima or a template"),
+    "validate": ("validate", "validate", "Validate YAML files"),
+    "template": ("template", "template", "Lima template management (EXPERIMENTAL)"),
+    "info": ("info", "info", "Show diagnostic information"),
+    "prune": ("prune", "prune", "Prune garbage objects"),
+    "disk": ("disk", "disk", "Lima disk management"),
+    "show-ssh": ("show_ssh", "show_ssh",
+                 "Show the SSH command line (DEPRECATED; use `ssh -F` instead)"),
+    "yq": ("yq_cmd", "yq_cmd", "Use the builtin YAML processor"),
+    "completion": ("completion", "completion", "Generate the autocompletion script"),
+}
+ALIASES = {"ls": "list", "rm": "delete", "remove": "delete", "tmpl": "template"}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        name = ALIASES.get(cmd_name, cmd_name)
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        cmd = getattr(importlib.import_module(f"pylima.cli.{module}"), attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][2]) for n in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    # The first line is exactly Lima's, for tools that parse it.
+    click.echo(f"limactl version {LIMA_COMPAT_VERSION}")
+    click.echo(f"pylima version {__version__}")
+    ctx.exit()
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version.")
+@click.option("--debug", is_flag=True, help="Debug mode (tracebacks on errors).")
+@click.option("--log-level", type=click.Choice(["trace", "debug", "info", "warn", "warning",
+                                                "error", "fatal", "panic"]),
+              help="Set the logging level [trace, debug, info, warn, error].")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Set the logging format [text, json].")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, log_level: str | None, log_format: str) -> None:
+    """Lima: Linux virtual machines (pylima).
+
+    \b
+    Examples:
+      Start the default instance:
+      $ limactl start
+
+      Open a shell:
+      $ lima
+
+      Run a command:
+      $ lima uname -a
+
+      List instances:
+      $ limactl list
+    """
+    from pylima import log as pylog
+
+    pylog.setup(debug=debug, log_format=log_format)
+    if log_level:
+        level = {"trace": "DEBUG", "warn": "WARNING", "panic": "CRITICAL",
+                 "fatal": "CRITICAL"}.get(log_level, log_level.upper())
+        logging.getLogger().setLevel(level)
+    ctx.obj = {"debug": debug}
+
+
+def _fatal(message: str) -> None:
+    logging.getLogger("pylima").critical(message)
+
+
+def run(group: click.Group, argv: list[str] | None = None, prog_name: str | None = None) -> int:
+    """Invoke `group`, turning every error into one line and an exit code."""
+    from pylima.errors import LimaError
+
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    if not logging.getLogger().handlers:
+        from pylima import log as pylog
+
+        pylog.setup(debug=debug,
+                    log_format="json" if "--log-format=json" in argv else "text")
+    try:
+        rv = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except LimaError as e:
+        if debug:
+            log.exception("error")
+        msg = e.message + (f" (Hint: {e.hint})" if e.hint else "")
+        _fatal(msg)
+        return e.exit_code
+    except click.exceptions.Abort:
+        _fatal("aborted")
+        return 1
+    except click.ClickException as e:
+        _fatal(e.format_message())
+        return 1
+    except click.exceptions.Exit as e:
+        return int(e.exit_code or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`limactl list | head`): not an error
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+    except Exception as e:  # a bug: one line unless --debug
+        if debug:
+            raise
+        _fatal(f"internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)")
+        return 1
+
+
+def main(argv: list[str] | None = None) -> Any:
+    sys.exit(run(cli, argv, prog_name="limactl"))

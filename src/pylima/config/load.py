@@ -1,0 +1,77 @@
+"""Load a lima.yaml the way Lima does: parse, check the schema (errors for wrong
+types, warnings for unknown fields), mix in $LIMA_HOME/_config/default.yaml and
+override.yaml, fill defaults, validate."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pylima.config.defaults import FillResult, HostFacts, fill_defaults
+from pylima.config.schema import check
+from pylima.config.validate import validate, validate_param_is_used
+from pylima.config.yamlio import parse_yaml
+from pylima.errors import ConfigError, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    config: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_document(doc: dict[str, Any], what: str) -> list[str]:
+    """Schema check; raises ConfigError on type errors, returns unknown-field warnings."""
+    errors, unknown = check(doc)
+    if errors:
+        raise ConfigError(f"failed to unmarshal YAML ({what}): {errors[0]}"
+                          + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    return [f"Non-strict YAML detected; please check for typos: unknown field `{u}` ({what})"
+            for u in unknown]
+
+
+def _read_config_file(config_dir: str, fname: str, kind: str) -> tuple[dict[str, Any], list[str]]:
+    path = os.path.join(config_dir, fname)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return {}, []
+    except OSError as e:
+        raise ConfigError(f"failed to read {kind} file `{path}`: {e.strerror}") from e
+    what = f"{kind} file `{path}`"
+    doc = parse_yaml(data, what)
+    return doc, check_document(doc, what)
+
+
+def load_document(doc: dict[str, Any], file_path: str, host: HostFacts, config_dir: str,
+                  *, what: str | None = None,
+                  existing_lima_version: str | None = None) -> Loaded:
+    """Fill defaults for a parsed main document (defaults and override mixed in)."""
+    what = what or f"main file `{file_path}`"
+    warnings = check_document(doc, what)
+    d, wd = _read_config_file(config_dir, "default.yaml", "default")
+    o, wo = _read_config_file(config_dir, "override.yaml", "override")
+    warnings += wd + wo
+    unused = validate_param_is_used(doc)
+    if unused:
+        raise ConfigError(unused)
+    result: FillResult = fill_defaults(doc, d, o, host, file_path, existing_lima_version)
+    return Loaded(result.config, warnings + result.warnings)
+
+
+def load_bytes(data: bytes, file_path: str, host: HostFacts, config_dir: str) -> Loaded:
+    what = f"main file `{file_path}`"
+    return load_document(parse_yaml(data, what), file_path, host, config_dir, what=what)
+
+
+def validate_or_raise(cfg: dict[str, Any], lima_version: str, *, warn: bool = False,
+                      hint: str | None = None) -> list[str]:
+    errors, warnings = validate(cfg, lima_version, warn=warn)
+    if errors:
+        raise ValidationError(errors, hint=hint)
+    return warnings

@@ -1,0 +1,241 @@
+"""Inspecting instances in $LIMA_HOME (Lima's store.Inspect and Instance JSON)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pylima.store import dirs
+
+STATUS_RUNNING = "Running"
+STATUS_STOPPED = "Stopped"
+STATUS_BROKEN = "Broken"
+
+
+def instance_names() -> list[str]:
+    """Instance directory names under $LIMA_HOME, sorted (skips `_*` and `.*`)."""
+    home = dirs.lima_home()
+    try:
+        entries = list(os.scandir(home))
+    except FileNotFoundError:
+        return []
+    return sorted(e.name for e in entries
+                  if e.is_dir() and not e.name.startswith((".", "_")))
+
+
+def read_pid_file(path: Path) -> int:
+    """The pid in `path` if that process is alive, else 0 (stale files never count)."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return 0
+    except OSError:
+        return 0
+    try:
+        pid = int(text)
+    except ValueError:
+        return 0
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return 0
+    except PermissionError:
+        return pid
+    return pid
+
+
+def ssh_port_from_config(path: Path) -> int:
+    try:
+        text = path.read_text()
+    except OSError:
+        return 0
+    m = re.search(r"^\s*Port\s+(\d+)", text, re.MULTILINE)
+    return int(m.group(1)) if m else 0
+
+
+@dataclass
+class Instance:
+    name: str
+    dir: Path
+    status: str = ""
+    config: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    vm_type: str = ""
+    arch: str = ""
+    cpus: int = 0
+    memory: int = 0
+    disk: int = 0
+    message: str = ""
+    ssh_local_port: int = 0
+    host_agent_pid: int = 0
+    driver_pid: int = 0
+    protected: bool = False
+    lima_version: str = ""
+
+    @property
+    def hostname(self) -> str:
+        return f"lima-{self.name}"
+
+    @property
+    def ssh_config_file(self) -> Path:
+        return self.dir / dirs.SSH_CONFIG
+
+    @property
+    def param(self) -> dict[str, str]:
+        return dict((self.config or {}).get("param") or {})
+
+    def to_json(self) -> dict[str, Any]:
+        """Lima's Instance JSON (keys, order and omitempty as `limactl list --json`)."""
+        cfg = self.config
+        out: dict[str, Any] = {"name": self.name, "hostname": self.hostname,
+                               "status": self.status, "dir": str(self.dir),
+                               "vmType": self.vm_type, "arch": self.arch}
+        if self.cpus:
+            out["cpus"] = self.cpus
+        if self.memory:
+            out["memory"] = self.memory
+        if self.disk:
+            out["disk"] = self.disk
+        if self.message:
+            out["message"] = self.message
+        if cfg and cfg.get("additionalDisks"):
+            out["additionalDisks"] = cfg["additionalDisks"]
+        if cfg and cfg.get("networks"):
+            out["network"] = cfg["networks"]
+        if self.ssh_local_port:
+            out["sshLocalPort"] = self.ssh_local_port
+        if cfg is not None:
+            out["sshConfigFile"] = str(self.ssh_config_file)
+        if self.host_agent_pid:
+            out["hostAgentPID"] = self.host_agent_pid
+        if self.driver_pid:
+            out["driverPID"] = self.driver_pid
+        if self.errors:
+            out["errors"] = list(self.errors)
+        if cfg is not None:
+            out["config"] = cfg
+            out["sshAddress"] = "127.0.0.1"
+        out["protected"] = self.protected
+        out["limaVersion"] = self.lima_version
+        if self.param:
+            out["param"] = self.param
+        return out
+
+    def format_data(self) -> dict[str, Any]:
+        """Fields for `--format '{{...}}'` Go templates (Lima's FormatData, Go names)."""
+        cfg = self.config
+        data: dict[str, Any] = {
+            "Name": self.name, "Hostname": self.hostname, "Status": self.status,
+            "Dir": str(self.dir), "VMType": self.vm_type, "Arch": self.arch,
+            "CPUs": self.cpus, "Memory": self.memory, "Disk": self.disk,
+            "Message": self.message.rstrip("\n"),
+            "AdditionalDisks": (cfg or {}).get("additionalDisks") or [],
+            "Networks": (cfg or {}).get("networks") or [],
+            "SSHLocalPort": self.ssh_local_port,
+            "SSHConfigFile": str(self.ssh_config_file) if cfg is not None else "",
+            "HostAgentPID": self.host_agent_pid, "DriverPID": self.driver_pid,
+            "Errors": list(self.errors), "Config": cfg,
+            "SSHAddress": "127.0.0.1" if cfg is not None else "",
+            "Protected": self.protected, "LimaVersion": self.lima_version,
+            "Param": self.param, "AutoStartedIdentifier": "",
+        }
+        data.update(global_fields())
+        return data
+
+
+FORMAT_FIELDS = ("AdditionalDisks", "Arch", "AutoStartedIdentifier", "CPUs", "Config", "Dir",
+                 "Disk", "DriverPID", "Errors", "HostAgentPID", "Hostname", "LimaVersion",
+                 "Memory", "Message", "Name", "Networks", "Param", "Protected", "SSHAddress",
+                 "SSHConfigFile", "SSHLocalPort", "Status", "VMType")
+
+
+def global_fields() -> dict[str, str]:
+    from pylima.hostinfo import host_arch
+
+    return {"HostOS": platform.system().lower(), "HostArch": host_arch(),
+            "LimaHome": str(dirs.lima_home()),
+            "IdentityFile": str(dirs.config_dir() / dirs.USER_KEY)}
+
+
+def inspect(name: str) -> Instance:
+    """Inspect instance NAME. Raises InstanceNotFound when its directory is absent;
+    problems with its files are reported in `errors` with status Broken."""
+    from pylima.config.load import load_bytes
+    from pylima.config.units import parse_size
+    from pylima.config.validate import validate_instance_name
+    from pylima.errors import InstanceNotFound, LimaError
+    from pylima.hostinfo import host_facts
+
+    reason = validate_instance_name(name)
+    if reason:
+        raise LimaError(reason)
+    inst_dir = dirs.instance_dir(name)
+    inst = Instance(name=name, dir=inst_dir)
+    if not inst_dir.is_dir():
+        raise InstanceNotFound(f"instance `{name}` does not exist",
+                               hint=f"run `limactl create --name={name}` to create it")
+    yaml_path = inst_dir / dirs.LIMA_YAML
+    try:
+        data = yaml_path.read_bytes()
+    except FileNotFoundError:
+        inst.status = STATUS_BROKEN
+        inst.errors.append(f"open {yaml_path}: no such file or directory")
+        return inst
+    except OSError as e:
+        inst.status = STATUS_BROKEN
+        inst.errors.append(f"open {yaml_path}: {e.strerror}")
+        return inst
+    try:
+        loaded = load_bytes(data, str(yaml_path), host_facts(), str(dirs.config_dir()))
+    except LimaError as e:
+        inst.status = STATUS_BROKEN
+        inst.errors.append(str(e))
+        return inst
+    cfg = loaded.config
+    inst.config = cfg
+    inst.warnings = loaded.warnings
+    inst.arch = cfg["arch"]
+    inst.vm_type = cfg["vmType"]
+    inst.cpus = int(cfg.get("cpus") or 0)
+    try:
+        inst.memory = parse_size(cfg["memory"])
+    except (ValueError, TypeError):
+        pass
+    try:
+        inst.disk = parse_size(cfg["disk"])
+    except (ValueError, TypeError):
+        pass
+    inst.ssh_local_port = int((cfg.get("ssh") or {}).get("localPort") or 0) \
+        or ssh_port_from_config(inst.ssh_config_file)
+    inst.host_agent_pid = read_pid_file(inst_dir / dirs.HA_PID)
+    inst.driver_pid = read_pid_file(inst_dir / dirs.QEMU_PID)
+    inst.protected = os.path.lexists(inst_dir / dirs.PROTECTED)
+    try:
+        inst.lima_version = (inst_dir / dirs.LIMA_VERSION).read_text().strip()
+    except OSError:
+        pass
+    if inst.host_agent_pid and inst.driver_pid:
+        inst.status = STATUS_RUNNING
+    elif not inst.host_agent_pid and not inst.driver_pid:
+        inst.status = STATUS_STOPPED
+    elif inst.host_agent_pid:
+        inst.status = STATUS_BROKEN
+        inst.errors.append("host agent is running but driver is not")
+    else:
+        inst.status = STATUS_BROKEN
+        inst.errors.append(f"{inst.vm_type} driver is running but host agent is not")
+    msg = cfg.get("message") or ""
+    if msg:
+        from pylima.gotemplate import GoTemplateError, render
+
+        try:
+            inst.message = render(msg, {**inst.format_data(), "Param": inst.param})
+        except GoTemplateError as e:
+            inst.status = STATUS_BROKEN
+            inst.errors.append(f"cannot execute template `{msg}`: {e}")
+    return inst
