@@ -76,8 +76,9 @@ def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate
     return PreparedTemplate(tmpl.name, text, plain)
 
 
-def load_config(doc: dict[str, Any], file_path: str, *, warn: bool = False) -> Loaded:
-    return load_document(doc, file_path, host_facts(), str(dirs.config_dir()))
+def load_config(doc: dict[str, Any], file_path: str, *, warn: bool = False,
+                what: str | None = None) -> Loaded:
+    return load_document(doc, file_path, host_facts(), str(dirs.config_dir()), what=what)
 
 
 def check_config(doc: dict[str, Any], file_path: str, *, warn: bool = True) -> Loaded:

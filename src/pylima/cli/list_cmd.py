@@ -92,12 +92,13 @@ def format_table(instances: list[Any], width: int, all_fields: bool) -> str:
 
 
 def drop_empty_maps(value: Any) -> Any:
-    """Lima pipes JSON through yq deleting empty objects (Go's omitempty can't)."""
+    """Lima pipes JSON through yq deleting empty objects (Go's omitempty can't); unset
+    (null) fields are omitted as Go's `omitempty` pointers are."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             v = drop_empty_maps(v)
-            if isinstance(v, dict) and not v:
+            if v is None or (isinstance(v, dict) and not v):
                 continue
             out[k] = v
         return out
@@ -225,7 +226,9 @@ def list_cmd(instances: tuple[str, ...], fmt: str | None, list_fields: bool, jso
             for result in evaluate(expr, data, what="yq expression"):
                 result = drop_empty_maps(result)
                 if fmt == "json":
-                    if tty:
+                    if isinstance(result, str):  # yq unwraps scalars
+                        out.append(result + "\n")
+                    elif tty:
                         out.append(json.dumps(result, indent=4) + "\n")
                     else:
                         out.append(json.dumps(result, separators=(",", ":"),

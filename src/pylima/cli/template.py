@@ -35,7 +35,8 @@ def filled_config(locator: str) -> dict[str, Any]:
         name = inst_name_from_yaml_path(locator.split(":", 1)[-1])
     except Exception:  # noqa: BLE001 - a name is only cosmetic here
         pass
-    return api.load_config(doc, str(dirs.instance_dir(name) / "lima.yaml")).config
+    return api.load_config(doc, str(dirs.instance_dir(name) / "lima.yaml"),
+                           what=f"file `{tmpl.locator}`").config
 
 
 def validate_locators(locators: tuple[str, ...], fill: bool) -> None:

@@ -94,6 +94,7 @@ def apply_changes(doc: Any, new: Any) -> Any:
 
     if isinstance(doc, CommentedMap) and isinstance(new, dict):
         for key in [k for k in doc if k not in new]:
+            _keep_comments_of_removed_key(doc, key)
             del doc[key]
         for key, value in new.items():
             if key in doc:
@@ -119,6 +120,34 @@ def apply_changes(doc: Any, new: Any) -> Any:
             and type(doc) is not bool and type(new) is not bool:
         return doc  # keep the original scalar (its quoting style)
     return new
+
+
+def _keep_comments_of_removed_key(doc: Any, key: Any) -> None:
+    """Full-line comments that follow a removed key's value belong to what comes next:
+    move them to the previous key (or the document start) instead of losing them."""
+    from ruamel.yaml.tokens import CommentToken
+
+    slot = doc.ca.items.get(key)
+    if not slot or len(slot) < 3 or slot[2] is None:
+        return
+    text = slot[2].value
+    _eol, _, rest = text.partition("\n")
+    if not rest.strip():
+        return
+    keys = list(doc)
+    i = keys.index(key)
+    if i > 0:
+        prev = keys[i - 1]
+        prev_slot = doc.ca.items.setdefault(prev, [None, None, None, None])
+        if prev_slot[2] is None:
+            prev_slot[2] = CommentToken("\n" + rest, slot[2].start_mark, None)
+        else:
+            prev_slot[2].value = prev_slot[2].value.rstrip("\n") + "\n" + rest
+    else:
+        lines = [ln.strip() for ln in rest.splitlines()]
+        body = "\n".join(ln[1:].lstrip() if ln.startswith("#") else ln for ln in lines if ln)
+        if body:
+            doc.yaml_set_start_comment(body)
 
 
 def to_plain(doc: Any) -> Any:

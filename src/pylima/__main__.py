@@ -1,0 +1,3 @@
+from pylima.cli.main import main
+
+main()

@@ -1,0 +1,389 @@
+"""limactl commands that need no VM: flags, output formats, messages, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def limactl(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+            cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pylima", *args], input=input, text=True,
+                          capture_output=True, env={**os.environ, **(env or {})}, cwd=cwd,
+                          timeout=60)
+
+
+def fatal_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if "level=fatal" in ln]
+
+
+@pytest.fixture
+def one(lima_home: Path) -> Path:
+    r = limactl("create", "--name=one", "--cpus=1", "--memory=1.5", "template:debian-12")
+    assert r.returncode == 0, r.stderr
+    return lima_home / "one"
+
+
+def test_version_first_line_is_lima_compatible():
+    r = limactl("--version")
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[0] == "limactl version 2.2.0"
+    assert r.stdout.splitlines()[1].startswith("pylima version ")
+
+
+def test_list_empty_warns_and_exits_zero():
+    r = limactl("list")
+    assert r.returncode == 0 and r.stdout == ""
+    assert 'level=warning msg="No instance found. Run `limactl create` to create an instance."' \
+        in r.stderr
+
+
+def test_create_and_list_table(one: Path):
+    assert (one / "lima.yaml").is_file()
+    assert (one / "lima-version").read_text().strip() == "2.2.0"
+    assert oct(one.stat().st_mode & 0o777) == "0o700"
+    r = limactl("list")
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY",
+                                "DISK", "DIR"]
+    assert lines[1].split()[:8] == ["one", "Stopped", "127.0.0.1:0", "qemu", "x86_64", "1",
+                                    "1.5GiB", "100GiB"]
+    assert 'Run `limactl start one` to start the instance.' not in r.stderr
+
+
+def test_user_key_generated_once_with_0600(one: Path, lima_home: Path):
+    key = lima_home / "_config" / "user"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert (lima_home / "_config" / "user.pub").read_text().startswith("ssh-ed25519 ")
+    before = key.read_bytes()
+    assert limactl("create", "--name=two", "template:debian-12").returncode == 0
+    assert key.read_bytes() == before
+
+
+def test_list_json_is_one_object_per_line(one: Path):
+    assert limactl("create", "--name=two", "template:debian-12").returncode == 0
+    r = limactl("list", "--format", "json")
+    objs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["name"] for o in objs] == ["one", "two"]
+    o = objs[0]
+    assert o["status"] == "Stopped" and o["vmType"] == "qemu" and o["arch"] == "x86_64"
+    assert o["cpus"] == 1 and o["memory"] == 1610612736 and o["disk"] == 100 << 30
+    assert o["dir"] == str(one) and o["hostname"] == "lima-one" and o["protected"] is False
+    assert o["config"]["cpus"] == 1 and o["limaVersion"] == "2.2.0"
+    assert "HostOS" in o and "LimaHome" in o
+    assert limactl("list", "--json").stdout == r.stdout
+
+
+def test_list_go_template_yaml_quiet_fields(one: Path):
+    r = limactl("list", "--format", "{{.Name}} {{.Status}} {{.CPUs}} {{.Config.memory}}")
+    assert r.stdout == "one Stopped 1 1.5GiB\n"
+    assert limactl("list", "-q").stdout == "one\n"
+    y = limactl("list", "--format", "yaml").stdout
+    assert "name: one" in y and "status: Stopped" in y
+    fields = limactl("list", "--list-fields").stdout.split()
+    assert fields == sorted(fields) and "SSHLocalPort" in fields and "Name" in fields
+
+
+def test_list_yq_and_filter(one: Path):
+    assert limactl("create", "--name=two", "--cpus=2", "template:debian-12").returncode == 0
+    assert limactl("list", "--yq", ".name").stdout == "one\ntwo\n"
+    assert limactl("list", "-q", "--filter", ".cpus == 2").stdout == "two\n"
+    r = limactl("list", "--filter", '.status == "Stopped"', "--filter", ".cpus == 1",
+                "--format", "{{.Name}}")
+    assert r.stdout == "one\n"
+
+
+def test_list_unmatched_instances(one: Path):
+    r = limactl("list", "nosuch", "one")
+    assert r.returncode == 1
+    assert "one" in r.stdout
+    assert "No instance matching nosuch found." in r.stderr
+    assert fatal_lines(r.stderr) == [ln for ln in r.stderr.splitlines()
+                                     if 'msg="unmatched instances"' in ln]
+
+
+def test_list_conflicting_flags():
+    for args in (["--json", "--format", "yaml"], ["-q", "--format", "json"],
+                 ["--list-fields", "--format", "json"], ["--yq", ".", "--format", "table"]):
+        r = limactl("list", *args)
+        assert r.returncode == 1 and len(fatal_lines(r.stderr)) == 1, args
+
+
+def test_directory_without_lima_yaml_is_broken(lima_home: Path):
+    (lima_home / "broken").mkdir(parents=True)
+    r = limactl("list", "--format", "{{.Name}} {{.Status}}")
+    assert r.stdout == "broken Broken\n"
+    assert "has errors" in r.stderr
+
+
+def test_create_from_stdin_keeps_comments(lima_home: Path):
+    text = "base: template:debian-12\n# my own comment\ncpus: 1 # one cpu\n"
+    r = limactl("create", "--name=piped", "-", input=text)
+    assert r.returncode == 0, r.stderr
+    written = (lima_home / "piped" / "lima.yaml").read_text()
+    assert "# my own comment" in written and "cpus: 1 # one cpu" in written
+    assert "base:" not in written and "debian-12-genericcloud-amd64" in written
+
+
+def test_create_stdin_requires_name():
+    r = limactl("create", "-", input="cpus: 1\n")
+    assert r.returncode == 1
+    assert "must pass instance name with --name when reading template from stdin" in r.stderr
+
+
+def test_set_and_param(lima_home: Path, tmp_path: Path):
+    tmpl = tmp_path / "p.yaml"
+    tmpl.write_text("base: template:debian-12\nparam:\n  GREETING: hi\n"
+                    "provision:\n- mode: system\n  script: echo {{.Param.GREETING}}\n")
+    r = limactl("create", "--name=p", "--set", '.cpus = 3 | .memory = "2GiB"',
+                "--param", "GREETING=hello", str(tmpl))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(limactl("list", "p", "--json").stdout)["config"]
+    assert cfg["cpus"] == 3 and cfg["memory"] == "2GiB"
+    assert cfg["param"] == {"GREETING": "hello"}
+    assert cfg["provision"][0]["script"] == "echo hello"
+    r = limactl("create", "--name=q", "--param", "NOPE=1", str(tmpl))
+    assert r.returncode == 1 and "template does not define param `NOPE`" in r.stderr
+    assert not (lima_home / "q").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--name=x", "--set", ".cpus = "], "invalid yq expression"),
+    (["--name=x", "--set", '.cpus = "many"'], "field `cpus` must be an integer, got `many`"),
+    (["--name=x", "--cpus=-1"], "must be >= 0"),
+    (["--name=x", "--set", ".foo = 1", "--set", '.arch = "mips"'], "field `arch` must be one of"),
+    (["--name=bad name"], "is not a valid identifier"),
+    (["template:nosuch"], "template `nosuch` not found"),
+    (["--name=x", "--vm-type=vz"], "vmType `vz` requires macOS 13"),
+    (["--name=x", "--vm-type=wsl2"], "requires Windows"),
+    (["--name=x", "--rosetta"], "Rosetta requires macOS 13"),
+    (["--name=x", "--port-forward", "80"], "invalid port forward format"),
+    (["--name=x", "--mount", "relative/dir"], "must be an absolute path"),
+])
+def test_create_bad_input_one_line_nothing_created(args, needle, lima_home: Path):
+    r = limactl("create", *args)
+    assert r.returncode == 1, r.stderr
+    fatals = fatal_lines(r.stderr)
+    assert len(fatals) == 1 and needle in fatals[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not lima_home.exists() or [p.name for p in lima_home.iterdir()
+                                      if not p.name.startswith("_")] == []
+
+
+def test_create_existing_instance_refused(one: Path):
+    r = limactl("create", "--name=one", "template:debian-12")
+    assert r.returncode == 1 and "instance `one` already exists" in r.stderr
+
+
+def test_unknown_field_warns_but_loads(tmp_path: Path, lima_home: Path):
+    f = tmp_path / "w.yaml"
+    f.write_text("base: template:debian-12\nfutureField: 1\nssh:\n  newKnob: true\n")
+    r = limactl("create", "--name=w", str(f))
+    assert r.returncode == 0, r.stderr
+    assert "unknown field `futureField`" in r.stderr and "unknown field `ssh.newKnob`" in r.stderr
+
+
+def test_template_old_form_warns(lima_home: Path):
+    r = limactl("create", "--name=old", "template://debian-12")
+    assert r.returncode == 0
+    assert "should be written `template:debian-12` since Lima v2.0" in r.stderr
+
+
+def test_default_and_override_config(lima_home: Path):
+    cfg = lima_home / "_config"
+    cfg.mkdir(parents=True)
+    (cfg / "default.yaml").write_text("cpus: 3\nmemory: 3GiB\nenv:\n  A: d\n")
+    (cfg / "override.yaml").write_text("memory: 2GiB\nenv:\n  B: o\n")
+    assert limactl("create", "--name=c", "--set", ".env.A = \"y\"",
+                   "template:debian-12").returncode == 0
+    c = json.loads(limactl("list", "c", "--json").stdout)["config"]
+    assert c["cpus"] == 3 and c["memory"] == "2GiB" and c["env"] == {"A": "y", "B": "o"}
+
+
+def test_delete_protect_unprotect(one: Path):
+    r = limactl("protect", "one")
+    assert r.returncode == 0 and "Protected `one`" in r.stderr
+    assert "already protected" in limactl("protect", "one").stderr
+    assert json.loads(limactl("list", "--json").stdout)["protected"] is True
+    r = limactl("delete", "one")
+    assert r.returncode == 1
+    assert "instance is protected to prohibit accidental removal" in r.stderr
+    assert one.exists()
+    assert limactl("unprotect", "one").returncode == 0
+    r = limactl("rm", "one")
+    assert r.returncode == 0 and "Deleted `one`" in r.stderr
+    assert not one.exists()
+    r = limactl("delete", "one")
+    assert r.returncode == 0 and "Ignoring non-existent instance `one`" in r.stderr
+
+
+def test_delete_refuses_running_without_force(one: Path):
+    # a live process standing in for the host agent and QEMU
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (one / "ha.pid").write_text(str(sleeper.pid))
+        (one / "qemu.pid").write_text(str(sleeper.pid))
+        assert limactl("list", "--format", "{{.Status}}").stdout == "Running\n"
+        r = limactl("delete", "one")
+        assert r.returncode == 1 and "expected status `Stopped`, got `Running`" in r.stderr
+        assert one.exists()
+        r = limactl("delete", "-f", "one")
+        assert r.returncode == 0 and not one.exists()
+        assert sleeper.wait(timeout=5) != 0
+    finally:
+        sleeper.kill()
+
+
+def test_stale_pid_files_do_not_count(one: Path):
+    (one / "ha.pid").write_text("999999")
+    (one / "qemu.pid").write_text("999999")
+    assert limactl("list", "--format", "{{.Status}}").stdout == "Stopped\n"
+
+
+def test_clone_and_rename(one: Path, lima_home: Path):
+    (one / "disk").write_bytes(b"\0" * 4096)
+    (one / "ha.stderr.log").write_text("old log")
+    r = limactl("clone", "one", "two", "--cpus=2")
+    assert r.returncode == 0, r.stderr
+    two = lima_home / "two"
+    assert (two / "disk").read_bytes() == b"\0" * 4096 and not (two / "ha.stderr.log").exists()
+    assert json.loads(limactl("list", "two", "--json").stdout)["cpus"] == 2
+    r = limactl("rename", "two", "three")
+    assert r.returncode == 0 and (lima_home / "three").is_dir() and not two.exists()
+    r = limactl("clone", "one", "three")
+    assert r.returncode == 1 and "instance `three` already exists" in r.stderr
+    r = limactl("rename", "nosuch", "x")
+    assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_edit_with_flags_keeps_comments(one: Path):
+    y = one / "lima.yaml"
+    y.write_text("# top comment\n" + y.read_text())
+    r = limactl("edit", "one", "--cpus=2", "--set", ".env.FOO = \"bar\"")
+    assert r.returncode == 0, r.stderr
+    text = y.read_text()
+    assert text.startswith("# top comment") and "FOO: bar" in text
+    assert json.loads(limactl("list", "--json").stdout)["cpus"] == 2
+    r = limactl("edit", "one", "--set", '.cpus = "x"')
+    assert r.returncode == 1 and "field `cpus` must be an integer" in r.stderr
+    assert json.loads(limactl("list", "--json").stdout)["cpus"] == 2
+
+
+def test_validate(tmp_path: Path):
+    good = tmp_path / "good.yaml"
+    good.write_text("images:\n- location: /tmp/x.img\ncpus: 2\n")
+    r = limactl("validate", str(good))
+    assert r.returncode == 0 and f"`{good}`: OK" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("images:\n- location: /tmp/x.img\ncpus: four\n")
+    r = limactl("validate", str(bad))
+    assert r.returncode == 1
+    assert len(fatal_lines(r.stderr)) == 1 and "field `cpus` must be an integer" in r.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("images: [\n")
+    r = limactl("validate", str(broken))
+    assert r.returncode == 1 and "failed to unmarshal YAML" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = limactl("validate", "--fill", str(good))
+    assert "memory: " in r.stdout and "mountType: 9p" in r.stdout
+
+
+def test_template_copy_validate_yq(tmp_path: Path):
+    r = limactl("template", "copy", "template:debian-12")
+    assert r.returncode == 0 and "base:" in r.stdout
+    r = limactl("template", "copy", "--embed", "template:debian-12")
+    assert "base:" not in r.stdout and "genericcloud" in r.stdout
+    r = limactl("template", "copy", "--fill", "template:default", str(tmp_path / "f.yaml"))
+    assert r.returncode == 0 and "mountType: 9p" in (tmp_path / "f.yaml").read_text()
+    r = limactl("template", "validate", "template:default", "template:debian-12")
+    assert r.returncode == 0 and r.stderr.count(": OK") == 2
+    r = limactl("template", "yq", "template:debian-12", ".mounts[0].mountPoint")
+    assert r.stdout.strip() == os.path.expanduser("~")
+
+
+def test_base_loop_detected(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    r = limactl("template", "validate", str(tmp_path / "a.yaml"))
+    assert r.returncode == 1 and "base template loop detected" in r.stderr
+
+
+def test_templates_search_path(tmp_path: Path, lima_home: Path):
+    d = tmp_path / "tpl"
+    d.mkdir()
+    (d / "mine.yaml").write_text("base: template:debian-12\ncpus: 1\n")
+    env = {"LIMA_TEMPLATES_PATH": str(d)}
+    assert "mine" in limactl("create", "--list-templates", env=env).stdout.split()
+    r = limactl("create", "template:mine", env=env)
+    assert r.returncode == 0 and (lima_home / "mine").is_dir()
+    user = lima_home / "_templates"
+    user.mkdir()
+    (user / "ours.yaml").write_text("base: template:debian-12\n")
+    assert limactl("create", "template:ours").returncode == 0
+
+
+def test_info_json():
+    r = limactl("info")
+    info = json.loads(r.stdout)
+    assert info["version"] == "2.2.0" and "qemu" in info["vmTypes"]
+    assert info["defaultTemplate"]["mountType"] == "9p"
+    assert {"name": "default", "location": "template:default"} in info["templates"]
+    assert limactl("info", "--yq", ".version").stdout.strip() == "2.2.0"
+
+
+def test_yq_command(tmp_path: Path):
+    r = limactl("yq", ".a.b", input="a:\n  b: 3\n")
+    assert r.stdout == "3\n"
+    f = tmp_path / "x.yaml"
+    f.write_text("# keep me\na: 1\n")
+    assert limactl("yq", "-i", ".a = 2", str(f)).returncode == 0
+    assert f.read_text() == "# keep me\na: 2\n"
+
+
+def test_show_ssh_and_completion(one: Path):
+    r = limactl("show-ssh", "--format=config", "one")
+    assert r.returncode == 0 and "Host lima-one" in r.stdout and "deprecated" in r.stderr
+    r = limactl("completion", "bash")
+    assert r.returncode == 0 and "_LIMACTL_COMPLETE" in r.stdout
+
+
+def test_unknown_command_and_flag_are_one_line():
+    for args in (["frobnicate"], ["list", "--nope"]):
+        r = limactl(*args)
+        assert r.returncode == 1 and len(fatal_lines(r.stderr)) == 1, r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_help_of_every_command():
+    from pylima.cli.main import COMMANDS
+
+    for name in COMMANDS:
+        r = limactl(name, "--help")
+        assert r.returncode == 0 and "Usage:" in r.stdout, name
+
+
+def test_log_format_json(one: Path):
+    r = limactl("--log-format=json", "list", "nosuch")
+    line = json.loads(r.stderr.splitlines()[0])
+    assert line["level"] == "warning" and line["msg"] == "No instance matching nosuch found."
+
+
+def test_lima_command_on_stopped_instance(one: Path):
+    r = subprocess.run([sys.executable, "-c", "from pylima.cli.lima_cmd import main; main()",
+                        "uname"], env={**os.environ, "LIMA_INSTANCE": "one"},
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "instance `one` status is not `Running` (`Stopped`)" in r.stderr
+
+
+def test_docker_lima_without_instance():
+    r = subprocess.run([sys.executable, "-c", "from pylima.cli.wrappers import docker_main; "
+                        "docker_main()"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert 'instance "docker" does not exist, run `limactl create --name=docker ' \
+        'template:docker`' in r.stderr
