@@ -1,0 +1,1 @@
+"""Guest images: download with a shared cache, decompression, instance disks."""
