@@ -24,6 +24,7 @@ from pylima.images.download import (
     DownloadError,
     ProgressLogger,
     cache_entry_dir,
+    cache_key,
     detect_image_format,
     download,
     download_entry_files,
@@ -32,6 +33,7 @@ from pylima.images.download import (
     parse_digest,
     select_image,
 )
+from pylima.images.prune import locations_from_config, prune_cache
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # a few chunks, not chunk-aligned
 QCOW2_HEAD = b"QFI\xfb" + b"\x00" * 60
@@ -371,6 +373,34 @@ def test_progress_logger_lines(caplog: pytest.LogCaptureFixture) -> None:
         "Downloading the image: 500MiB / 1000MiB (50%)",
         "Downloading the image: 1000MiB / 1000MiB (100%)",
     ]
+
+
+def test_prune(server: RunningServer, cache: Path, tmp_path: Path) -> None:
+    server.state.files.update({"/keep.img": PAYLOAD, "/drop.img": PAYLOAD[:1000]})
+    keep, drop = server.url("/keep.img"), server.url("/drop.img")
+    download(keep, None)
+    download(drop, tmp_path / "linked")  # hard-linked elsewhere: frees no space
+    (cache_entry_dir(keep) / "data.part").write_bytes(b"x" * 4096)
+    config = {"images": [{"location": keep, "arch": "x86_64"}]}
+    assert locations_from_config(config) == {keep}
+
+    small = sum((cache_entry_dir(drop) / n).stat().st_blocks * 512
+                for n in ("url", "time", "type"))
+    res = prune_cache(locations_from_config(config))
+    assert res.removed == [cache_entry_dir(drop)]
+    assert cache_entry_dir(keep) in res.kept
+    assert (cache_entry_dir(keep) / "data").exists()
+    assert not (cache_entry_dir(keep) / "data.part").exists()
+    # The partial file and the dropped entry's small files; its `data` is still
+    # hard-linked from outside the cache, so it frees nothing.
+    assert res.bytes_freed == 4096 + small
+    assert (tmp_path / "linked").read_bytes() == PAYLOAD[:1000]
+
+    res = prune_cache(None)
+    assert res.removed == [cache] and not cache.exists()
+    assert res.bytes_freed >= len(PAYLOAD)
+    # Cache keys are accepted in place of locations.
+    assert prune_cache({cache_key(keep)}).removed == []
 
 
 def test_connect_timeout_is_short() -> None:
