@@ -105,6 +105,20 @@ def test_digestless_cache_hit_checks_last_modified(server: RunningServer, cache:
     assert (tmp_path / "c").read_bytes() == PAYLOAD[::-1]
 
 
+def test_refetch_drops_digest_recorded_for_old_bytes(server: RunningServer, cache: Path,
+                                                     tmp_path: Path) -> None:
+    server.state.files["/x.img"] = PAYLOAD
+    url = server.url("/x.img")
+    download(url, tmp_path / "a", digest=sha256(PAYLOAD))
+    server.state.files["/x.img"] = PAYLOAD[::-1]
+    server.state.last_modified = "Thu, 22 Oct 2026 07:28:00 GMT"
+    download(url, tmp_path / "b")  # digest-less: re-fetched, new bytes
+    assert not (cache_entry_dir(url) / "sha256.digest").exists()
+    # The old digest no longer vouches for the new bytes.
+    with pytest.raises(DigestMismatchError):
+        download(url, tmp_path / "c", digest=sha256(PAYLOAD))
+
+
 def test_wrong_digest_removes_entry(server: RunningServer, cache: Path,
                                     tmp_path: Path) -> None:
     server.state.files["/img"] = PAYLOAD

@@ -522,6 +522,9 @@ def _fetch(shad: Path, url: str, expected: Digest | None,
                      _http_error_text(cause))
         except (OSError, http.client.HTTPException) as e:
             raise DownloadError(_http_error_text(e)) from e
+    # Digests recorded for the bytes being replaced no longer describe `data`.
+    for stale in shad.glob("*.digest"):
+        stale.unlink()
     os.replace(part, data)
     if expected is not None:
         (shad / f"{expected.algorithm}.digest").write_text(str(expected))
