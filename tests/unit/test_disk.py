@@ -193,6 +193,9 @@ def test_data_disks(lima_home: Path) -> None:
     assert d.format == "qcow2" and d.size == 10 * MiB
     assert d.dir == lima_home / "_disks" / "data"
     assert qemu_info(d.dir / "datadisk")["format"] == "qcow2"
+    odd = create_data_disk("odd", 1000, "raw")
+    assert odd.size == 1024  # whole sectors
+    delete_data_disk("odd")
     r = create_data_disk("scratch.1", 20 * MiB, "raw")
     assert r.format == "raw" and (r.dir / "datadisk").stat().st_size == 20 * MiB
     assert [x.name for x in list_data_disks()] == ["data", "scratch.1"]

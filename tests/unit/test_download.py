@@ -207,6 +207,14 @@ def test_all_locations_fail_names_each(server: RunningServer, cache: Path,
         download_first(images, "riscv64", tmp_path / "image")
 
 
+def test_unreachable_host_fails_within_connect_timeout(cache: Path, tmp_path: Path) -> None:
+    # TEST-NET-1 (RFC 5737) is never routed: either unreachable at once or a timeout.
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError):
+        download("http://192.0.2.1:9/img", tmp_path / "a", connect_timeout=1.0)
+    assert time.monotonic() - t0 < 5
+
+
 def test_select_image_arch_and_variant() -> None:
     images = [
         {"location": "a", "arch": "aarch64"},

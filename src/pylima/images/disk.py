@@ -103,6 +103,11 @@ def image_info(path: str | os.PathLike[str]) -> ImageInfo:
                      backing_format=d.get("backing-filename-format", ""))
 
 
+def _round_sector(size: int) -> int:
+    """Raw disks are whole 512-byte sectors (qemu-img rounds qcow2 sizes the same way)."""
+    return (size + 511) // 512 * 512
+
+
 def _bytes_size(n: float) -> str:
     """go-units BytesSize, as Lima prints sizes: "100GiB", "1.5GiB"."""
     units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
@@ -200,7 +205,7 @@ def resize_disk(path: str | os.PathLike[str], size: int) -> bool:
     if fmt == "raw":
         # Growing a raw file is a sparse truncate: no qemu-img needed.
         with open(p, "r+b") as f:
-            f.truncate(size)
+            f.truncate(_round_sector(size))
         return True
     _qemu_img(["resize", "-f", fmt, str(p), str(size)])
     return True
@@ -301,7 +306,7 @@ def create_data_disk(name: str, size: int, fmt: str = "qcow2") -> DataDisk:
         if fmt == "raw":
             # A sparse file is a raw disk; this needs no qemu-img.
             with open(data, "xb") as f:
-                f.truncate(size)
+                f.truncate(_round_sector(size))
         else:
             _qemu_img(["create", "-f", "qcow2", str(data), str(size)])
     except (OSError, LimaError) as e:
