@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +25,8 @@ class ImageServer:
     requests: list[Request] = field(default_factory=list)
     # path -> byte count after which the next GET of that path is cut off (once)
     cut_after: dict[str, int] = field(default_factory=dict)
+    # path -> (byte count, seconds): the next GET pauses there that long (once)
+    stall_after: dict[str, tuple[int, float]] = field(default_factory=dict)
     support_range: bool = True
     last_modified: str = LAST_MODIFIED
     port: int = 0
@@ -79,6 +82,13 @@ def make_handler(state: ImageServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
             if not body_wanted:
+                return
+            stall = state.stall_after.pop(self.path, None)
+            if stall is not None:
+                self.wfile.write(body[:stall[0]])
+                self.wfile.flush()
+                time.sleep(stall[1])
+                self.close_connection = True
                 return
             cut = state.cut_after.pop(self.path, None)
             if cut is not None:

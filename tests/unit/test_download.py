@@ -291,6 +291,41 @@ def test_interrupted_resumes_within_one_call(server: RunningServer, cache: Path,
     assert ranges == [None, "bytes=777777-"]
 
 
+def test_stalled_transfer_times_out_and_resumes(server: RunningServer, cache: Path,
+                                                tmp_path: Path) -> None:
+    server.state.files["/big.img"] = PAYLOAD
+    server.state.stall_after["/big.img"] = (400_000, 1.5)
+    url = server.url("/big.img")
+    download(url, tmp_path / "a", digest=sha256(PAYLOAD), read_timeout=0.3)
+    assert (tmp_path / "a").read_bytes() == PAYLOAD
+    assert server.gets("/big.img")[-1].headers.get("Range") == "bytes=400000-"
+
+
+def test_parallel_downloads_share_one_transfer(server: RunningServer, cache: Path,
+                                               tmp_path: Path) -> None:
+    import threading
+
+    server.state.files["/img"] = PAYLOAD
+    url = server.url("/img")
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            download(url, tmp_path / f"out{i}", digest=sha256(PAYLOAD))
+        except BaseException as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(server.gets("/img")) == 1  # the entry lock makes the others wait
+    for i in range(4):
+        assert (tmp_path / f"out{i}").read_bytes() == PAYLOAD
+
+
 def test_resume_when_server_ignores_range(server: RunningServer, cache: Path,
                                           tmp_path: Path) -> None:
     server.state.files["/big.img"] = PAYLOAD

@@ -572,7 +572,9 @@ def _transfer(shad: Path, url: str, expected: Digest | None,
                 on_progress(done, total)
             while True:
                 try:
-                    chunk = resp.read(_CHUNK)
+                    # read1: whatever has arrived, so a stall loses nothing already
+                    # received (read(n) would drop a partial chunk on a timeout).
+                    chunk = resp.read1(_CHUNK)
                 except (OSError, http.client.HTTPException) as e:
                     out.flush()
                     raise _Interrupted() from e
