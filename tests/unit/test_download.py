@@ -8,6 +8,7 @@ import hashlib
 import logging
 import lzma
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -458,6 +459,33 @@ def test_prune(server: RunningServer, cache: Path, tmp_path: Path) -> None:
     assert res.bytes_freed >= len(PAYLOAD)
     # Cache keys are accepted in place of locations.
     assert prune_cache({cache_key(keep)}).removed == []
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl tool")
+def test_https_verifies_the_certificate(tmp_path: Path, cache: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    srv = RunningServer()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.httpd.socket = ctx.wrap_socket(srv.httpd.socket, server_side=True)
+    try:
+        srv.state.files["/img"] = PAYLOAD[:5000]
+        url = f"https://127.0.0.1:{srv.state.port}/img"
+        with pytest.raises(DownloadError, match="CERTIFICATE_VERIFY_FAILED"):
+            download(url, tmp_path / "a")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        download(url, tmp_path / "a", digest=sha256(PAYLOAD[:5000]))
+        assert (tmp_path / "a").read_bytes() == PAYLOAD[:5000]
+    finally:
+        srv.close()
 
 
 def test_connect_timeout_is_short() -> None:
