@@ -240,8 +240,11 @@ def test_compressed_image(server: RunningServer, cache: Path, tmp_path: Path, ex
     packed = compress(raw)  # type: ignore[operator]
     server.state.files["/img.qcow2" + ext] = packed
     url = server.url("/img.qcow2" + ext)
-    res = download(url, tmp_path / "image", digest=sha256(packed), decompress=True)
+    unpacking: list[tuple[int, int | None]] = []
+    res = download(url, tmp_path / "image", digest=sha256(packed), decompress=True,
+                   on_decompress_progress=lambda d, t: unpacking.append((d, t)))
     assert (tmp_path / "image").read_bytes() == raw
+    assert unpacking[0] == (0, len(packed)) and unpacking[-1] == (len(packed), len(packed))
     # The cache keeps the bytes as served; the digest is the compressed file's.
     assert (cache_entry_dir(url) / "data").read_bytes() == packed
     assert res.cache_path == cache_entry_dir(url) / "data"

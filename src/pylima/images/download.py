@@ -206,9 +206,10 @@ class ProgressLogger:
     `interval` seconds, and one at the end (the CLI draws a bar on a terminal)."""
 
     def __init__(self, description: str, *, interval: float = 5.0,
-                 logger: logging.Logger | None = None,
+                 verb: str = "Downloading", logger: logging.Logger | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.description = description
+        self.verb = verb
         self.interval = interval
         self.logger = logger or log
         self.clock = clock
@@ -229,9 +230,9 @@ class ProgressLogger:
     def format(self, done: int, total: int | None) -> str:
         if total:
             pct = min(100, done * 100 // total)
-            return (f"Downloading {self.description}: {_human(done)} / {_human(total)} "
+            return (f"{self.verb} {self.description}: {_human(done)} / {_human(total)} "
                     f"({pct}%)")
-        return f"Downloading {self.description}: {_human(done)}"
+        return f"{self.verb} {self.description}: {_human(done)}"
 
 
 def _human(n: float) -> str:
@@ -370,6 +371,7 @@ def download(location: str, dest: str | os.PathLike[str] | None = None, *,
              digest: str | Digest | None = None, decompress: bool = False,
              cache_root: str | os.PathLike[str] | None = None,
              on_progress: ProgressCallback | None = None,
+             on_decompress_progress: ProgressCallback | None = None,
              connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
              retries: int = 2) -> DownloadResult:
     """Fetch `location` (http(s)://, file:// or a path) into `dest`.
@@ -377,7 +379,8 @@ def download(location: str, dest: str | os.PathLike[str] | None = None, *,
     With `dest` None the file is only brought into the cache (remote locations).
     An existing `dest` is left alone (status "skipped"), as Lima does. `decompress`
     undoes .gz/.bz2/.xz/.zst (by the location's extension, else by magic bytes) while
-    copying to `dest`. `retries` resumes a transfer that broke off mid-body.
+    copying to `dest`; `on_decompress_progress` then gets the compressed bytes read
+    out of the compressed size. `retries` resumes a transfer that broke off mid-body.
     Raises DownloadError / DigestMismatchError.
     """
     expected = parse_digest(digest)
@@ -400,7 +403,8 @@ def download(location: str, dest: str | os.PathLike[str] | None = None, *,
         if dest_p is None:
             return DownloadResult(STATUS_DOWNLOADED, src, validated_digest=expected is not None)
         # Never hard-link a user's own file: editing it would change the instance.
-        _copy_out(src, dest_p, location, decompress, allow_hardlink=False)
+        _copy_out(src, dest_p, location, decompress, allow_hardlink=False,
+                  on_progress=on_decompress_progress)
         return DownloadResult(STATUS_DOWNLOADED, dest_p, validated_digest=expected is not None)
 
     shad = cache_entry_dir(location, cache_root)
@@ -412,7 +416,7 @@ def download(location: str, dest: str | os.PathLike[str] | None = None, *,
                          read_timeout, retries)
         if dest_p is not None:
             _copy_out(res.cache_path or res.path, dest_p, location, decompress,
-                      allow_hardlink=True)
+                      allow_hardlink=True, on_progress=on_decompress_progress)
             res.path = dest_p
     return res
 
@@ -606,8 +610,30 @@ def _hash_prefix(path: Path, length: int, hasher: Any) -> None:
 
 # --------------------------------------------------------------------------- copy out
 
+class _CountingReader:
+    """A binary reader that reports how far the decompressor has read its input."""
+
+    def __init__(self, f: IO[bytes], total: int, on_progress: ProgressCallback) -> None:
+        self._f, self._total, self._cb, self._done = f, total, on_progress, 0
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._f.read(n)
+        self._done += len(b)
+        self._cb(self._done, self._total)
+        return b
+
+    def readinto(self, buf: Any) -> int:
+        n = self._f.readinto(buf)  # type: ignore[attr-defined]
+        self._done += n or 0
+        self._cb(self._done, self._total)
+        return int(n or 0)
+
+    def readable(self) -> bool:
+        return True
+
+
 def _copy_out(src: Path, dest: Path, location: str, decompress: bool, *,
-              allow_hardlink: bool) -> None:
+              allow_hardlink: bool, on_progress: ProgressCallback | None = None) -> None:
     kind = decompressor_for(location, src) if decompress else None
     if kind is None:
         link_or_copy(src, dest, allow_hardlink=allow_hardlink)
@@ -615,7 +641,12 @@ def _copy_out(src: Path, dest: Path, location: str, decompress: bool, *,
     log.info("decompressing %s with built-in %s", _extension(location) or "file", kind)
     tmp = dest.with_name(f"{dest.name}.tmp.{os.getpid()}")
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        with open(src, "rb") as raw, open(tmp, "wb") as fout:
+            fin: IO[bytes] = raw
+            if on_progress is not None:
+                size = os.fstat(raw.fileno()).st_size
+                on_progress(0, size)
+                fin = _CountingReader(raw, size, on_progress)  # type: ignore[assignment]
             _decompress_stream(kind, fin, fout, src, tmp)
         os.replace(tmp, dest)
     except (OSError, EOFError, ValueError) as e:
@@ -686,6 +717,7 @@ def select_image(images: Sequence[Any], arch: str) -> list[Any]:
 def _download_file_entry(f: Any, dest: Path, what: str, *, decompress: bool,
                          cache_root: str | os.PathLike[str] | None,
                          on_progress: ProgressCallback | None,
+                         on_decompress_progress: ProgressCallback | None = None,
                          connect_timeout: float) -> DownloadResult:
     location = _get(f, "location")
     if not location:
@@ -696,6 +728,7 @@ def _download_file_entry(f: Any, dest: Path, what: str, *, decompress: bool,
     try:
         res = download(location, dest, digest=_get(f, "digest"), decompress=decompress,
                        cache_root=cache_root, on_progress=on_progress,
+                       on_decompress_progress=on_decompress_progress,
                        connect_timeout=connect_timeout)
     except LimaError as e:
         raise _wrap(location, e) from None
@@ -716,6 +749,7 @@ def _wrap(location: str, e: LimaError) -> LimaError:
 def download_first(images: Sequence[Any], arch: str, dest: str | os.PathLike[str], *,
                    cache_root: str | os.PathLike[str] | None = None,
                    on_progress: ProgressCallback | None = None,
+                   on_decompress_progress: ProgressCallback | None = None,
                    connect_timeout: float = CONNECT_TIMEOUT) -> tuple[Any, DownloadResult]:
     """Download the first image of `arch` that works into `dest` (decompressed).
 
@@ -730,6 +764,7 @@ def download_first(images: Sequence[Any], arch: str, dest: str | os.PathLike[str
         try:
             res = _download_file_entry(entry, Path(dest), "the image", decompress=True,
                                        cache_root=cache_root, on_progress=on_progress,
+                                       on_decompress_progress=on_decompress_progress,
                                        connect_timeout=connect_timeout)
         except LimaError as e:
             log.warning("%s", e.message)
@@ -742,6 +777,7 @@ def download_first(images: Sequence[Any], arch: str, dest: str | os.PathLike[str
 def download_entry_files(entry: Any, instance_dir: str | os.PathLike[str], *,
                          cache_root: str | os.PathLike[str] | None = None,
                          on_progress: ProgressCallback | None = None,
+                         on_decompress_progress: ProgressCallback | None = None,
                          connect_timeout: float = CONNECT_TIMEOUT) -> dict[str, DownloadResult]:
     """Fetch one `images[]` entry into `instance_dir`: `image` (decompressed), and when
     the entry has them `kernel` (decompressed), `kernel.cmdline` and `initrd` (kept
@@ -751,6 +787,7 @@ def download_entry_files(entry: Any, instance_dir: str | os.PathLike[str], *,
     written: list[Path] = []
     results: dict[str, DownloadResult] = {}
     common: dict[str, Any] = {"cache_root": cache_root, "on_progress": on_progress,
+                              "on_decompress_progress": on_decompress_progress,
                               "connect_timeout": connect_timeout}
     try:
         image = inst / dirs.IMAGE
@@ -786,6 +823,7 @@ def ensure_instance_image(images: Sequence[Any], arch: str,
                           instance_dir: str | os.PathLike[str], *,
                           cache_root: str | os.PathLike[str] | None = None,
                           on_progress: ProgressCallback | None = None,
+                          on_decompress_progress: ProgressCallback | None = None,
                           connect_timeout: float = CONNECT_TIMEOUT,
                           ) -> tuple[Any, dict[str, DownloadResult]] | None:
     """What `limactl start` does before creating the disk: unless the instance already
@@ -803,6 +841,7 @@ def ensure_instance_image(images: Sequence[Any], arch: str,
         try:
             return entry, download_entry_files(entry, inst, cache_root=cache_root,
                                                on_progress=on_progress,
+                                               on_decompress_progress=on_decompress_progress,
                                                connect_timeout=connect_timeout)
         except LimaError as e:
             log.warning("%s", e.message)
