@@ -132,6 +132,17 @@ def test_smaller_size_is_refused_and_resize_only_grows(tmp_path: Path) -> None:
     assert qemu_info(disk)["virtual-size"] == 128 * MiB
 
 
+def test_image_with_backing_file_is_refused(tmp_path: Path) -> None:
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    make_qcow2(tmp_path / "host-file", MiB)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(tmp_path / "host-file"), str(inst / "image")], check=True)
+    with pytest.raises(DiskError, match="must not have a backing file"):
+        create_instance_disk(inst, None)
+    assert not (inst / "disk").exists()
+
+
 def test_iso_image_becomes_iso_and_empty_disk(tmp_path: Path) -> None:
     inst = tmp_path / "inst"
     inst.mkdir()

@@ -26,6 +26,7 @@ from pylima.images.fileutil import (
     detect_image_format,
     is_iso9660,
     link_or_copy,
+    qcow2_has_backing_file,
     virtual_size,
 )
 from pylima.store import dirs
@@ -176,6 +177,10 @@ def create_instance_disk(instance_dir: str | os.PathLike[str], size: int | None)
             raise
         return disk
     fmt = detect_image_format(image)
+    if fmt == "qcow2" and qcow2_has_backing_file(image):
+        # A downloaded image must not pull in other files of the host (Lima refuses too).
+        raise DiskError(f"file `{image}` is not acceptable as a disk image: "
+                        "a base disk must not have a backing file")
     base_size = virtual_size(image)
     if size is not None and size < base_size:
         raise DiskError(

@@ -44,6 +44,14 @@ def virtual_size(path: str | os.PathLike[str]) -> int:
     return os.stat(path).st_size
 
 
+def qcow2_has_backing_file(path: str | os.PathLike[str]) -> bool:
+    """True when a qcow2 header names a backing file (its offset at byte 8 is set)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return head[:4] == QCOW2_MAGIC and len(head) == 16 and \
+        int(struct.unpack(">Q", head[8:16])[0]) != 0
+
+
 def _tmp_sibling(dst: Path) -> Path:
     return dst.with_name(f"{dst.name}.tmp.{os.getpid()}")
 
