@@ -373,6 +373,12 @@ def test_file_url_and_plain_path(tmp_path: Path, cache: Path,
         download(str(tmp_path / "nope.img"), tmp_path / "d")
     with pytest.raises(LimaError, match="non-absolute"):
         download("file://relative/x.img", tmp_path / "e")
+    # A file kept in pylima's cache (a locally built image) is hard-linked.
+    built = cache / "images" / "debian-12.qcow2"
+    built.parent.mkdir(parents=True)
+    built.write_bytes(QCOW2_HEAD)
+    download(f"file://{built}", tmp_path / "f")
+    assert os.stat(tmp_path / "f").st_ino == os.stat(built).st_ino
 
 
 def test_detect_format(tmp_path: Path) -> None:

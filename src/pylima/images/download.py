@@ -403,7 +403,10 @@ def download(location: str, dest: str | os.PathLike[str] | None = None, *,
         if dest_p is None:
             return DownloadResult(STATUS_DOWNLOADED, src, validated_digest=expected is not None)
         # Never hard-link a user's own file: editing it would change the instance.
-        _copy_out(src, dest_p, location, decompress, allow_hardlink=False,
+        # Files inside the cache (e.g. images built locally) are never edited in place.
+        root = Path(cache_root) if cache_root is not None else dirs.cache_dir()
+        managed = src.resolve().is_relative_to(root.resolve())
+        _copy_out(src, dest_p, location, decompress, allow_hardlink=managed,
                   on_progress=on_decompress_progress)
         return DownloadResult(STATUS_DOWNLOADED, dest_p, validated_digest=expected is not None)
 
