@@ -1,1 +1,1 @@
-"""Guest images: download with a shared cache, decompression, instance disks."""
+"""Images: download with cache and digest check, convert, and the local image builder."""
