@@ -1,0 +1,383 @@
+"""Instance disks and Lima's additional disks (`$LIMA_HOME/_disks/NAME/datadisk`).
+
+An instance boots from `disk`, a qcow2 overlay whose backing file is `image` named
+by a RELATIVE path, so the instance directory can be moved or renamed. `image` is
+hard-linked from the download cache: pruning the cache leaves the instance intact,
+and creating the overlay touches no image data, so it takes milliseconds. `image`
+must therefore never be written to (QEMU opens a backing file read-only).
+
+Instances made by older Lima versions have `basedisk` + `diffdisk` instead; they are
+still booted from `diffdisk`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pylima.errors import CommandError, LimaError
+from pylima.images.fileutil import (
+    detect_image_format,
+    is_iso9660,
+    link_or_copy,
+    qcow2_has_backing_file,
+    virtual_size,
+)
+from pylima.store import dirs
+
+__all__ = [
+    "DATADISK",
+    "IN_USE_BY",
+    "ISO",
+    "DataDisk",
+    "DiskError",
+    "ImageInfo",
+    "boot_disk_path",
+    "create_data_disk",
+    "create_instance_disk",
+    "delete_data_disk",
+    "ensure_instance_disk",
+    "image_info",
+    "inspect_data_disk",
+    "install_base_image",
+    "list_data_disks",
+    "lock_data_disk",
+    "resize_data_disk",
+    "resize_disk",
+    "unlock_data_disk",
+    "validate_disk_name",
+]
+
+log = logging.getLogger(__name__)
+
+ISO = "iso"  # an ISO 9660 `image` is renamed to this; the disk then starts empty
+DATADISK = "datadisk"
+IN_USE_BY = "in_use_by"  # symlink to the instance directory using the disk
+
+QEMU_IMG_HINT = "install qemu-img: `apt-get install qemu-utils` (Debian, Ubuntu)"
+
+
+class DiskError(LimaError):
+    """A disk cannot be created, resized, found or deleted."""
+
+
+# --------------------------------------------------------------------------- qemu-img
+
+def _qemu_img(args: list[str], *, cwd: str | os.PathLike[str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    from pylima.process import run
+
+    exe = shutil.which("qemu-img")
+    if exe is None:
+        raise DiskError("`qemu-img` not found", hint=QEMU_IMG_HINT)
+    return run([exe, *args], cwd=str(cwd) if cwd is not None else None)
+
+
+@dataclass
+class ImageInfo:
+    """The fields of `qemu-img info --output=json` that pylima uses."""
+
+    filename: str
+    format: str
+    virtual_size: int
+    actual_size: int
+    backing_filename: str = ""
+    full_backing_filename: str = ""
+    backing_format: str = ""
+
+
+def image_info(path: str | os.PathLike[str]) -> ImageInfo:
+    """`qemu-img info --output=json --force-share` (works while QEMU holds the file)."""
+    out = _qemu_img(["info", "--output=json", "--force-share", str(path)]).stdout
+    d = json.loads(out)
+    return ImageInfo(filename=d.get("filename", str(path)), format=d.get("format", ""),
+                     virtual_size=int(d.get("virtual-size", 0)),
+                     actual_size=int(d.get("actual-size", 0)),
+                     backing_filename=d.get("backing-filename", ""),
+                     full_backing_filename=d.get("full-backing-filename", ""),
+                     backing_format=d.get("backing-filename-format", ""))
+
+
+def _round_sector(size: int) -> int:
+    """Raw disks are whole 512-byte sectors (qemu-img rounds qcow2 sizes the same way)."""
+    return (size + 511) // 512 * 512
+
+
+def _bytes_size(n: float) -> str:
+    """go-units BytesSize, as Lima prints sizes: "100GiB", "1.5GiB"."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024.0
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+# --------------------------------------------------------------------------- instance disk
+
+def install_base_image(src: str | os.PathLike[str], instance_dir: str | os.PathLike[str]
+                       ) -> tuple[Path, str]:
+    """Put a downloaded (decompressed) base image at `instance_dir/image`: a hard link
+    to the cache file when possible, else a reflink, else a copy. Returns the path
+    and how it was placed ("hardlink", "reflink", "copy"). An existing `image` is kept."""
+    dst = Path(instance_dir) / dirs.IMAGE
+    if dst.exists():
+        return dst, "existing"
+    return dst, link_or_copy(src, dst)
+
+
+def boot_disk_path(instance_dir: str | os.PathLike[str]) -> Path | None:
+    """The disk to boot: `disk`, else the legacy `diffdisk`; None before the first start."""
+    inst = Path(instance_dir)
+    for name in (dirs.DISK, dirs.DIFFDISK_LEGACY):
+        p = inst / name
+        if p.exists():
+            return p
+    return None
+
+
+def base_image_path(instance_dir: str | os.PathLike[str]) -> Path | None:
+    """The base image: `image`, else the legacy `basedisk`; None when absent."""
+    inst = Path(instance_dir)
+    for name in (dirs.IMAGE, dirs.BASEDISK_LEGACY):
+        p = inst / name
+        if p.exists():
+            return p
+    return None
+
+
+def create_instance_disk(instance_dir: str | os.PathLike[str], size: int | None) -> Path:
+    """Create `disk` from `image`: a qcow2 overlay backed by the relative name `image`,
+    `size` bytes large (None: the image's own virtual size). A `size` below the
+    image's virtual size is refused: shrinking is not supported (Lima refuses it too).
+    An ISO 9660 `image` is renamed to `iso` and the disk starts empty, as Lima does.
+    One qemu-img call; no image data is read."""
+    inst = Path(instance_dir)
+    disk = inst / dirs.DISK
+    if disk.exists():
+        raise DiskError(f"disk `{disk}` already exists")
+    image = inst / dirs.IMAGE
+    if not image.exists():
+        raise DiskError(f"image `{image}` does not exist")
+    if is_iso9660(image):
+        if not size:
+            raise DiskError("field `disk` must be set for an ISO image")
+        iso = inst / ISO
+        os.replace(image, iso)
+        try:
+            _qemu_img(["create", "-f", "qcow2", dirs.DISK, str(size)], cwd=inst)
+        except LimaError:
+            os.replace(iso, image)
+            raise
+        return disk
+    fmt = detect_image_format(image)
+    if fmt == "qcow2" and qcow2_has_backing_file(image):
+        # A downloaded image must not pull in other files of the host (Lima refuses too).
+        raise DiskError(f"file `{image}` is not acceptable as a disk image: "
+                        "a base disk must not have a backing file")
+    base_size = virtual_size(image)
+    if size is not None and size < base_size:
+        raise DiskError(
+            f"field `disk`: the size {_bytes_size(size)} is smaller than the image's "
+            f"virtual size {_bytes_size(base_size)}; disk shrinking is not supported",
+            hint=f"set `disk` to at least {_bytes_size(base_size)}")
+    args = ["create", "-f", "qcow2", "-F", fmt, "-b", dirs.IMAGE, dirs.DISK]
+    if size is not None and size > base_size:
+        args.append(str(size))
+    _qemu_img(args, cwd=inst)
+    return disk
+
+
+def resize_disk(path: str | os.PathLike[str], size: int) -> bool:
+    """Grow the disk image at `path` to `size` bytes. Returns False when it already has
+    that size; a smaller `size` raises, as Lima's `disk shrinking is not supported`."""
+    p = Path(path)
+    current = virtual_size(p)
+    if size == current:
+        return False
+    if size < current:
+        raise DiskError(
+            f"disk shrinking is not supported ({_bytes_size(current)} --> "
+            f"{_bytes_size(size)})", hint=f"set `disk` to at least {_bytes_size(current)}")
+    log.info("Resize disk `%s` from %s to %s", p, _bytes_size(current), _bytes_size(size))
+    fmt = detect_image_format(p)
+    if fmt == "raw":
+        # Growing a raw file is a sparse truncate: no qemu-img needed.
+        with open(p, "r+b") as f:
+            f.truncate(_round_sector(size))
+        return True
+    _qemu_img(["resize", "-f", fmt, str(p), str(size)])
+    return True
+
+
+def ensure_instance_disk(instance_dir: str | os.PathLike[str], size: int | None) -> Path:
+    """What a start does: create the disk from `image` on the first start, otherwise
+    grow the existing `disk` (or legacy `diffdisk`) to the configured size."""
+    existing = boot_disk_path(instance_dir)
+    if existing is None:
+        return create_instance_disk(instance_dir, size)
+    if size:
+        resize_disk(existing, size)
+    return existing
+
+
+# --------------------------------------------------------------------------- additional disks
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
+_NAME_MAX = 76
+
+
+def validate_disk_name(name: str) -> None:
+    """Lima's identifier rule: alphanumerics joined by single `.`, `_` or `-`."""
+    if not name:
+        raise DiskError("identifier must not be empty")
+    if len(name) > _NAME_MAX:
+        raise DiskError(f"identifier `{name}` greater than maximum length ({_NAME_MAX} "
+                        "characters)")
+    if not _NAME_RE.match(name):
+        raise DiskError(f"identifier `{name}` must match {_NAME_RE.pattern}")
+
+
+def _disk_dir(name: str) -> Path:
+    validate_disk_name(name)
+    return dirs.disks_dir() / name
+
+
+@dataclass
+class DataDisk:
+    """One additional disk; the JSON field names of `limactl disk ls --json`."""
+
+    name: str
+    size: int
+    format: str
+    dir: Path
+    instance: str = ""
+    instance_dir: str = ""
+    mount_point: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "size": self.size, "format": self.format,
+                "dir": str(self.dir), "instance": self.instance,
+                "instanceDir": self.instance_dir, "mountPoint": self.mount_point}
+
+
+def inspect_data_disk(name: str) -> DataDisk:
+    """Size and format from the image header; the user from the `in_use_by` link."""
+    d = _disk_dir(name)
+    data = d / DATADISK
+    if not data.is_file():
+        raise DiskError(f"disk `{name}` does not exist")
+    inst_dir = ""
+    try:
+        inst_dir = os.readlink(d / IN_USE_BY)
+    except FileNotFoundError:
+        pass
+    return DataDisk(name=name, size=virtual_size(data), format=detect_image_format(data),
+                    dir=d, instance=os.path.basename(inst_dir) if inst_dir else "",
+                    instance_dir=inst_dir, mount_point=f"/mnt/lima-{name}")
+
+
+def list_data_disks() -> list[DataDisk]:
+    """Every disk under `$LIMA_HOME/_disks`, by name; entries without `datadisk` skipped."""
+    root = dirs.disks_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for entry in sorted(root.iterdir()):
+        if (entry / DATADISK).is_file() and _NAME_RE.match(entry.name):
+            out.append(inspect_data_disk(entry.name))
+    return out
+
+
+def create_data_disk(name: str, size: int, fmt: str = "qcow2") -> DataDisk:
+    """`limactl disk create NAME --size SIZE [--format qcow2|raw]`."""
+    if fmt not in ("qcow2", "raw"):
+        raise DiskError(f"disk format `{fmt}` not supported, use `qcow2` or `raw` instead")
+    if size <= 0:
+        raise DiskError(f"invalid disk size {size}")
+    d = _disk_dir(name)
+    if d.exists() or d.is_symlink():
+        raise DiskError(f"disk `{name}` already exists (`{d}`)")
+    log.info("Creating %s disk `%s` with size %s", fmt, name, _bytes_size(size))
+    d.mkdir(parents=True, mode=0o700)
+    data = d / DATADISK
+    try:
+        if fmt == "raw":
+            # A sparse file is a raw disk; this needs no qemu-img.
+            with open(data, "xb") as f:
+                f.truncate(_round_sector(size))
+        else:
+            _qemu_img(["create", "-f", "qcow2", str(data), str(size)])
+    except (OSError, LimaError) as e:
+        shutil.rmtree(d, ignore_errors=True)
+        msg = e.message if isinstance(e, LimaError) else str(e)
+        raise DiskError(f"failed to create {fmt} disk in `{d}`: {msg}",
+                        hint=getattr(e, "hint", None)) from e
+    return inspect_data_disk(name)
+
+
+def resize_data_disk(name: str, size: int, *, running_instances: set[str] | None = None
+                     ) -> DataDisk:
+    """`limactl disk resize NAME --size SIZE`: grow only, and not while the instance
+    that holds it (per `in_use_by`) is among `running_instances`."""
+    try:
+        disk = inspect_data_disk(name)
+    except DiskError:
+        raise DiskError(f"disk `{name}` does not exists") from None
+    if size < disk.size:
+        raise DiskError(f"specified size `{_bytes_size(size)}` is less than the current disk "
+                        f"size `{_bytes_size(disk.size)}`. Disk shrinking is currently "
+                        "unavailable")
+    if disk.instance and running_instances and disk.instance in running_instances:
+        raise DiskError(f"cannot resize disk `{name}` used by running instance "
+                        f"`{disk.instance}`. Please stop the VM instance")
+    try:
+        resize_disk(disk.dir / DATADISK, size)
+    except CommandError as e:
+        raise DiskError(f"failed to resize disk `{name}`: {e.message}") from e
+    return inspect_data_disk(name)
+
+
+def delete_data_disk(name: str, *, force: bool = False) -> Path | None:
+    """`limactl disk delete NAME`: refuses a disk in use unless `force`. Returns the
+    removed directory, or None for a disk that does not exist (Lima warns and goes
+    on). Whether non-running instances still refer to the disk in their lima.yaml is
+    for the caller to check (it knows the instances)."""
+    try:
+        disk = inspect_data_disk(name)
+    except DiskError:
+        return None
+    if disk.instance and not force:
+        raise DiskError(f"cannot delete disk `{name}` in use by instance `{disk.instance}`",
+                        hint=f"run `limactl disk delete --force {name}`")
+    shutil.rmtree(disk.dir)
+    return disk.dir
+
+
+def lock_data_disk(name: str, instance_dir: str | os.PathLike[str]) -> None:
+    """Mark the disk as used by an instance (`in_use_by` -> the instance directory).
+    Re-locking by the same instance is allowed; another instance is refused."""
+    disk = inspect_data_disk(name)
+    target = str(Path(instance_dir))
+    link = disk.dir / IN_USE_BY
+    if disk.instance:
+        if disk.instance_dir != target:
+            raise DiskError(f"in use by instance `{disk.instance}`")
+        link.unlink()
+    os.symlink(target, link)
+
+
+def unlock_data_disk(name: str) -> bool:
+    """Remove `in_use_by`; False when the disk was not locked."""
+    link = _disk_dir(name) / IN_USE_BY
+    try:
+        link.unlink()
+    except FileNotFoundError:
+        return False
+    return True
