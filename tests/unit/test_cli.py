@@ -387,3 +387,40 @@ def test_docker_lima_without_instance():
     assert r.returncode == 1
     assert 'instance "docker" does not exist, run `limactl create --name=docker ' \
         'template:docker`' in r.stderr
+
+
+def test_disk_commands(lima_home: Path):
+    r = limactl("disk", "create", "data", "--size", "1GiB")
+    assert r.returncode == 0, r.stderr
+    assert (lima_home / "_disks" / "data" / "datadisk").is_file()
+    rows = limactl("disk", "ls").stdout.splitlines()
+    assert rows[0].split() == ["NAME", "SIZE", "FORMAT", "DIR", "IN-USE-BY"]
+    assert rows[1].split()[:3] == ["data", "1GiB", "qcow2"]
+    d = json.loads(limactl("disk", "list", "--json").stdout)
+    assert d["name"] == "data" and d["size"] == 1 << 30
+    r = limactl("disk", "resize", "data", "--size", "512MiB")
+    assert r.returncode == 1 and "Disk shrinking is currently unavailable" in r.stderr
+    assert limactl("disk", "resize", "data", "--size", "2GiB").returncode == 0
+    assert json.loads(limactl("disk", "ls", "--json").stdout)["size"] == 2 << 30
+    r = limactl("disk", "create", "data", "--size", "1GiB")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = limactl("disk", "create", "x", "--size", "1GiB", "--format", "vmdk")
+    assert r.returncode == 1 and "not supported" in r.stderr
+    assert not (lima_home / "_disks" / "x").exists()
+    assert limactl("disk", "rm", "data").returncode == 0
+    assert not (lima_home / "_disks" / "data").exists()
+    assert "Ignoring non-existent disk" in limactl("disk", "delete", "data").stderr
+
+
+def test_prune_removes_download_cache(tmp_path: Path):
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "lima" / "download" / "by-url-sha256" / "ab"
+    cache.mkdir(parents=True)
+    (cache / "data").write_bytes(b"x" * 1000)
+    r = limactl("prune")
+    assert r.returncode == 0, r.stderr
+    assert not cache.exists()
+    cache.mkdir(parents=True)
+    (cache / "url").write_text("https://example.invalid/unreferenced.img")
+    (cache / "data").write_bytes(b"x")
+    assert limactl("prune", "--keep-referred").returncode == 0
+    assert not cache.exists()

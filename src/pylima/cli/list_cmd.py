@@ -157,7 +157,7 @@ def list_cmd(instances: tuple[str, ...], fmt: str | None, list_fields: bool, jso
         click.echo("\n".join(sorted(FORMAT_FIELDS)))
         return 0
 
-    from pylima.store.instance import instance_names, inspect
+    from pylima.store.instance import inspect, instance_names
 
     all_names = instance_names()
     if not instances and not all_names:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from typing import Any
 
 import click
 
@@ -13,10 +14,10 @@ log = logging.getLogger("pylima")
 FORMATS = ("cmd", "args", "options", "config")
 
 
-def ssh_options(inst: object) -> list[tuple[str, str]]:
+def ssh_options(inst: Any) -> list[tuple[str, str]]:
     from pylima.store import dirs
 
-    cfg = getattr(inst, "config", None) or {}
+    cfg = inst.config or {}
     user = (cfg.get("user") or {}).get("name", "lima")
     return [
         ("IdentityFile", f'"{dirs.config_dir() / dirs.USER_KEY}"'),
@@ -26,10 +27,10 @@ def ssh_options(inst: object) -> list[tuple[str, str]]:
         ("IdentitiesOnly", "yes"),
         ("User", str(user)),
         ("ControlMaster", "auto"),
-        ("ControlPath", f'"{getattr(inst, "dir")}/{dirs.SSH_SOCK}"'),
+        ("ControlPath", f'"{inst.dir}/{dirs.SSH_SOCK}"'),
         ("ControlPersist", "yes"),
         ("Hostname", "127.0.0.1"),
-        ("Port", str(getattr(inst, "ssh_local_port", 0))),
+        ("Port", str(inst.ssh_local_port)),
     ]
 
 

@@ -66,7 +66,8 @@ def _file_errors(field: str, f: Any, errs: list[str]) -> None:
         errs.append(f"field `{field}.digest` is invalid: {digest}: invalid checksum digest format")
 
 
-def validate(y: dict[str, Any], lima_version: str, warn: bool = False) -> tuple[list[str], list[str]]:
+def validate(y: dict[str, Any], lima_version: str,
+             warn: bool = False) -> tuple[list[str], list[str]]:
     """Validate a filled config. Returns (errors, warnings)."""
     errs: list[str] = []
     warnings: list[str] = []

@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pylima.config.units import format_size
+from pylima.config.validate import validate_identifier
 from pylima.errors import CommandError, LimaError
 from pylima.images.fileutil import (
     detect_image_format,
@@ -109,16 +110,6 @@ def _round_sector(size: int) -> int:
     return (size + 511) // 512 * 512
 
 
-def _bytes_size(n: float) -> str:
-    """go-units BytesSize, as Lima prints sizes: "100GiB", "1.5GiB"."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024.0
-        i += 1
-    return f"{n:.4g}{units[i]}"
-
-
 # --------------------------------------------------------------------------- instance disk
 
 def install_base_image(src: str | os.PathLike[str], instance_dir: str | os.PathLike[str]
@@ -184,9 +175,9 @@ def create_instance_disk(instance_dir: str | os.PathLike[str], size: int | None)
     base_size = virtual_size(image)
     if size is not None and size < base_size:
         raise DiskError(
-            f"field `disk`: the size {_bytes_size(size)} is smaller than the image's "
-            f"virtual size {_bytes_size(base_size)}; disk shrinking is not supported",
-            hint=f"set `disk` to at least {_bytes_size(base_size)}")
+            f"field `disk`: the size {format_size(size)} is smaller than the image's "
+            f"virtual size {format_size(base_size)}; disk shrinking is not supported",
+            hint=f"set `disk` to at least {format_size(base_size)}")
     args = ["create", "-f", "qcow2", "-F", fmt, "-b", dirs.IMAGE, dirs.DISK]
     if size is not None and size > base_size:
         args.append(str(size))
@@ -203,9 +194,9 @@ def resize_disk(path: str | os.PathLike[str], size: int) -> bool:
         return False
     if size < current:
         raise DiskError(
-            f"disk shrinking is not supported ({_bytes_size(current)} --> "
-            f"{_bytes_size(size)})", hint=f"set `disk` to at least {_bytes_size(current)}")
-    log.info("Resize disk `%s` from %s to %s", p, _bytes_size(current), _bytes_size(size))
+            f"disk shrinking is not supported ({format_size(current)} --> "
+            f"{format_size(size)})", hint=f"set `disk` to at least {format_size(current)}")
+    log.info("Resize disk `%s` from %s to %s", p, format_size(current), format_size(size))
     fmt = detect_image_format(p)
     if fmt == "raw":
         # Growing a raw file is a sparse truncate: no qemu-img needed.
@@ -229,19 +220,13 @@ def ensure_instance_disk(instance_dir: str | os.PathLike[str], size: int | None)
 
 # --------------------------------------------------------------------------- additional disks
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
-_NAME_MAX = 76
 
 
 def validate_disk_name(name: str) -> None:
     """Lima's identifier rule: alphanumerics joined by single `.`, `_` or `-`."""
-    if not name:
-        raise DiskError("identifier must not be empty")
-    if len(name) > _NAME_MAX:
-        raise DiskError(f"identifier `{name}` greater than maximum length ({_NAME_MAX} "
-                        "characters)")
-    if not _NAME_RE.match(name):
-        raise DiskError(f"identifier `{name}` must match {_NAME_RE.pattern}")
+    reason = validate_identifier(name)
+    if reason:
+        raise DiskError(reason)
 
 
 def _disk_dir(name: str) -> Path:
@@ -290,7 +275,7 @@ def list_data_disks() -> list[DataDisk]:
         return []
     out = []
     for entry in sorted(root.iterdir()):
-        if (entry / DATADISK).is_file() and _NAME_RE.match(entry.name):
+        if (entry / DATADISK).is_file() and validate_identifier(entry.name) is None:
             out.append(inspect_data_disk(entry.name))
     return out
 
@@ -304,7 +289,7 @@ def create_data_disk(name: str, size: int, fmt: str = "qcow2") -> DataDisk:
     d = _disk_dir(name)
     if d.exists() or d.is_symlink():
         raise DiskError(f"disk `{name}` already exists (`{d}`)")
-    log.info("Creating %s disk `%s` with size %s", fmt, name, _bytes_size(size))
+    log.info("Creating %s disk `%s` with size %s", fmt, name, format_size(size))
     d.mkdir(parents=True, mode=0o700)
     data = d / DATADISK
     try:
@@ -331,8 +316,8 @@ def resize_data_disk(name: str, size: int, *, running_instances: set[str] | None
     except DiskError:
         raise DiskError(f"disk `{name}` does not exists") from None
     if size < disk.size:
-        raise DiskError(f"specified size `{_bytes_size(size)}` is less than the current disk "
-                        f"size `{_bytes_size(disk.size)}`. Disk shrinking is currently "
+        raise DiskError(f"specified size `{format_size(size)}` is less than the current disk "
+                        f"size `{format_size(disk.size)}`. Disk shrinking is currently "
                         "unavailable")
     if disk.instance and running_instances and disk.instance in running_instances:
         raise DiskError(f"cannot resize disk `{name}` used by running instance "
