@@ -589,13 +589,12 @@ def _parse_number(text: str) -> int | float:
     body = t.lstrip("+-")
     low = body.lower()
     try:
-        if low.startswith(("0x", "0o", "0b")) and "p" not in low and (
-                low[1] != "x" or "." not in low):
+        if low.startswith("0x") and ("p" in low or "." in low):
+            return sign * float.fromhex(body)
+        if low.startswith(("0x", "0o", "0b")):
             return sign * int(body, 0)
         if "." not in low and "e" not in low:
             return sign * int(body, 8 if len(body) > 1 and body[0] == "0" else 10)
-        if low.startswith("0x"):
-            return sign * float.fromhex(body)
         return sign * float(body)
     except ValueError:
         raise ValueError(f"illegal number syntax: {_go_quote(text)}") from None
