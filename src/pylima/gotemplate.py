@@ -17,14 +17,28 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple, NoReturn
 
+from pylima.gofmt import (
+    exp_notation,
+    fixed_notation,
+    float_digits,
+    format_float,
+    format_value,
+    go_type,
+    quote,
+    sort_key,
+    sprint,
+    sprintf,
+    sprintln,
+)
+
 __all__ = [
     "FUNC_HELP",
     "NO_VALUE",
     "TEMPLATE_FUNC_MAP",
     "GoTemplateError",
     "Template",
-    "go_sprint",
-    "go_sprintf",
+    "sprint",
+    "sprintf",
     "parse",
     "render",
 ]
@@ -46,319 +60,6 @@ class _NoValue:
 
 NO_VALUE: Final = _NoValue()
 _MISSING: Final = object()  # no piped-in final argument
-
-# ---------------------------------------------------------------------------
-# Go fmt
-# ---------------------------------------------------------------------------
-
-
-def _go_type(v: object) -> str:
-    if v is None or v is NO_VALUE:
-        return "<nil>"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, Mapping):
-        return "map[string]interface {}"
-    if isinstance(v, list | tuple):
-        return "[]interface {}"
-    if callable(v):
-        return "func"
-    return type(v).__name__
-
-
-def _shortest(x: float) -> tuple[str, int]:
-    """Shortest round-trip digits of abs(x) and the decimal point position."""
-    mant, _, exp = repr(abs(x)).partition("e")
-    ip, _, fp = mant.partition(".")
-    digits, dp = ip + fp, len(ip) + (int(exp) if exp else 0)
-    stripped = digits.lstrip("0")
-    dp -= len(digits) - len(stripped)
-    digits = stripped.rstrip("0")
-    return (digits, dp) if digits else ("0", 1)
-
-
-def _fixed(digits: str, dp: int) -> str:
-    if dp <= 0:
-        return "0." + "0" * -dp + digits
-    if dp >= len(digits):
-        return digits + "0" * (dp - len(digits))
-    return digits[:dp] + "." + digits[dp:]
-
-
-def _exp(digits: str, dp: int, e: str = "e") -> str:
-    x = dp - 1
-    frac = "." + digits[1:] if len(digits) > 1 else ""
-    return f"{digits[0]}{frac}{e}{'-' if x < 0 else '+'}{abs(x):02d}"
-
-
-def _format_float(x: float, verb: str = "g", prec: int = -1) -> str:
-    """strconv.FormatFloat for the e, E, f, g and G formats (prec -1: shortest)."""
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    sign = "-" if math.copysign(1.0, x) < 0 else ""
-    if prec >= 0:
-        return sign + format(abs(x), f".{prec}{verb}")
-    digits, dp = _shortest(x)
-    if verb in "eE" or (verb in "gG" and not -4 <= dp - 1 < 6):
-        return sign + _exp(digits, dp, "E" if verb.isupper() else "e")
-    return sign + _fixed(digits, dp)
-
-
-_ESCAPES: Final = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-                   "\t": "\\t", "\v": "\\v", "\\": "\\\\"}
-
-
-def _go_quote(s: str, quote: str = '"', ascii_only: bool = False) -> str:
-    """strconv.Quote (or QuoteRune with quote="'")."""
-    out = [quote]
-    for ch in s:
-        o = ord(ch)
-        if ch == quote:
-            out.append("\\" + ch)
-        elif ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ch.isprintable() and not (ascii_only and o >= 0x80):
-            out.append(ch)
-        elif o < 0x20 or o == 0x7F:
-            out.append(f"\\x{o:02x}")
-        elif o < 0x10000:
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(f"\\U{o:08x}")
-    out.append(quote)
-    return "".join(out)
-
-
-class _Spec(NamedTuple):
-    verb: str = "v"
-    minus: bool = False
-    plus: bool = False
-    sharp: bool = False
-    space: bool = False
-    zero: bool = False
-    width: int | None = None
-    prec: int | None = None
-
-
-def _pad(s: str, spec: _Spec, numeric: bool = False) -> str:
-    w = spec.width
-    if w is None or len(s) >= w:
-        return s
-    if spec.minus:
-        return s + " " * (w - len(s))
-    if spec.zero and numeric:
-        sign = s[0] if s[:1] in ("+", "-", " ") else ""
-        return sign + "0" * (w - len(s)) + s[len(sign):]
-    return " " * (w - len(s)) + s
-
-
-def _bad_verb(v: object, spec: _Spec) -> str:
-    if v is None or v is NO_VALUE:
-        return f"%!{spec.verb}(<nil>)"
-    return f"%!{spec.verb}({_go_type(v)}={_fmt(v, _Spec())})"
-
-
-def _fmt_int(n: int, spec: _Spec) -> str:
-    verb = spec.verb
-    if verb == "c":
-        return _pad(chr(n), spec)
-    if verb == "q":
-        return _pad(_go_quote(chr(n), "'", spec.plus), spec)
-    if verb == "U":
-        s = f"U+{n:04X}" + (f" '{chr(n)}'" if spec.sharp else "")
-        return _pad(s, spec)
-    base = {"d": "d", "v": "d", "b": "b", "o": "o", "O": "o", "x": "x", "X": "X"}.get(verb)
-    if base is None:
-        return _bad_verb(n, spec)
-    digits = format(abs(n), base)
-    if spec.prec is not None:
-        digits = digits.zfill(spec.prec) if spec.prec else digits.lstrip("0")
-    prefix = "0o" if verb == "O" else ""
-    if spec.sharp:
-        prefix = {"b": "0b", "o": "0", "x": "0x", "X": "0X"}.get(verb, prefix)
-    sign = "-" if n < 0 else "+" if spec.plus else " " if spec.space else ""
-    return _pad(sign + prefix + digits, spec, numeric=spec.prec is None)
-
-
-def _fmt_float(x: float, spec: _Spec) -> str:
-    verb = spec.verb
-    if verb not in "vfFeEgG":
-        return _bad_verb(x, spec)
-    if verb == "v":
-        verb = "g"
-    prec = spec.prec if spec.prec is not None else (6 if verb in "fFeE" else -1)
-    s = _format_float(x, verb, prec)
-    if s[0] not in "+-" and s != "NaN":
-        s = ("+" if spec.plus else " " if spec.space else "") + s
-    elif s == "+Inf" and spec.space and not spec.plus:
-        s = " Inf"
-    return _pad(s, spec, numeric=not s.endswith(("Inf", "NaN")))
-
-
-def _fmt_str(s: str, spec: _Spec) -> str:
-    verb = spec.verb
-    if spec.prec is not None and verb in "vsq":
-        s = s[: spec.prec]
-    if verb in "vs":
-        return _pad(s, spec)
-    if verb == "q":
-        if spec.sharp and "`" not in s and s.isprintable():
-            return _pad("`" + s + "`", spec)
-        return _pad(_go_quote(s, ascii_only=spec.plus), spec)
-    if verb in "xX":
-        data = s.encode()
-        if spec.prec is not None:
-            data = data[: spec.prec]
-        fmt = "02x" if verb == "x" else "02X"
-        parts = [("0" + verb if spec.sharp else "") + format(b, fmt) for b in data]
-        return _pad((" " if spec.space else "").join(parts), spec)
-    return _bad_verb(s, spec)
-
-
-def _sort_key(k: object) -> tuple[int, Any]:
-    if isinstance(k, bool):
-        return (0, k)
-    if isinstance(k, int | float):
-        return (1, k)
-    if isinstance(k, str):
-        return (2, k)
-    return (3, str(k))
-
-
-def _fmt(v: object, spec: _Spec) -> str:
-    """Format one operand like Go's fmt printArg."""
-    if v is None or v is NO_VALUE:
-        return _pad("<nil>", spec) if spec.verb == "v" else _bad_verb(v, spec)
-    if isinstance(v, bool):
-        return _pad("true" if v else "false", spec) if spec.verb in "vt" else _bad_verb(v, spec)
-    if isinstance(v, int):
-        return _fmt_int(v, spec)
-    if isinstance(v, float):
-        return _fmt_float(v, spec)
-    if isinstance(v, str):
-        return _fmt_str(v, spec)
-    if spec.verb == "T":
-        return _pad(_go_type(v), spec)
-    if isinstance(v, Mapping):
-        items = sorted(v.items(), key=lambda kv: _sort_key(kv[0]))
-        return "map[" + " ".join(f"{_fmt(k, spec)}:{_fmt(x, spec)}" for k, x in items) + "]"
-    if isinstance(v, list | tuple):
-        return "[" + " ".join(_fmt(x, spec) for x in v) + "]"
-    if isinstance(v, bytes):
-        return _fmt_str(v.decode(errors="replace"), spec)
-    return _pad(str(v), spec) if spec.verb in "vs" else _bad_verb(v, spec)
-
-
-def go_sprint(*args: object) -> str:
-    """fmt.Sprint: spaces are added between operands when neither is a string."""
-    out: list[str] = []
-    prev_string = False
-    for i, a in enumerate(args):
-        is_string = isinstance(a, str)
-        if i > 0 and not is_string and not prev_string:
-            out.append(" ")
-        out.append(_fmt(a, _Spec()))
-        prev_string = is_string
-    return "".join(out)
-
-
-def _sprintln(*args: object) -> str:
-    return " ".join(_fmt(a, _Spec()) for a in args) + "\n"
-
-
-def go_sprintf(fmt: str, *args: object) -> str:
-    """fmt.Sprintf for the common verbs, flags, widths, precisions and ``%[n]`` indexes."""
-    out: list[str] = []
-    i, n, argn, reordered = 0, len(fmt), 0, False
-
-    def arg_index(i: int, argn: int) -> tuple[int, int, bool]:
-        # Parses "[n]" at fmt[i]; returns (new i, new argn, ok).
-        if i < n and fmt[i] == "[":
-            j = fmt.find("]", i)
-            if j < 0 or not fmt[i + 1:j].isdigit() or not 0 < int(fmt[i + 1:j]) <= len(args):
-                return (j + 1 if j >= 0 else n), argn, False
-            return j + 1, int(fmt[i + 1:j]) - 1, True
-        return i, argn, True
-
-    def number(i: int, argn: int) -> tuple[int, int | None, int, bool]:
-        # Width or precision: digits or '*'; returns (i, value, argn, ok).
-        if i < n and fmt[i] == "*":
-            if argn < len(args) and isinstance(args[argn], int):
-                return i + 1, int(args[argn]), argn + 1, True  # type: ignore[call-overload]
-            return i + 1, None, argn + 1, False
-        j = i
-        while j < n and fmt[j].isdigit():
-            j += 1
-        return j, (int(fmt[i:j]) if j > i else None), argn, True
-
-    while i < n:
-        j = fmt.find("%", i)
-        if j < 0:
-            out.append(fmt[i:])
-            break
-        out.append(fmt[i:j])
-        i = j + 1
-        flags = {"-": False, "+": False, "#": False, " ": False, "0": False}
-        while i < n and fmt[i] in flags:
-            flags[fmt[i]] = True
-            i += 1
-        i, argn, ok = arg_index(i, argn)
-        reordered = reordered or (i > 0 and fmt[i - 1] == "]")
-        i, width, argn, wok = number(i, argn)
-        if not wok:
-            out.append("%!(BADWIDTH)")
-        elif width is not None and width < 0:
-            flags["-"], width = True, -width
-        prec: int | None = None
-        if i < n and fmt[i] == ".":
-            i, argn, ok2 = arg_index(i + 1, argn)
-            ok = ok and ok2
-            i, prec, argn, pok = number(i, argn)
-            if not pok or (prec is not None and prec < 0):
-                out.append("%!(BADPREC)")
-                prec = None
-            elif prec is None:
-                prec = 0
-        i, argn, ok3 = arg_index(i, argn)
-        ok = ok and ok3
-        if i >= n:
-            out.append("%!(NOVERB)")
-            break
-        verb = fmt[i]
-        i += 1
-        if verb == "%":
-            out.append("%")
-            continue
-        if not ok:
-            out.append(f"%!{verb}(BADINDEX)")
-            continue
-        if argn >= len(args):
-            out.append(f"%!{verb}(MISSING)")
-            continue
-        spec = _Spec(verb, flags["-"], flags["+"], flags["#"], flags[" "],
-                     flags["0"] and not flags["-"], width, prec)
-        a = args[argn]
-        argn += 1
-        if verb == "T":
-            out.append(_pad(_go_type(a), spec))
-        elif verb == "v" and flags["#"] and isinstance(a, str):
-            out.append(_pad(_go_quote(a), spec))
-        else:
-            out.append(_fmt(a, spec))
-    if not reordered and argn < len(args):
-        extra = ", ".join("<nil>" if a is None else f"{_go_type(a)}={_fmt(a, _Spec())}"
-                          for a in args[argn:])
-        out.append(f"%!(EXTRA {extra})")
-    return "".join(out)
-
 
 # ---------------------------------------------------------------------------
 # Lexer
@@ -405,7 +106,7 @@ def _lex(text: str) -> list[_Tok]:
         return p >= n or text[p] in _SPACE or text[p] in ".,|:()}"
 
     def char_desc(c: str) -> str:
-        return f"U+{ord(c):04X} {_go_quote(c, chr(39))}"
+        return f"U+{ord(c):04X} {quote(c, chr(39))}"
 
     try:
         while pos < n:
@@ -491,7 +192,7 @@ def _lex(text: str) -> list[_Tok]:
                     pos = _scan_number(text, pos)
                     if pos < n and _is_alnum(text[pos]):
                         raise _LexError(
-                            f"bad number syntax: {_go_quote(text[start:pos + 1])}", start)
+                            f"bad number syntax: {quote(text[start:pos + 1])}", start)
                     kind = "number"
                 elif _is_alnum(c):
                     while pos < n and _is_alnum(text[pos]):
@@ -597,7 +298,7 @@ def _parse_number(text: str) -> int | float:
             return sign * int(body, 8 if len(body) > 1 and body[0] == "0" else 10)
         return sign * float(body)
     except ValueError:
-        raise ValueError(f"illegal number syntax: {_go_quote(text)}") from None
+        raise ValueError(f"illegal number syntax: {quote(text)}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -718,7 +419,7 @@ class _Call(_Node):
         self.name, self.pipe = name, pipe
 
     def __str__(self) -> str:
-        return "{{template " + _go_quote(self.name) + (f" {self.pipe}" if self.pipe else "") + "}}"
+        return "{{template " + quote(self.name) + (f" {self.pipe}" if self.pipe else "") + "}}"
 
 
 class _Marker(_Node):
@@ -781,7 +482,7 @@ class _Parser:
         elif tok.kind in _KEYWORDS:
             desc = f"<{tok.val}>"
         else:
-            desc = _go_quote(tok.val[:10]) + ("..." if len(tok.val) > 10 else "")
+            desc = quote(tok.val[:10]) + ("..." if len(tok.val) > 10 else "")
         self.error(f"unexpected {desc} in {context}", tok)
 
     def expect(self, kind: str, context: str) -> _Tok:
@@ -979,7 +680,7 @@ class _Parser:
         if isinstance(node, _Field):
             return _Field(node.pos, node.var, node.idents + idents)
         if isinstance(node, _Leaf) and node.kind != "ident":
-            self.error(f"unexpected . after term {_go_quote(str(node))}")
+            self.error(f"unexpected . after term {quote(str(node))}")
         return _Chain(node.pos, node, idents)
 
     def term(self) -> _Node | None:
@@ -987,7 +688,7 @@ class _Parser:
         k, v, pos = tok
         if k == "ident":
             if v not in self.funcs:
-                self.error(f"function {_go_quote(v)} not defined")
+                self.error(f"function {quote(v)} not defined")
             return _Leaf(pos, "ident", v)
         if k in ("dot", "nil"):
             return _Leaf(pos, k, v)
@@ -995,7 +696,7 @@ class _Parser:
             return _Leaf(pos, k, v, v == "true")
         if k == "var":
             if v not in self.vars:
-                self.error(f"undefined variable {_go_quote(v)}")
+                self.error(f"undefined variable {quote(v)}")
             return _Field(pos, v, [])
         if k == "field":
             return _Field(pos, None, [v[1:]])
@@ -1004,7 +705,7 @@ class _Parser:
                 value: object = (ord(_unquote(v)) if k == "charconst" else _parse_number(v))
             except (ValueError, TypeError):
                 self.error(f"malformed character constant: {v}" if k == "charconst" else
-                           f"illegal number syntax: {_go_quote(v)}")
+                           f"illegal number syntax: {quote(v)}")
             return _Leaf(pos, "number", v, value)
         if k in ("string", "rawstring"):
             return _Leaf(pos, "string", v, self.string_value(tok))
@@ -1114,7 +815,7 @@ class _State:
         val = self.pipeline(dot, _strip_decl(pipe) if pipe.decl else pipe)
         if isinstance(val, Mapping):
             items: list[tuple[object, object]] = [
-                (k, val[k]) for k in sorted(val, key=_sort_key)]
+                (k, val[k]) for k in sorted(val, key=sort_key)]
         elif isinstance(val, list | tuple):
             items = list(enumerate(val))
         elif isinstance(val, int) and not isinstance(val, bool):
@@ -1123,7 +824,7 @@ class _State:
             items = []
         else:
             self.node = node
-            self.errorf(f"range can't iterate over {_fmt(val, _Spec())}")
+            self.errorf(f"range can't iterate over {format_value(val)}")
         decl = pipe.decl
         if decl and not pipe.is_assign:
             self.vars.extend([name, val] for name in decl)
@@ -1147,7 +848,7 @@ class _State:
     def walk_template(self, dot: object, node: _Call) -> None:
         body = self.tmpl.trees.get(node.name)
         if body is None:
-            self.errorf(f"template {_go_quote(node.name)} not defined")
+            self.errorf(f"template {quote(node.name)} not defined")
         new_dot = self.pipeline(dot, node.pipe) if node.pipe else NO_VALUE
         if self.depth >= 10000:
             self.errorf("exceeded maximum template depth (10000)")
@@ -1167,7 +868,7 @@ class _State:
         elif callable(val) and not isinstance(val, type):
             self.errorf(f"can't print {node} of type func")
         else:
-            self.out.append(_fmt(val, _Spec()))
+            self.out.append(format_value(val))
 
     # -- evaluation --------------------------------------------------------
     def pipeline(self, dot: object, pipe: _Pipe) -> object:
@@ -1235,7 +936,7 @@ class _State:
         has_args = len(args) > 1 or final is not _MISSING
         if receiver is NO_VALUE or receiver is _MISSING:
             if self.missingkey_error:
-                self.errorf(f"nil data; no entry for key {_go_quote(name)}")
+                self.errorf(f"nil data; no entry for key {quote(name)}")
             return NO_VALUE
         if receiver is None:
             self.errorf(f"nil pointer evaluating interface {{}}.{name}")
@@ -1245,11 +946,11 @@ class _State:
                     self.errorf(f"{name} is not a method but has arguments")
                 return receiver[name]
             if self.missingkey_error:
-                self.errorf(f"can't evaluate field {name} in type {_go_type(receiver)}")
+                self.errorf(f"can't evaluate field {name} in type {go_type(receiver)}")
             return NO_VALUE
         attr = getattr(receiver, name, _MISSING) if not name.startswith("_") else _MISSING
         if attr is _MISSING or isinstance(receiver, str | int | float | list | tuple):
-            self.errorf(f"can't evaluate field {name} in type {_go_type(receiver)}")
+            self.errorf(f"can't evaluate field {name} in type {go_type(receiver)}")
         if callable(attr) and not isinstance(attr, type):
             argv = [self.arg(dot, a) for a in args[1:]]
             if final is not _MISSING:
@@ -1297,7 +998,7 @@ class _State:
                 val = final
             return val
         if fn is None:
-            self.errorf(f"{_go_quote(name)} is not a defined function")
+            self.errorf(f"{quote(name)} is not a defined function")
         argv = [self.arg(dot, a) for a in args[1:]]
         if final is not _MISSING:
             argv.append(None if final is NO_VALUE else final)
@@ -1358,14 +1059,14 @@ def _len(*args: object) -> int:
         return len(v)
     if v is None:
         raise ValueError("len of nil pointer")
-    raise ValueError(f"len of type {_go_type(v)}")
+    raise ValueError(f"len of type {go_type(v)}")
 
 
 def _index_arg(i: object, cap: int) -> int:
     if i is None:
         raise ValueError("cannot index slice/array with nil")
     if not isinstance(i, int) or isinstance(i, bool):
-        raise ValueError(f"cannot index slice/array with type {_go_type(i)}")
+        raise ValueError(f"cannot index slice/array with type {go_type(i)}")
     if i < 0 or i > cap:
         raise ValueError(f"index out of range: {i}")
     return i
@@ -1388,7 +1089,7 @@ def _index(*args: object) -> object:
         elif item is None:
             raise ValueError("index of nil pointer")
         else:
-            raise ValueError(f"can't index item of type {_go_type(item)}")
+            raise ValueError(f"can't index item of type {go_type(item)}")
     return item
 
 
@@ -1406,7 +1107,7 @@ def _slice(*args: object) -> object:
     elif isinstance(item, list | tuple):
         data = item  # type: ignore[assignment]
     else:
-        raise ValueError(f"can't slice item of type {_go_type(item)}")
+        raise ValueError(f"can't slice item of type {go_type(item)}")
     bounds = [0, len(data)]
     for k, i in enumerate(idx[:2]):
         bounds[k] = _index_arg(i, len(data))
@@ -1442,7 +1143,7 @@ def _eq(*args: object) -> bool:
                 raise ValueError("incompatible types for comparison")
             continue
         if ka == "other" and (isinstance(a, list | dict) or isinstance(b, list | dict)):
-            raise ValueError(f"non-comparable type {_fmt(a, _Spec())}: {_go_type(a)}")
+            raise ValueError(f"non-comparable type {format_value(a)}: {go_type(a)}")
         if a == b:
             return True
     return False
@@ -1482,7 +1183,7 @@ def _ge(*args: object) -> bool:
 def _eval_args(args: tuple[object, ...]) -> str:
     if len(args) == 1 and isinstance(args[0], str):
         return args[0]
-    return go_sprint(*("<no value>" if a is None else a for a in args))
+    return sprint(*("<no value>" if a is None else a for a in args))
 
 
 def _html(*args: object) -> str:
@@ -1518,8 +1219,8 @@ def _urlquery(*args: object) -> str:
 def _printf(*args: object) -> str:
     _nargs("printf", args, 1, True)
     if not isinstance(args[0], str):
-        raise _ExecError(f"wrong type for value; expected string; got {_go_type(args[0])}")
-    return go_sprintf(args[0], *args[1:])
+        raise _ExecError(f"wrong type for value; expected string; got {go_type(args[0])}")
+    return sprintf(args[0], *args[1:])
 
 
 def _call(*args: object) -> object:
@@ -1528,7 +1229,7 @@ def _call(*args: object) -> object:
     if fn is None:
         raise ValueError("call of nil")
     if not callable(fn):
-        raise ValueError(f"non-function of type {_go_type(fn)}")
+        raise ValueError(f"non-function of type {go_type(fn)}")
     return fn(*args[1:])
 
 
@@ -1538,8 +1239,8 @@ def _builtin_and_or(*args: object) -> object:  # placeholder: evaluated lazily b
 
 _BUILTINS: Final[dict[str, Callable[..., object]]] = {
     "and": _builtin_and_or, "or": _builtin_and_or, "not": _not, "len": _len,
-    "index": _index, "slice": _slice, "print": go_sprint, "printf": _printf,
-    "println": _sprintln, "eq": _eq, "ne": _ne, "lt": _lt, "le": _le, "gt": _gt,
+    "index": _index, "slice": _slice, "print": sprint, "printf": _printf,
+    "println": sprintln, "eq": _eq, "ne": _ne, "lt": _lt, "le": _le, "gt": _gt,
     "ge": _ge, "html": _html, "js": _js, "urlquery": _urlquery, "call": _call,
 }
 
@@ -1559,12 +1260,12 @@ def _json_value(v: object, out: list[str]) -> None:
         out.append(str(v))
     elif isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
-            raise ValueError(f"json: unsupported value: {_format_float(v)}")
-        digits, dp = _shortest(v)
+            raise ValueError(f"json: unsupported value: {format_float(v)}")
+        digits, dp = float_digits(v)
         if v and not 1e-6 <= abs(v) < 1e21:
-            s = _exp(digits, dp).replace("e-0", "e-")
+            s = exp_notation(digits, dp).replace("e-0", "e-")
         else:
-            s = _fixed(digits, dp)
+            s = fixed_notation(digits, dp)
         out.append(("-" if v < 0 else "") + s)
     elif isinstance(v, str):
         out.append(json.dumps(v, ensure_ascii=False).replace("\u2028", "\\u2028")
@@ -1574,7 +1275,7 @@ def _json_value(v: object, out: list[str]) -> None:
         for k, (key, item) in enumerate(v.items()):
             if k:
                 out.append(",")
-            _json_value(key if isinstance(key, str) else _fmt(key, _Spec()), out)
+            _json_value(key if isinstance(key, str) else format_value(key), out)
             out.append(":")
             _json_value(item, out)
         out.append("}")
@@ -1595,7 +1296,7 @@ def _json(v: object) -> str:
     try:
         _json_value(v, out)
     except ValueError as e:
-        raise ValueError(f"failed to marshal as JSON: {_fmt(v, _Spec())}: {e}") from None
+        raise ValueError(f"failed to marshal as JSON: {format_value(v)}: {e}") from None
     return "".join(out)
 
 
@@ -1617,7 +1318,7 @@ def _yaml_dumper() -> type:
 
         def represent_float(dumper: yaml.SafeDumper, f: float) -> yaml.Node:
             s = ".nan" if math.isnan(f) else (".inf" if f > 0 else "-.inf") if math.isinf(
-                f) else _format_float(f)
+                f) else format_float(f)
             if s[-1].isdigit() and "." not in s and "e" not in s:
                 s += ".0"
             return dumper.represent_scalar("tag:yaml.org,2002:float", s)

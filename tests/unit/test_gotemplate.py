@@ -6,12 +6,11 @@ import dataclasses
 
 import pytest
 
+from pylima.gofmt import sprint, sprintf
 from pylima.gotemplate import (
     NO_VALUE,
     TEMPLATE_FUNC_MAP,
     GoTemplateError,
-    go_sprint,
-    go_sprintf,
     parse,
     render,
 )
@@ -236,13 +235,13 @@ def test_object_attributes_and_methods() -> None:
     ],
 )
 def test_sprintf(fmt: str, args: tuple[object, ...], want: str) -> None:
-    assert go_sprintf(fmt, *args) == want
+    assert sprintf(fmt, *args) == want
 
 
 def test_sprint_spacing() -> None:
-    assert go_sprint("a", "b") == "ab"
-    assert go_sprint(1, 2) == "1 2"
-    assert go_sprint(1, "a", 2) == "1a2"
+    assert sprint("a", "b") == "ab"
+    assert sprint(1, 2) == "1 2"
+    assert sprint(1, "a", 2) == "1a2"
 
 
 def test_printf_in_template() -> None:
