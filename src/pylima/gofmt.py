@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 __all__ = ["format_float", "format_value", "go_type", "quote", "sprint", "sprintf", "sprintln"]
 
@@ -100,15 +100,19 @@ def quote(s: str, quote: str = '"', ascii_only: bool = False) -> str:
     return "".join(out)
 
 
-class _Spec(NamedTuple):
-    verb: str = "v"
-    minus: bool = False
-    plus: bool = False
-    sharp: bool = False
-    space: bool = False
-    zero: bool = False
-    width: int | None = None
-    prec: int | None = None
+class _Spec:
+    """One verb with its flags, width and precision."""
+
+    __slots__ = ("verb", "minus", "plus", "sharp", "space", "zero", "width", "prec")
+
+    def __init__(self, verb: str = "v", minus: bool = False, plus: bool = False,
+                 sharp: bool = False, space: bool = False, zero: bool = False,
+                 width: int | None = None, prec: int | None = None) -> None:
+        self.verb, self.minus, self.plus, self.sharp = verb, minus, plus, sharp
+        self.space, self.zero, self.width, self.prec = space, zero, width, prec
+
+
+_PLAIN: Final = _Spec()
 
 
 def _pad(s: str, spec: _Spec, numeric: bool = False) -> str:
@@ -126,7 +130,7 @@ def _pad(s: str, spec: _Spec, numeric: bool = False) -> str:
 def _bad_verb(v: object, spec: _Spec) -> str:
     if v is None:
         return f"%!{spec.verb}(<nil>)"
-    return f"%!{spec.verb}({go_type(v)}={_fmt(v, _Spec())})"
+    return f"%!{spec.verb}({go_type(v)}={_fmt(v, _PLAIN)})"
 
 
 def _fmt_int(n: int, spec: _Spec) -> str:
@@ -228,14 +232,14 @@ def sprint(*args: object) -> str:
         is_string = isinstance(a, str)
         if i > 0 and not is_string and not prev_string:
             out.append(" ")
-        out.append(_fmt(a, _Spec()))
+        out.append(_fmt(a, _PLAIN))
         prev_string = is_string
     return "".join(out)
 
 
 def sprintln(*args: object) -> str:
     """fmt.Sprintln: operands separated by spaces, newline appended."""
-    return " ".join(_fmt(a, _Spec()) for a in args) + "\n"
+    return " ".join(_fmt(a, _PLAIN) for a in args) + "\n"
 
 
 def sprintf(fmt: str, *args: object) -> str:
@@ -318,7 +322,7 @@ def sprintf(fmt: str, *args: object) -> str:
         else:
             out.append(_fmt(a, spec))
     if not reordered and argn < len(args):
-        extra = ", ".join("<nil>" if a is None else f"{go_type(a)}={_fmt(a, _Spec())}"
+        extra = ", ".join("<nil>" if a is None else f"{go_type(a)}={_fmt(a, _PLAIN)}"
                           for a in args[argn:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
@@ -326,4 +330,4 @@ def sprintf(fmt: str, *args: object) -> str:
 
 def format_value(v: object) -> str:
     """fmt.Sprint of a single value (``%v``)."""
-    return _fmt(v, _Spec())
+    return _fmt(v, _PLAIN)
