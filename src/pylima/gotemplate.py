@@ -112,10 +112,7 @@ class _State:
         if self.node is None:
             raise GoTemplateError(f"template: {self.name}: {msg}")
         before = text[: self.node.pos]
-        line_start = before.rfind("\n") + 1
-        col = len(before[line_start:].encode())
-        if line_start == 0:
-            col = len(before.encode())
+        col = len(before[before.rfind("\n") + 1:].encode())  # Go counts bytes
         ctx = str(self.node)
         if len(ctx) > 20:
             ctx = ctx[:20] + "..."
@@ -289,7 +286,7 @@ class _State:
     def field(self, dot: object, name: str, node: Node, args: list[Node], final: object,
               receiver: object) -> object:
         has_args = len(args) > 1 or final is not _MISSING
-        if receiver is NO_VALUE or receiver is _MISSING:
+        if receiver is NO_VALUE:
             if self.missingkey_error:
                 self.errorf(f"nil data; no entry for key {quote(name)}")
             return NO_VALUE
@@ -309,7 +306,7 @@ class _State:
         if callable(attr) and not isinstance(attr, type):
             argv = [self.arg(dot, a) for a in args[1:]]
             if final is not _MISSING:
-                argv.append(final)
+                argv.append(None if final is NO_VALUE else final)
             return self.invoke(attr, name, node, argv)
         if has_args:
             self.errorf(f"{name} has arguments but cannot be invoked as function")
@@ -364,23 +361,29 @@ class _State:
         self.node = node
         try:
             return fn(*argv)
-        except (_Break, _Continue):
-            raise
         except GoTemplateError:
             raise
         except _ExecError as e:
             self.errorf(str(e))
         except Exception as e:
             if isinstance(e, TypeError):
-                import inspect
-
-                try:
-                    inspect.signature(fn).bind(*argv)
-                except TypeError:
-                    self.errorf(f"wrong number of args for {name}: got {len(argv)}")
-                except ValueError:
-                    pass
+                self._check_arity(fn, name, argv)
             self.errorf(f"error calling {name}: {e}")
+
+    def _check_arity(self, fn: Callable[..., object], name: str, argv: list[object]) -> None:
+        """Report a call with the wrong number of arguments the way Go does."""
+        import inspect
+
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return
+        try:
+            sig.bind(*argv)
+        except TypeError:
+            want = sum(p.default is p.empty and p.kind <= p.POSITIONAL_OR_KEYWORD
+                       for p in sig.parameters.values())
+            self.errorf(f"wrong number of args for {name}: want {want} got {len(argv)}")
 
 
 def _strip_decl(pipe: Pipe) -> Pipe:
@@ -604,6 +607,18 @@ _BUILTINS: Final[dict[str, Callable[..., object]]] = {
 # ---------------------------------------------------------------------------
 
 
+def _as_data(v: object) -> object:
+    """Dataclass instances (Go structs) as dicts of their fields, recursively."""
+    fields = getattr(type(v), "__dataclass_fields__", None)
+    if fields is not None:
+        return {name: _as_data(getattr(v, name)) for name in fields}
+    if isinstance(v, Mapping):
+        return {k: _as_data(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_as_data(x) for x in v]
+    return None if v is NO_VALUE else v
+
+
 def _json_value(v: object, out: list[str]) -> None:
     import json
 
@@ -649,7 +664,7 @@ def _json(v: object) -> str:
     """Lima's ``json``: compact JSON, HTML characters unescaped."""
     out: list[str] = []
     try:
-        _json_value(v, out)
+        _json_value(_as_data(v), out)
     except ValueError as e:
         raise ValueError(f"failed to marshal as JSON: {format_value(v)}: {e}") from None
     return "".join(out)
@@ -689,7 +704,7 @@ def _yaml(v: object) -> str:
     """Lima's ``yaml``: a YAML document with a leading ``---``."""
     import yaml
 
-    text = yaml.dump(None if v is NO_VALUE else v, Dumper=_yaml_dumper(), sort_keys=False,
+    text = yaml.dump(_as_data(v), Dumper=_yaml_dumper(), sort_keys=False,
                      default_flow_style=False, allow_unicode=True, width=1 << 30, indent=2)
     text = text.removesuffix("...\n").removesuffix("\n")
     return "---\n" + text

@@ -46,6 +46,7 @@ def run(text: str, data: object = INSTANCE, **kw: object) -> str:
     ("text", "want"),
     [
         ("{{.Name}}", "default"),
+        ("{{ .Name }}", "default"),
         ("{{.Name}} {{.Status}} {{.SSHLocalPort}}", "default Running 60022"),
         ("{{.Config.cpus}}", "4"),
         ("{{(index .Config.mounts 1).location}}", "/tmp/lima"),
@@ -187,6 +188,8 @@ def test_object_attributes_and_methods() -> None:
 
     inst = Inst("vm", 2)
     assert render('{{.Name}} {{.CPUs}} {{.Greeting "bob"}}', inst) == "vm 2 hi bob from vm"
+    assert run("{{json .}}", inst) == '{"Name":"vm","CPUs":2}'
+    assert run("{{yaml .}}", [inst]) == "---\n- Name: vm\n  CPUs: 2"
     assert render('{{"x" | .Greeting}}', inst) == "hi x from vm"
     with pytest.raises(GoTemplateError, match="can't evaluate field Nope in type Inst"):
         render("{{.Nope}}", inst)
@@ -332,6 +335,8 @@ def test_user_funcs_override_and_extend() -> None:
     def boom() -> str:
         raise RuntimeError("kaput")
 
+    with pytest.raises(GoTemplateError, match="wrong number of args for upper: want 1 got 2"):
+        render('{{upper . "x"}}', "ab", funcs=funcs)
     with pytest.raises(GoTemplateError) as e:
         render("{{boom}}", None, funcs={"boom": boom})
     assert str(e.value) == ('template: format:1:2: executing "format" at <boom>: '
