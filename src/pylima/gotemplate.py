@@ -175,7 +175,6 @@ class _State:
         elif val is None or val is NO_VALUE:
             items = []
         else:
-            self.node = node
             self.errorf(f"range can't iterate over {format_value(val)}")
         decl = pipe.decl
         if decl and not pipe.is_assign:

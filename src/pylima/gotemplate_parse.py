@@ -263,6 +263,9 @@ def _parse_number(text: str) -> int | float:
 
 
 class Node:
+    """A parse tree node; ``pos`` is its offset in the template text and ``str()``
+    renders it back as template source, like Go's ``Node.String``."""
+
     __slots__ = ("pos",)
 
     def __init__(self, pos: int) -> None:
@@ -275,6 +278,9 @@ class Text(Node):
     def __init__(self, pos: int, text: str) -> None:
         super().__init__(pos)
         self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class Leaf(Node):
@@ -362,7 +368,10 @@ class Branch(Node):
         self.kind, self.pipe, self.body, self.else_body = kind, pipe, body, else_body
 
     def __str__(self) -> str:
-        return "{{" + self.kind + " " + str(self.pipe) + "}}"
+        body = "".join(map(str, self.body))
+        if self.else_body is not None:
+            body += "{{else}}" + "".join(map(str, self.else_body))
+        return "{{" + self.kind + " " + str(self.pipe) + "}}" + body + "{{end}}"
 
 
 class Call(Node):
@@ -511,7 +520,7 @@ class _Parser:
         tok = self.next_non_space()
         kind = tok.kind
         if kind in ("if", "with", "range"):
-            return self.control(kind, tok.pos)
+            return self.control(kind)
         if kind in ("end", "else"):
             if kind == "else" and self.peek_non_space().kind in ("if", "with"):
                 return Marker(tok.pos, "else")
@@ -547,7 +556,7 @@ class _Parser:
         pos = self.peek_non_space().pos
         return Action(pos, self.pipeline("command", "}}"))
 
-    def control(self, kind: str, pos: int) -> Node:
+    def control(self, kind: str) -> Node:
         nvars = len(self.vars)
         pipe = self.pipeline(kind, "}}")
         if kind == "range":
@@ -560,13 +569,13 @@ class _Parser:
             follow = self.peek_non_space()
             if kind in ("if", "with") and follow.kind == kind:
                 self.next_non_space()
-                else_body = [self.control(kind, follow.pos)]
+                else_body = [self.control(kind)]
             else:
                 else_body, end = self.item_list()
                 if end.kind != "end":
                     self.error(f"expected end; found {end}")
         del self.vars[nvars:]
-        return Branch(pos, kind, pipe, body, else_body)
+        return Branch(pipe.pos, kind, pipe, body, else_body)
 
     def pipeline(self, context: str, end: str) -> Pipe:
         pipe = Pipe(self.peek_non_space().pos)
