@@ -12,7 +12,23 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["format_float", "format_value", "go_type", "quote", "sprint", "sprintf", "sprintln"]
+__all__ = ["GoStruct", "format_float", "format_value", "go_type", "quote", "sprint", "sprintf",
+           "sprintln"]
+
+
+class GoStruct(dict[str, Any]):
+    """A dict standing for a Go struct value of type ``go_type`` (e.g. ``store.FormatData``).
+
+    Fields keep their order; ``%v`` prints ``{v1 v2}`` (``%+v``: ``{K1:v1 K2:v2}``), and
+    the template evaluator reports a missing field as Go does for that struct type.
+    """
+
+    __slots__ = ("go_type",)
+
+    def __init__(self, go_type: str, fields: Mapping[str, Any] | None = None, /,
+                 **kw: Any) -> None:
+        super().__init__(fields or {}, **kw)
+        self.go_type = go_type
 
 
 def go_type(v: object) -> str:
@@ -26,6 +42,8 @@ def go_type(v: object) -> str:
         return "float64"
     if isinstance(v, str):
         return "string"
+    if isinstance(v, GoStruct):
+        return v.go_type
     if isinstance(v, Mapping):
         return "map[string]interface {}"
     if isinstance(v, list | tuple):
@@ -103,13 +121,17 @@ def quote(s: str, quote: str = '"', ascii_only: bool = False) -> str:
 class _Spec:
     """One verb with its flags, width and precision."""
 
-    __slots__ = ("verb", "minus", "plus", "sharp", "space", "zero", "width", "prec")
+    __slots__ = ("verb", "minus", "plus", "sharp", "space", "zero", "width", "prec", "plus_v")
 
     def __init__(self, verb: str = "v", minus: bool = False, plus: bool = False,
                  sharp: bool = False, space: bool = False, zero: bool = False,
                  width: int | None = None, prec: int | None = None) -> None:
         self.verb, self.minus, self.plus, self.sharp = verb, minus, plus, sharp
         self.space, self.zero, self.width, self.prec = space, zero, width, prec
+        # %+v: the plus flag names struct fields instead of signing numbers.
+        self.plus_v = plus and verb == "v"
+        if self.plus_v:
+            self.plus = False
 
 
 _PLAIN: Final = _Spec()
@@ -214,6 +236,9 @@ def _fmt(v: object, spec: _Spec) -> str:
         return _fmt_str(v, spec)
     if spec.verb == "T":
         return _pad(go_type(v), spec)
+    if isinstance(v, GoStruct):
+        return "{" + " ".join((f"{k}:" if spec.plus_v else "") + _fmt(x, spec)
+                              for k, x in v.items()) + "}"
     if isinstance(v, Mapping):
         items = sorted(v.items(), key=lambda kv: sort_key(kv[0]))
         return "map[" + " ".join(f"{_fmt(k, spec)}:{_fmt(x, spec)}" for k, x in items) + "]"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, NoReturn
 
 from pylima.gofmt import (
+    GoStruct,
     exp_notation,
     fixed_notation,
     float_digits,
@@ -47,7 +48,9 @@ from pylima.gotemplate_parse import (
 )
 
 __all__ = [
+    "FORMAT_HELP",
     "FUNC_HELP",
+    "GoStruct",
     "NO_VALUE",
     "TEMPLATE_FUNC_MAP",
     "GoTemplateError",
@@ -296,7 +299,7 @@ class _State:
                 if has_args:
                     self.errorf(f"{name} is not a method but has arguments")
                 return receiver[name]
-            if self.missingkey_error:
+            if self.missingkey_error or isinstance(receiver, GoStruct):
                 self.errorf(f"can't evaluate field {name} in type {go_type(receiver)}")
             return NO_VALUE
         attr = getattr(receiver, name, _MISSING) if not name.startswith("_") else _MISSING
@@ -748,6 +751,10 @@ FUNC_HELP: Final = (
     "indent <size>: add spaces to beginning of each line",
     "missing <message>: return message if the text is empty",
 )
+
+FORMAT_HELP: Final = "\nThese functions are available to go templates:\n\n" + _indent(
+    "\n".join(FUNC_HELP) + "\n")
+"""The ``limactl list --format`` help addendum (Lima's ``store.FormatHelp``)."""
 
 # ---------------------------------------------------------------------------
 # Public API

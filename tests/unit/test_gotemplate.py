@@ -8,8 +8,10 @@ import pytest
 
 from pylima.gofmt import sprint, sprintf
 from pylima.gotemplate import (
+    FORMAT_HELP,
     NO_VALUE,
     TEMPLATE_FUNC_MAP,
+    GoStruct,
     GoTemplateError,
     parse,
     render,
@@ -495,6 +497,26 @@ def test_syntax_error_line_number_and_name() -> None:
     with pytest.raises(GoTemplateError) as e:
         parse("one\ntwo\n{{.X}\n", "msg")
     assert str(e.value) == 'template: msg:3: unexpected "}" in operand'
+
+
+def test_go_struct_data() -> None:
+    data = GoStruct("store.FormatData", {"Name": "vm", "CPUs": 2, "Config": {"a": 1}})
+    assert render("{{.}}", data) == "{vm 2 map[a:1]}"
+    assert render('{{printf "%+v" .}}', data) == "{Name:vm CPUs:2 Config:map[a:1]}"
+    assert run("{{json .}}", data) == '{"Name":"vm","CPUs":2,"Config":{"a":1}}'
+    assert run("{{yaml .}}", data) == "---\nName: vm\nCPUs: 2\nConfig:\n  a: 1"
+    # A struct has no missing-key mode: an unknown field is always an error.
+    with pytest.raises(GoTemplateError) as e:
+        render("{{.Foo}}", data, missingkey_error=False)
+    assert str(e.value) == ('template: format:1:2: executing "format" at <.Foo>: '
+                            "can't evaluate field Foo in type store.FormatData")
+    assert render("{{.Config.b}}", data, missingkey_error=False) == "<no value>"
+
+
+def test_format_help() -> None:
+    assert FORMAT_HELP == ("\nThese functions are available to go templates:\n\n"
+                           "  indent <size>: add spaces to beginning of each line\n"
+                           "  missing <message>: return message if the text is empty\n")
 
 
 def test_parse_once_execute_many() -> None:
