@@ -765,18 +765,16 @@ class Template:
     """A parsed template: the main tree plus any ``define``/``block`` trees."""
 
     def __init__(self, name: str, text: str, trees: dict[str, list[Node]],
-                 user_funcs: Mapping[str, Callable[..., object]]) -> None:
-        self.name, self.text, self.trees, self.user_funcs = name, text, trees, user_funcs
+                 funcs: Mapping[str, Callable[..., object]]) -> None:
+        self.name, self.text, self.trees, self.funcs = name, text, trees, funcs
 
-    def execute(self, data: object, *, funcs: Mapping[str, Callable[..., object]] | None = None,
-                missingkey_error: bool = True) -> str:
+    def execute(self, data: object, *, missingkey_error: bool = True) -> str:
         """Apply the template to ``data``; raises GoTemplateError on execution errors.
 
         With ``missingkey_error`` a dict without the key is an error, as for a
         Go struct without the field; otherwise it is Go's ``<no value>``.
         """
-        all_funcs = {**_BUILTINS, **self.user_funcs, **(funcs or {})}
-        state = _State(self, all_funcs, missingkey_error)
+        state = _State(self, self.funcs, missingkey_error)
         state.vars.append(["$", data])
         try:
             state.walk(data, self.trees[self.name])
@@ -787,10 +785,14 @@ class Template:
 
 def parse(text: str, name: str = "format", *,
           funcs: Mapping[str, Callable[..., object]] | None = None) -> Template:
-    """Parse ``text``; calls to functions other than the builtins and ``funcs`` are errors."""
-    user = dict(funcs or {})
-    trees = parse_trees(text, name, {**_BUILTINS, **user})
-    return Template(name, text, trees, user)
+    """Parse ``text`` into a Template.
+
+    The functions available are Go's builtins, Lima's ``TEMPLATE_FUNC_MAP`` (json,
+    yaml, indent, missing) and ``funcs``, which may override either; a call to any
+    other function is a syntax error, as in Go.
+    """
+    all_funcs = {**_BUILTINS, **TEMPLATE_FUNC_MAP, **(funcs or {})}
+    return Template(name, text, parse_trees(text, name, all_funcs), all_funcs)
 
 
 def render(text: str, data: object, *, funcs: Mapping[str, Callable[..., object]] | None = None,

@@ -38,7 +38,7 @@ INSTANCE = {
 
 
 def run(text: str, data: object = INSTANCE, **kw: object) -> str:
-    return render(text, data, funcs=TEMPLATE_FUNC_MAP, **kw)  # type: ignore[arg-type]
+    return render(text, data, **kw)  # type: ignore[arg-type]
 
 
 # --- limactl list --format use cases ------------------------------------------------------
@@ -124,10 +124,12 @@ def test_lima_func_errors(text: str, msg: str) -> None:
         run(text, LIMA_X)
 
 
-def test_lima_funcs_are_opt_in() -> None:
+def test_lima_funcs_are_available_by_default() -> None:
+    assert render("{{json .}} {{indent 1 .x}}", {"x": "a"}) == '{"x":"a"}  a'
+    assert render("{{json .}}", [1], funcs={"json": lambda v: "mine"}) == "mine"
     with pytest.raises(GoTemplateError) as e:
-        render("{{json .}}", {})
-    assert str(e.value) == 'template: format:1: function "json" not defined'
+        render("{{jsonn .}}", {})
+    assert str(e.value) == 'template: format:1: function "jsonn" not defined'
 
 
 # --- text, printing and literals ----------------------------------------------------------
@@ -523,6 +525,11 @@ def test_parse_once_execute_many() -> None:
     tmpl = parse("{{.Name}}:{{json .CPUs}}", funcs=TEMPLATE_FUNC_MAP)
     got = [tmpl.execute({"Name": n, "CPUs": c}) for n, c in (("a", 1), ("b", 2))]
     assert got == ["a:1", "b:2"]
+
+
+def test_template_func_map_names() -> None:
+    # Lima's pkg/textutil TemplateFuncMap
+    assert sorted(TEMPLATE_FUNC_MAP) == ["indent", "json", "missing", "yaml"]
 
 
 def test_no_value_sentinel() -> None:
