@@ -681,5 +681,9 @@ class _Parser:
 
 def parse_trees(text: str, name: str, funcs: Mapping[str, object]) -> dict[str, list[Node]]:
     """Parse ``text`` into the named template and its ``define``/``block`` templates."""
-    return _Parser(text, name, funcs).parse()
+    parser = _Parser(text, name, funcs)
+    try:
+        return parser.parse()
+    except RecursionError:
+        parser.error("max expression depth exceeded")
 

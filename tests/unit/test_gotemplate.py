@@ -521,6 +521,13 @@ def test_format_help() -> None:
                            "  missing <message>: return message if the text is empty\n")
 
 
+def test_runaway_nesting_is_an_error() -> None:
+    with pytest.raises(GoTemplateError, match="max expression depth exceeded"):
+        parse("{{" + "(" * 5000 + "1" + ")" * 5000 + "}}")
+    with pytest.raises(GoTemplateError, match="exceeded maximum template depth"):
+        render('{{define "x"}}{{template "x"}}{{end}}{{template "x"}}', None)
+
+
 def test_parse_once_execute_many() -> None:
     tmpl = parse("{{.Name}}:{{json .CPUs}}", funcs=TEMPLATE_FUNC_MAP)
     got = [tmpl.execute({"Name": n, "CPUs": c}) for n, c in (("a", 1), ("b", 2))]
