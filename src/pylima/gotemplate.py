@@ -2,8 +2,9 @@
 
 Lima users write Go templates in ``limactl list --format``, in ``message:`` and in
 templated fields of lima.yaml (``{{.Home}}``, ``{{.Param.X}}``, ...).  This module
-lexes, parses and executes the part of ``text/template`` those templates use,
-over dicts keyed by Go field names, lists, str, int, float, bool and None.
+executes the part of ``text/template`` those templates use over dicts keyed by
+Go field names, lists, str, int, float, bool and None (parsing lives in
+``gotemplate_parse``, Go's fmt verbs in ``gofmt``).
 
 Values print like Go's ``fmt.Sprint``; error messages follow Go's wording.
 Dicts stand in for Go structs and keep their insertion order in ``json`` and
@@ -13,25 +14,50 @@ Dicts stand in for Go structs and keep their insertion order in ``json`` and
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Callable, Mapping
-from typing import Any, Final, NamedTuple, NoReturn
+from typing import Any, Final, NoReturn
+
+from pylima.gofmt import (
+    GoStruct,
+    exp_notation,
+    fixed_notation,
+    float_digits,
+    format_float,
+    format_value,
+    go_type,
+    quote,
+    sort_key,
+    sprint,
+    sprintf,
+    sprintln,
+)
+from pylima.gotemplate_parse import (
+    Action,
+    Branch,
+    Call,
+    Chain,
+    Command,
+    Field,
+    GoTemplateError,
+    Leaf,
+    Marker,
+    Node,
+    Pipe,
+    Text,
+    parse_trees,
+)
 
 __all__ = [
+    "FORMAT_HELP",
     "FUNC_HELP",
+    "GoStruct",
     "NO_VALUE",
     "TEMPLATE_FUNC_MAP",
     "GoTemplateError",
     "Template",
-    "go_sprint",
-    "go_sprintf",
     "parse",
     "render",
 ]
-
-
-class GoTemplateError(Exception):
-    """A template syntax or execution error, worded like Go's text/template."""
 
 
 class _NoValue:
@@ -46,974 +72,6 @@ class _NoValue:
 
 NO_VALUE: Final = _NoValue()
 _MISSING: Final = object()  # no piped-in final argument
-
-# ---------------------------------------------------------------------------
-# Go fmt
-# ---------------------------------------------------------------------------
-
-
-def _go_type(v: object) -> str:
-    if v is None or v is NO_VALUE:
-        return "<nil>"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, Mapping):
-        return "map[string]interface {}"
-    if isinstance(v, list | tuple):
-        return "[]interface {}"
-    if callable(v):
-        return "func"
-    return type(v).__name__
-
-
-def _shortest(x: float) -> tuple[str, int]:
-    """Shortest round-trip digits of abs(x) and the decimal point position."""
-    mant, _, exp = repr(abs(x)).partition("e")
-    ip, _, fp = mant.partition(".")
-    digits, dp = ip + fp, len(ip) + (int(exp) if exp else 0)
-    stripped = digits.lstrip("0")
-    dp -= len(digits) - len(stripped)
-    digits = stripped.rstrip("0")
-    return (digits, dp) if digits else ("0", 1)
-
-
-def _fixed(digits: str, dp: int) -> str:
-    if dp <= 0:
-        return "0." + "0" * -dp + digits
-    if dp >= len(digits):
-        return digits + "0" * (dp - len(digits))
-    return digits[:dp] + "." + digits[dp:]
-
-
-def _exp(digits: str, dp: int, e: str = "e") -> str:
-    x = dp - 1
-    frac = "." + digits[1:] if len(digits) > 1 else ""
-    return f"{digits[0]}{frac}{e}{'-' if x < 0 else '+'}{abs(x):02d}"
-
-
-def _format_float(x: float, verb: str = "g", prec: int = -1) -> str:
-    """strconv.FormatFloat for the e, E, f, g and G formats (prec -1: shortest)."""
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    sign = "-" if math.copysign(1.0, x) < 0 else ""
-    if prec >= 0:
-        return sign + format(abs(x), f".{prec}{verb}")
-    digits, dp = _shortest(x)
-    if verb in "eE" or (verb in "gG" and not -4 <= dp - 1 < 6):
-        return sign + _exp(digits, dp, "E" if verb.isupper() else "e")
-    return sign + _fixed(digits, dp)
-
-
-_ESCAPES: Final = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-                   "\t": "\\t", "\v": "\\v", "\\": "\\\\"}
-
-
-def _go_quote(s: str, quote: str = '"', ascii_only: bool = False) -> str:
-    """strconv.Quote (or QuoteRune with quote="'")."""
-    out = [quote]
-    for ch in s:
-        o = ord(ch)
-        if ch == quote:
-            out.append("\\" + ch)
-        elif ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ch.isprintable() and not (ascii_only and o >= 0x80):
-            out.append(ch)
-        elif o < 0x20 or o == 0x7F:
-            out.append(f"\\x{o:02x}")
-        elif o < 0x10000:
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(f"\\U{o:08x}")
-    out.append(quote)
-    return "".join(out)
-
-
-class _Spec(NamedTuple):
-    verb: str = "v"
-    minus: bool = False
-    plus: bool = False
-    sharp: bool = False
-    space: bool = False
-    zero: bool = False
-    width: int | None = None
-    prec: int | None = None
-
-
-def _pad(s: str, spec: _Spec, numeric: bool = False) -> str:
-    w = spec.width
-    if w is None or len(s) >= w:
-        return s
-    if spec.minus:
-        return s + " " * (w - len(s))
-    if spec.zero and numeric:
-        sign = s[0] if s[:1] in ("+", "-", " ") else ""
-        return sign + "0" * (w - len(s)) + s[len(sign):]
-    return " " * (w - len(s)) + s
-
-
-def _bad_verb(v: object, spec: _Spec) -> str:
-    if v is None or v is NO_VALUE:
-        return f"%!{spec.verb}(<nil>)"
-    return f"%!{spec.verb}({_go_type(v)}={_fmt(v, _Spec())})"
-
-
-def _fmt_int(n: int, spec: _Spec) -> str:
-    verb = spec.verb
-    if verb == "c":
-        return _pad(chr(n), spec)
-    if verb == "q":
-        return _pad(_go_quote(chr(n), "'", spec.plus), spec)
-    if verb == "U":
-        s = f"U+{n:04X}" + (f" '{chr(n)}'" if spec.sharp else "")
-        return _pad(s, spec)
-    base = {"d": "d", "v": "d", "b": "b", "o": "o", "O": "o", "x": "x", "X": "X"}.get(verb)
-    if base is None:
-        return _bad_verb(n, spec)
-    digits = format(abs(n), base)
-    if spec.prec is not None:
-        digits = digits.zfill(spec.prec) if spec.prec else digits.lstrip("0")
-    prefix = "0o" if verb == "O" else ""
-    if spec.sharp:
-        prefix = {"b": "0b", "o": "0", "x": "0x", "X": "0X"}.get(verb, prefix)
-    sign = "-" if n < 0 else "+" if spec.plus else " " if spec.space else ""
-    return _pad(sign + prefix + digits, spec, numeric=spec.prec is None)
-
-
-def _fmt_float(x: float, spec: _Spec) -> str:
-    verb = spec.verb
-    if verb not in "vfFeEgG":
-        return _bad_verb(x, spec)
-    if verb == "v":
-        verb = "g"
-    prec = spec.prec if spec.prec is not None else (6 if verb in "fFeE" else -1)
-    s = _format_float(x, verb, prec)
-    if s[0] not in "+-" and s != "NaN":
-        s = ("+" if spec.plus else " " if spec.space else "") + s
-    elif s == "+Inf" and spec.space and not spec.plus:
-        s = " Inf"
-    return _pad(s, spec, numeric=not s.endswith(("Inf", "NaN")))
-
-
-def _fmt_str(s: str, spec: _Spec) -> str:
-    verb = spec.verb
-    if spec.prec is not None and verb in "vsq":
-        s = s[: spec.prec]
-    if verb in "vs":
-        return _pad(s, spec)
-    if verb == "q":
-        if spec.sharp and "`" not in s and s.isprintable():
-            return _pad("`" + s + "`", spec)
-        return _pad(_go_quote(s, ascii_only=spec.plus), spec)
-    if verb in "xX":
-        data = s.encode()
-        if spec.prec is not None:
-            data = data[: spec.prec]
-        fmt = "02x" if verb == "x" else "02X"
-        parts = [("0" + verb if spec.sharp else "") + format(b, fmt) for b in data]
-        return _pad((" " if spec.space else "").join(parts), spec)
-    return _bad_verb(s, spec)
-
-
-def _sort_key(k: object) -> tuple[int, Any]:
-    if isinstance(k, bool):
-        return (0, k)
-    if isinstance(k, int | float):
-        return (1, k)
-    if isinstance(k, str):
-        return (2, k)
-    return (3, str(k))
-
-
-def _fmt(v: object, spec: _Spec) -> str:
-    """Format one operand like Go's fmt printArg."""
-    if v is None or v is NO_VALUE:
-        return _pad("<nil>", spec) if spec.verb == "v" else _bad_verb(v, spec)
-    if isinstance(v, bool):
-        return _pad("true" if v else "false", spec) if spec.verb in "vt" else _bad_verb(v, spec)
-    if isinstance(v, int):
-        return _fmt_int(v, spec)
-    if isinstance(v, float):
-        return _fmt_float(v, spec)
-    if isinstance(v, str):
-        return _fmt_str(v, spec)
-    if spec.verb == "T":
-        return _pad(_go_type(v), spec)
-    if isinstance(v, Mapping):
-        items = sorted(v.items(), key=lambda kv: _sort_key(kv[0]))
-        return "map[" + " ".join(f"{_fmt(k, spec)}:{_fmt(x, spec)}" for k, x in items) + "]"
-    if isinstance(v, list | tuple):
-        return "[" + " ".join(_fmt(x, spec) for x in v) + "]"
-    if isinstance(v, bytes):
-        return _fmt_str(v.decode(errors="replace"), spec)
-    return _pad(str(v), spec) if spec.verb in "vs" else _bad_verb(v, spec)
-
-
-def go_sprint(*args: object) -> str:
-    """fmt.Sprint: spaces are added between operands when neither is a string."""
-    out: list[str] = []
-    prev_string = False
-    for i, a in enumerate(args):
-        is_string = isinstance(a, str)
-        if i > 0 and not is_string and not prev_string:
-            out.append(" ")
-        out.append(_fmt(a, _Spec()))
-        prev_string = is_string
-    return "".join(out)
-
-
-def _sprintln(*args: object) -> str:
-    return " ".join(_fmt(a, _Spec()) for a in args) + "\n"
-
-
-def go_sprintf(fmt: str, *args: object) -> str:
-    """fmt.Sprintf for the common verbs, flags, widths, precisions and ``%[n]`` indexes."""
-    out: list[str] = []
-    i, n, argn, reordered = 0, len(fmt), 0, False
-
-    def arg_index(i: int, argn: int) -> tuple[int, int, bool]:
-        # Parses "[n]" at fmt[i]; returns (new i, new argn, ok).
-        if i < n and fmt[i] == "[":
-            j = fmt.find("]", i)
-            if j < 0 or not fmt[i + 1:j].isdigit() or not 0 < int(fmt[i + 1:j]) <= len(args):
-                return (j + 1 if j >= 0 else n), argn, False
-            return j + 1, int(fmt[i + 1:j]) - 1, True
-        return i, argn, True
-
-    def number(i: int, argn: int) -> tuple[int, int | None, int, bool]:
-        # Width or precision: digits or '*'; returns (i, value, argn, ok).
-        if i < n and fmt[i] == "*":
-            if argn < len(args) and isinstance(args[argn], int):
-                return i + 1, int(args[argn]), argn + 1, True  # type: ignore[call-overload]
-            return i + 1, None, argn + 1, False
-        j = i
-        while j < n and fmt[j].isdigit():
-            j += 1
-        return j, (int(fmt[i:j]) if j > i else None), argn, True
-
-    while i < n:
-        j = fmt.find("%", i)
-        if j < 0:
-            out.append(fmt[i:])
-            break
-        out.append(fmt[i:j])
-        i = j + 1
-        flags = {"-": False, "+": False, "#": False, " ": False, "0": False}
-        while i < n and fmt[i] in flags:
-            flags[fmt[i]] = True
-            i += 1
-        i, argn, ok = arg_index(i, argn)
-        reordered = reordered or (i > 0 and fmt[i - 1] == "]")
-        i, width, argn, wok = number(i, argn)
-        if not wok:
-            out.append("%!(BADWIDTH)")
-        elif width is not None and width < 0:
-            flags["-"], width = True, -width
-        prec: int | None = None
-        if i < n and fmt[i] == ".":
-            i, argn, ok2 = arg_index(i + 1, argn)
-            ok = ok and ok2
-            i, prec, argn, pok = number(i, argn)
-            if not pok or (prec is not None and prec < 0):
-                out.append("%!(BADPREC)")
-                prec = None
-            elif prec is None:
-                prec = 0
-        i, argn, ok3 = arg_index(i, argn)
-        ok = ok and ok3
-        if i >= n:
-            out.append("%!(NOVERB)")
-            break
-        verb = fmt[i]
-        i += 1
-        if verb == "%":
-            out.append("%")
-            continue
-        if not ok:
-            out.append(f"%!{verb}(BADINDEX)")
-            continue
-        if argn >= len(args):
-            out.append(f"%!{verb}(MISSING)")
-            continue
-        spec = _Spec(verb, flags["-"], flags["+"], flags["#"], flags[" "],
-                     flags["0"] and not flags["-"], width, prec)
-        a = args[argn]
-        argn += 1
-        if verb == "T":
-            out.append(_pad(_go_type(a), spec))
-        elif verb == "v" and flags["#"] and isinstance(a, str):
-            out.append(_pad(_go_quote(a), spec))
-        else:
-            out.append(_fmt(a, spec))
-    if not reordered and argn < len(args):
-        extra = ", ".join("<nil>" if a is None else f"{_go_type(a)}={_fmt(a, _Spec())}"
-                          for a in args[argn:])
-        out.append(f"%!(EXTRA {extra})")
-    return "".join(out)
-
-
-# ---------------------------------------------------------------------------
-# Lexer
-# ---------------------------------------------------------------------------
-
-_SPACE: Final = " \t\r\n"
-_KEYWORDS: Final = frozenset(
-    {"block", "break", "continue", "define", "else", "end", "if", "range", "template", "with"})
-
-
-class _Tok(NamedTuple):
-    kind: str  # "text", "{{", "}}", "space", "field", "var", "ident", "dot", "bool", "nil",
-    # "number", "charconst", "string", "rawstring", "|", "(", ")", ":=", "=", "char",
-    # "eof", "error", or a keyword
-    val: str
-    pos: int
-
-
-class _LexError(Exception):
-    def __init__(self, msg: str, pos: int) -> None:
-        super().__init__(msg)
-        self.pos = pos
-
-
-def _is_alnum(c: str) -> bool:
-    return c == "_" or c.isalnum()
-
-
-def _lex(text: str) -> list[_Tok]:
-    toks: list[_Tok] = []
-    pos, n = 0, len(text)
-
-    def at_right_delim(p: int) -> tuple[bool, bool]:
-        if p + 1 < n and text[p] in _SPACE and text[p + 1] == "-" and text.startswith("}}", p + 2):
-            return True, True
-        return text.startswith("}}", p), False
-
-    def skip_space(p: int) -> int:
-        while p < n and text[p] in _SPACE:
-            p += 1
-        return p
-
-    def at_terminator(p: int) -> bool:
-        return p >= n or text[p] in _SPACE or text[p] in ".,|:()}"
-
-    def char_desc(c: str) -> str:
-        return f"U+{ord(c):04X} {_go_quote(c, chr(39))}"
-
-    try:
-        while pos < n:
-            i = text.find("{{", pos)
-            if i < 0:
-                toks.append(_Tok("text", text[pos:], pos))
-                break
-            trim = text.startswith("-", i + 2) and i + 3 < n and text[i + 3] in _SPACE
-            seg = text[pos:i].rstrip(_SPACE) if trim else text[pos:i]
-            if seg:
-                toks.append(_Tok("text", seg, pos))
-            pos = i + 2 + (2 if trim else 0)
-            if text.startswith("/*", pos):  # comment
-                end = text.find("*/", pos + 2)
-                if end < 0:
-                    raise _LexError("unclosed comment", i)
-                pos = end + 2
-                delim, rtrim = at_right_delim(pos)
-                if not delim:
-                    raise _LexError("comment ends before closing delimiter", i)
-                pos = skip_space(pos + 4) if rtrim else pos + 2
-                continue
-            toks.append(_Tok("{{", "{{", i))
-            depth = 0
-            while True:  # inside the action
-                delim, rtrim = at_right_delim(pos)
-                if delim:
-                    if depth:
-                        raise _LexError("unclosed left paren", pos)
-                    toks.append(_Tok("}}", "}}", pos + (2 if rtrim else 0)))
-                    pos = skip_space(pos + 4) if rtrim else pos + 2
-                    break
-                if pos >= n:
-                    raise _LexError("unclosed action", pos)
-                start, c = pos, text[pos]
-                kind = ""
-                if c in _SPACE:
-                    pos = skip_space(pos)
-                    if at_right_delim(pos - 1) == (True, True):
-                        pos -= 1
-                        if pos == start:
-                            continue
-                    kind = "space"
-                elif c == "=":
-                    pos, kind = pos + 1, "="
-                elif c == ":":
-                    if not text.startswith(":=", pos):
-                        raise _LexError("expected :=", pos)
-                    pos, kind = pos + 2, ":="
-                elif c == "|":
-                    pos, kind = pos + 1, "|"
-                elif c in "\"'":
-                    pos += 1
-                    while True:
-                        if pos >= n or text[pos] == "\n":
-                            what = "quoted string" if c == '"' else "character constant"
-                            raise _LexError(f"unterminated {what}", start)
-                        if text[pos] == "\\":
-                            pos += 1
-                            if pos >= n or text[pos] == "\n":
-                                continue
-                        elif text[pos] == c:
-                            pos += 1
-                            break
-                        pos += 1
-                    kind = "string" if c == '"' else "charconst"
-                elif c == "`":
-                    end = text.find("`", pos + 1)
-                    if end < 0:
-                        raise _LexError("unterminated raw quoted string", start)
-                    pos, kind = end + 1, "rawstring"
-                elif c == "$" or (c == "." and not (pos + 1 < n and text[pos + 1].isdigit())):
-                    pos += 1
-                    if at_terminator(pos):
-                        kind = "var" if c == "$" else "dot"
-                    else:
-                        while pos < n and _is_alnum(text[pos]):
-                            pos += 1
-                        if not at_terminator(pos):
-                            raise _LexError(f"bad character {char_desc(text[pos])}", pos)
-                        kind = "var" if c == "$" else "field"
-                elif c in "+-." or c.isdigit():
-                    pos = _scan_number(text, pos)
-                    if pos < n and _is_alnum(text[pos]):
-                        raise _LexError(
-                            f"bad number syntax: {_go_quote(text[start:pos + 1])}", start)
-                    kind = "number"
-                elif _is_alnum(c):
-                    while pos < n and _is_alnum(text[pos]):
-                        pos += 1
-                    if not at_terminator(pos):
-                        raise _LexError(f"bad character {char_desc(text[pos])}", pos)
-                    word = text[start:pos]
-                    kind = (word if word in _KEYWORDS else "bool" if word in ("true", "false")
-                            else "nil" if word == "nil" else "ident")
-                elif c == "(":
-                    pos, kind, depth = pos + 1, "(", depth + 1
-                elif c == ")":
-                    depth -= 1
-                    if depth < 0:
-                        raise _LexError("unexpected right paren", pos)
-                    pos, kind = pos + 1, ")"
-                elif c.isascii() and c.isprintable():
-                    pos, kind = pos + 1, "char"
-                else:
-                    raise _LexError(f"unrecognized character in action: {char_desc(c)}", pos)
-                toks.append(_Tok(kind, text[start:pos], start))
-    except _LexError as e:
-        toks.append(_Tok("error", str(e), e.pos))
-        return toks
-    toks.append(_Tok("eof", "", n))
-    return toks
-
-
-def _scan_number(text: str, pos: int) -> int:
-    n = len(text)
-
-    def run(p: int, chars: str) -> int:
-        while p < n and text[p] in chars:
-            p += 1
-        return p
-
-    if pos < n and text[pos] in "+-":
-        pos += 1
-    digits = "0123456789_"
-    if pos < n and text[pos] == "0":
-        pos += 1
-        if pos < n and text[pos] in "xXoObB":
-            c = text[pos].lower()
-            digits = {"x": "0123456789abcdefABCDEF_", "o": "01234567_", "b": "01_"}[c]
-            pos += 1
-    pos = run(pos, digits)
-    if pos < n and text[pos] == ".":
-        pos = run(pos + 1, digits)
-    if len(digits) == 11 and pos < n and text[pos] in "eE":
-        pos = run(pos + 1 + (pos + 1 < n and text[pos + 1] in "+-"), "0123456789_")
-    if len(digits) == 23 and pos < n and text[pos] in "pP":
-        pos = run(pos + 1 + (pos + 1 < n and text[pos + 1] in "+-"), "0123456789_")
-    return pos
-
-
-_UNESCAPE: Final = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
-                    "v": "\v", "\\": "\\"}
-
-
-def _unquote(q: str) -> str:
-    """strconv.Unquote for "..." strings and '...' character constants."""
-    quote, body, out, i = q[0], q[1:-1], bytearray(), 0
-    while i < len(body):
-        c = body[i]
-        if c != "\\":
-            out += c.encode()
-            i += 1
-            continue
-        e = body[i + 1] if i + 1 < len(body) else ""
-        if e in _UNESCAPE or e == quote:
-            out += _UNESCAPE.get(e, e).encode()
-            i += 2
-        elif e in "xuU" and e:
-            size = {"x": 2, "u": 4, "U": 8}[e]
-            hexd = body[i + 2:i + 2 + size]
-            if len(hexd) != size or any(h not in "0123456789abcdefABCDEF" for h in hexd):
-                raise ValueError("invalid syntax")
-            v = int(hexd, 16)
-            out += bytes([v]) if e == "x" else chr(v).encode(errors="replace")
-            i += 2 + size
-        elif e and e in "01234567":
-            octd = body[i + 1:i + 4]
-            if len(octd) != 3 or any(o not in "01234567" for o in octd) or int(octd, 8) > 255:
-                raise ValueError("invalid syntax")
-            out.append(int(octd, 8))
-            i += 4
-        else:
-            raise ValueError("invalid syntax")
-    return out.decode(errors="replace")
-
-
-def _parse_number(text: str) -> int | float:
-    t = text.replace("_", "")
-    sign = -1 if t.startswith("-") else 1
-    body = t.lstrip("+-")
-    low = body.lower()
-    try:
-        if low.startswith(("0x", "0o", "0b")) and "p" not in low and (
-                low[1] != "x" or "." not in low):
-            return sign * int(body, 0)
-        if "." not in low and "e" not in low:
-            return sign * int(body, 8 if len(body) > 1 and body[0] == "0" else 10)
-        if low.startswith("0x"):
-            return sign * float.fromhex(body)
-        return sign * float(body)
-    except ValueError:
-        raise ValueError(f"illegal number syntax: {_go_quote(text)}") from None
-
-
-# ---------------------------------------------------------------------------
-# Parse tree
-# ---------------------------------------------------------------------------
-
-
-class _Node:
-    __slots__ = ("pos",)
-
-    def __init__(self, pos: int) -> None:
-        self.pos = pos
-
-
-class _Text(_Node):
-    __slots__ = ("text",)
-
-    def __init__(self, pos: int, text: str) -> None:
-        super().__init__(pos)
-        self.text = text
-
-
-class _Leaf(_Node):
-    """Dot, nil, bool, number, string and identifier operands."""
-
-    __slots__ = ("kind", "src", "value")
-
-    def __init__(self, pos: int, kind: str, src: str, value: object = None) -> None:
-        super().__init__(pos)
-        self.kind, self.src, self.value = kind, src, value
-
-    def __str__(self) -> str:
-        return self.src
-
-
-class _Field(_Node):
-    """``.A.B`` (var is None) or ``$x.A.B``."""
-
-    __slots__ = ("var", "idents")
-
-    def __init__(self, pos: int, var: str | None, idents: list[str]) -> None:
-        super().__init__(pos)
-        self.var, self.idents = var, idents
-
-    def __str__(self) -> str:
-        return (self.var or "") + "".join("." + i for i in self.idents)
-
-
-class _Chain(_Node):
-    __slots__ = ("node", "idents")
-
-    def __init__(self, pos: int, node: _Node, idents: list[str]) -> None:
-        super().__init__(pos)
-        self.node, self.idents = node, idents
-
-    def __str__(self) -> str:
-        inner = f"({self.node})" if isinstance(self.node, _Pipe) else str(self.node)
-        return inner + "".join("." + i for i in self.idents)
-
-
-class _Command(_Node):
-    __slots__ = ("args",)
-
-    def __init__(self, pos: int, args: list[_Node]) -> None:
-        super().__init__(pos)
-        self.args = args
-
-    def __str__(self) -> str:
-        return " ".join(f"({a})" if isinstance(a, _Pipe) else str(a) for a in self.args)
-
-
-class _Pipe(_Node):
-    __slots__ = ("decl", "is_assign", "cmds")
-
-    def __init__(self, pos: int) -> None:
-        super().__init__(pos)
-        self.decl: list[str] = []
-        self.is_assign = False
-        self.cmds: list[_Command] = []
-
-    def __str__(self) -> str:
-        decl = ", ".join(self.decl) + (" = " if self.is_assign else " := ") if self.decl else ""
-        return decl + " | ".join(str(c) for c in self.cmds)
-
-
-class _Action(_Node):
-    __slots__ = ("pipe",)
-
-    def __init__(self, pos: int, pipe: _Pipe) -> None:
-        super().__init__(pos)
-        self.pipe = pipe
-
-    def __str__(self) -> str:
-        return "{{" + str(self.pipe) + "}}"
-
-
-class _Branch(_Node):
-    """if, with and range."""
-
-    __slots__ = ("kind", "pipe", "body", "else_body")
-
-    def __init__(self, pos: int, kind: str, pipe: _Pipe, body: list[_Node],
-                 else_body: list[_Node] | None) -> None:
-        super().__init__(pos)
-        self.kind, self.pipe, self.body, self.else_body = kind, pipe, body, else_body
-
-    def __str__(self) -> str:
-        return "{{" + self.kind + " " + str(self.pipe) + "}}"
-
-
-class _Call(_Node):
-    """``{{template "name" pipeline}}``."""
-
-    __slots__ = ("name", "pipe")
-
-    def __init__(self, pos: int, name: str, pipe: _Pipe | None) -> None:
-        super().__init__(pos)
-        self.name, self.pipe = name, pipe
-
-    def __str__(self) -> str:
-        return "{{template " + _go_quote(self.name) + (f" {self.pipe}" if self.pipe else "") + "}}"
-
-
-class _Marker(_Node):
-    """end, else, break and continue."""
-
-    __slots__ = ("kind",)
-
-    def __init__(self, pos: int, kind: str) -> None:
-        super().__init__(pos)
-        self.kind = kind
-
-    def __str__(self) -> str:
-        return "{{" + self.kind + "}}"
-
-
-# ---------------------------------------------------------------------------
-# Parser
-# ---------------------------------------------------------------------------
-
-
-class _Parser:
-    def __init__(self, text: str, name: str, funcs: Mapping[str, object]) -> None:
-        self.text, self.name, self.funcs = text, name, funcs
-        self.toks = _lex(text)
-        self.i = 0
-        self.vars = ["$"]
-        self.range_depth = 0
-        self.trees: dict[str, list[_Node]] = {}
-        self._newlines = [k for k, c in enumerate(text) if c == "\n"]
-
-    def error(self, msg: str, tok: _Tok | None = None) -> NoReturn:
-        tok = tok or self.toks[max(self.i - 1, 0)]
-        line = bisect_right(self._newlines, tok.pos - 1) + 1
-        raise GoTemplateError(f"template: {self.name}:{line}: {msg}")
-
-    def next(self) -> _Tok:
-        tok = self.toks[self.i]
-        if tok.kind == "error":
-            self.error(tok.val, tok)
-        self.i += 1
-        return tok
-
-    def peek(self) -> _Tok:
-        return self.toks[self.i]
-
-    def next_non_space(self) -> _Tok:
-        tok = self.next()
-        while tok.kind == "space":
-            tok = self.next()
-        return tok
-
-    def peek_non_space(self) -> _Tok:
-        tok = self.next_non_space()
-        self.i -= 1
-        return tok
-
-    def unexpected(self, tok: _Tok, context: str) -> NoReturn:
-        if tok.kind == "eof":
-            desc = "EOF"
-        elif tok.kind in _KEYWORDS:
-            desc = f"<{tok.val}>"
-        else:
-            desc = _go_quote(tok.val[:10]) + ("..." if len(tok.val) > 10 else "")
-        self.error(f"unexpected {desc} in {context}", tok)
-
-    def expect(self, kind: str, context: str) -> _Tok:
-        tok = self.next_non_space()
-        if tok.kind != kind:
-            self.unexpected(tok, context)
-        return tok
-
-    def parse(self) -> dict[str, list[_Node]]:
-        root: list[_Node] = []
-        while self.peek().kind != "eof":
-            if self.peek().kind == "{{":
-                save = self.i
-                self.next()
-                if self.next_non_space().kind == "define":
-                    self.parse_define()
-                    continue
-                self.i = save
-            node = self.text_or_action()
-            if isinstance(node, _Marker) and node.kind in ("end", "else"):
-                self.error(f"unexpected {node}")
-            root.append(node)
-        self.next()  # raise a pending lexer error
-        trees = dict(self.trees)
-        if root or self.name not in trees:
-            trees[self.name] = root
-        return trees
-
-    def template_name(self, context: str) -> tuple[str, _Tok]:
-        tok = self.next_non_space()
-        if tok.kind not in ("string", "rawstring"):
-            self.unexpected(tok, context)
-        return self.string_value(tok), tok
-
-    def string_value(self, tok: _Tok) -> str:
-        if tok.kind == "rawstring":
-            return tok.val[1:-1].replace("\r", "")
-        try:
-            return _unquote(tok.val)
-        except ValueError as e:
-            self.error(str(e))
-
-    def parse_define(self) -> None:
-        name, _ = self.template_name("define clause")
-        self.expect("}}", "define clause")
-        saved_vars, self.vars = self.vars, ["$"]
-        body, end = self.item_list()
-        if end.kind != "end":
-            self.error(f"unexpected {end} in define clause")
-        self.vars = saved_vars
-        self.trees[name] = body
-
-    def item_list(self) -> tuple[list[_Node], _Marker]:
-        nodes: list[_Node] = []
-        while self.peek_non_space().kind != "eof":
-            node = self.text_or_action()
-            if isinstance(node, _Marker) and node.kind in ("end", "else"):
-                return nodes, node
-            nodes.append(node)
-        self.error("unexpected EOF")
-
-    def text_or_action(self) -> _Node:
-        tok = self.next_non_space()
-        if tok.kind == "text":
-            return _Text(tok.pos, tok.val)
-        if tok.kind == "{{":
-            return self.action()
-        self.unexpected(tok, "input")
-
-    def action(self) -> _Node:
-        tok = self.next_non_space()
-        kind = tok.kind
-        if kind in ("if", "with", "range"):
-            return self.control(kind, tok.pos)
-        if kind in ("end", "else"):
-            if kind == "else" and self.peek_non_space().kind in ("if", "with"):
-                return _Marker(tok.pos, "else")
-            self.expect("}}", kind)
-            return _Marker(tok.pos, kind)
-        if kind in ("break", "continue"):
-            t = self.next_non_space()
-            if t.kind != "}}":
-                self.unexpected(t, "{{" + kind + "}}")
-            if not self.range_depth:
-                self.error(f"{{{{{kind}}}}} outside {{{{range}}}}")
-            return _Marker(tok.pos, kind)
-        if kind in ("template", "block"):
-            context = "template clause" if kind == "template" else "block clause"
-            name, ntok = self.template_name(context)
-            pipe = None
-            if self.next_non_space().kind != "}}":
-                self.i -= 1
-                pipe = self.pipeline(context, "}}")
-            elif kind == "block":
-                self.error("missing value for block clause")
-            if kind == "block":
-                saved_vars, self.vars = self.vars, ["$"]
-                body, end = self.item_list()
-                if end.kind != "end":
-                    self.error(f"unexpected {end} in block clause")
-                self.vars = saved_vars
-                self.trees[name] = body
-            return _Call(ntok.pos, name, pipe)
-        if kind == "define":
-            self.error("unexpected <define> in command")
-        self.i -= 1
-        pos = self.peek_non_space().pos
-        return _Action(pos, self.pipeline("command", "}}"))
-
-    def control(self, kind: str, pos: int) -> _Node:
-        nvars = len(self.vars)
-        pipe = self.pipeline(kind, "}}")
-        if kind == "range":
-            self.range_depth += 1
-        body, nxt = self.item_list()
-        if kind == "range":
-            self.range_depth -= 1
-        else_body: list[_Node] | None = None
-        if nxt.kind == "else":
-            follow = self.peek_non_space()
-            if kind in ("if", "with") and follow.kind == kind:
-                self.next_non_space()
-                else_body = [self.control(kind, follow.pos)]
-            else:
-                else_body, end = self.item_list()
-                if end.kind != "end":
-                    self.error(f"expected end; found {end}")
-        del self.vars[nvars:]
-        return _Branch(pos, kind, pipe, body, else_body)
-
-    def pipeline(self, context: str, end: str) -> _Pipe:
-        pipe = _Pipe(self.peek_non_space().pos)
-        while self.peek_non_space().kind == "var":
-            save = self.i
-            v = self.next_non_space()
-            nxt = self.next_non_space()
-            if nxt.kind in (":=", "="):
-                pipe.is_assign = nxt.kind == "="
-                pipe.decl.append(v.val)
-                self.vars.append(v.val)
-                break
-            if nxt.kind == "char" and nxt.val == ",":
-                pipe.decl.append(v.val)
-                self.vars.append(v.val)
-                if context == "range" and len(pipe.decl) < 2:
-                    if self.peek_non_space().kind in ("var", "}}", ")"):
-                        continue
-                    self.error("range can only initialize variables")
-                self.error(f"too many declarations in {context}")
-            self.i = save
-            break
-        while True:
-            tok = self.next_non_space()
-            if tok.kind == end:
-                if not pipe.cmds:
-                    self.error(f"missing value for {context}")
-                for k, cmd in enumerate(pipe.cmds[1:]):
-                    first = cmd.args[0]
-                    if isinstance(first, _Leaf) and first.kind != "ident":
-                        self.error(f"non executable command in pipeline stage {k + 2}")
-                return pipe
-            if tok.kind in ("bool", "charconst", "dot", "field", "ident", "number", "nil",
-                            "rawstring", "string", "var", "("):
-                self.i -= 1
-                pipe.cmds.append(self.command())
-            else:
-                self.unexpected(tok, context)
-
-    def command(self) -> _Command:
-        cmd = _Command(self.peek_non_space().pos, [])
-        while True:
-            self.peek_non_space()
-            operand = self.operand()
-            if operand is not None:
-                cmd.args.append(operand)
-            tok = self.next()
-            if tok.kind == "space":
-                continue
-            if tok.kind in ("}}", ")"):
-                self.i -= 1
-            elif tok.kind != "|":
-                self.unexpected(tok, "operand")
-            break
-        if not cmd.args:
-            self.error("empty command")
-        return cmd
-
-    def operand(self) -> _Node | None:
-        node = self.term()
-        if node is None or self.peek().kind != "field":
-            return node
-        idents = []
-        while self.peek().kind == "field":
-            idents.append(self.next().val[1:])
-        if isinstance(node, _Field):
-            return _Field(node.pos, node.var, node.idents + idents)
-        if isinstance(node, _Leaf) and node.kind != "ident":
-            self.error(f"unexpected . after term {_go_quote(str(node))}")
-        return _Chain(node.pos, node, idents)
-
-    def term(self) -> _Node | None:
-        tok = self.next_non_space()
-        k, v, pos = tok
-        if k == "ident":
-            if v not in self.funcs:
-                self.error(f"function {_go_quote(v)} not defined")
-            return _Leaf(pos, "ident", v)
-        if k in ("dot", "nil"):
-            return _Leaf(pos, k, v)
-        if k == "bool":
-            return _Leaf(pos, k, v, v == "true")
-        if k == "var":
-            if v not in self.vars:
-                self.error(f"undefined variable {_go_quote(v)}")
-            return _Field(pos, v, [])
-        if k == "field":
-            return _Field(pos, None, [v[1:]])
-        if k in ("number", "charconst"):
-            try:
-                value: object = (ord(_unquote(v)) if k == "charconst" else _parse_number(v))
-            except (ValueError, TypeError):
-                self.error(f"malformed character constant: {v}" if k == "charconst" else
-                           f"illegal number syntax: {_go_quote(v)}")
-            return _Leaf(pos, "number", v, value)
-        if k in ("string", "rawstring"):
-            return _Leaf(pos, "string", v, self.string_value(tok))
-        if k == "(":
-            return self.pipeline("parenthesized pipeline", ")")
-        self.i -= 1
-        return None
-
 
 # ---------------------------------------------------------------------------
 # Execution
@@ -1047,7 +105,7 @@ class _State:
                  missingkey_error: bool) -> None:
         self.tmpl, self.funcs, self.missingkey_error = tmpl, funcs, missingkey_error
         self.name = tmpl.name
-        self.node: _Node | None = None
+        self.node: Node | None = None
         self.vars: list[list[Any]] = []
         self.out: list[str] = []
         self.depth = 0
@@ -1057,10 +115,7 @@ class _State:
         if self.node is None:
             raise GoTemplateError(f"template: {self.name}: {msg}")
         before = text[: self.node.pos]
-        line_start = before.rfind("\n") + 1
-        col = len(before[line_start:].encode())
-        if line_start == 0:
-            col = len(before.encode())
+        col = len(before[before.rfind("\n") + 1:].encode())  # Go counts bytes
         ctx = str(self.node)
         if len(ctx) > 20:
             ctx = ctx[:20] + "..."
@@ -1082,16 +137,16 @@ class _State:
         self.errorf(f"undefined variable: {name}")
 
     # -- walking -----------------------------------------------------------
-    def walk(self, dot: object, nodes: list[_Node]) -> None:
+    def walk(self, dot: object, nodes: list[Node]) -> None:
         for node in nodes:
             self.node = node
-            if isinstance(node, _Text):
+            if isinstance(node, Text):
                 self.out.append(node.text)
-            elif isinstance(node, _Action):
+            elif isinstance(node, Action):
                 val = self.pipeline(dot, node.pipe)
                 if not node.pipe.decl:
                     self.print_value(node, val)
-            elif isinstance(node, _Branch):
+            elif isinstance(node, Branch):
                 mark = len(self.vars)
                 try:
                     if node.kind == "range":
@@ -1104,18 +159,18 @@ class _State:
                             self.walk(dot, node.else_body)
                 finally:
                     del self.vars[mark:]
-            elif isinstance(node, _Marker):
+            elif isinstance(node, Marker):
                 raise _Break() if node.kind == "break" else _Continue()
-            elif isinstance(node, _Call):
+            elif isinstance(node, Call):
                 self.walk_template(dot, node)
 
-    def walk_range(self, dot: object, node: _Branch) -> None:
+    def walk_range(self, dot: object, node: Branch) -> None:
         self.node = node
         pipe = node.pipe
         val = self.pipeline(dot, _strip_decl(pipe) if pipe.decl else pipe)
         if isinstance(val, Mapping):
             items: list[tuple[object, object]] = [
-                (k, val[k]) for k in sorted(val, key=_sort_key)]
+                (k, val[k]) for k in sorted(val, key=sort_key)]
         elif isinstance(val, list | tuple):
             items = list(enumerate(val))
         elif isinstance(val, int) and not isinstance(val, bool):
@@ -1123,8 +178,7 @@ class _State:
         elif val is None or val is NO_VALUE:
             items = []
         else:
-            self.node = node
-            self.errorf(f"range can't iterate over {_fmt(val, _Spec())}")
+            self.errorf(f"range can't iterate over {format_value(val)}")
         decl = pipe.decl
         if decl and not pipe.is_assign:
             self.vars.extend([name, val] for name in decl)
@@ -1145,10 +199,10 @@ class _State:
         if not items and node.else_body is not None:
             self.walk(dot, node.else_body)
 
-    def walk_template(self, dot: object, node: _Call) -> None:
+    def walk_template(self, dot: object, node: Call) -> None:
         body = self.tmpl.trees.get(node.name)
         if body is None:
-            self.errorf(f"template {_go_quote(node.name)} not defined")
+            self.errorf(f"template {quote(node.name)} not defined")
         new_dot = self.pipeline(dot, node.pipe) if node.pipe else NO_VALUE
         if self.depth >= 10000:
             self.errorf("exceeded maximum template depth (10000)")
@@ -1161,17 +215,17 @@ class _State:
             self.depth -= 1
             self.vars, self.name = saved
 
-    def print_value(self, node: _Node, val: object) -> None:
+    def print_value(self, node: Node, val: object) -> None:
         self.node = node
         if val is None or val is NO_VALUE:
             self.out.append("<no value>")
         elif callable(val) and not isinstance(val, type):
             self.errorf(f"can't print {node} of type func")
         else:
-            self.out.append(_fmt(val, _Spec()))
+            self.out.append(format_value(val))
 
     # -- evaluation --------------------------------------------------------
-    def pipeline(self, dot: object, pipe: _Pipe) -> object:
+    def pipeline(self, dot: object, pipe: Pipe) -> object:
         self.node = pipe
         value: object = _MISSING
         for cmd in pipe.cmds:
@@ -1183,20 +237,20 @@ class _State:
                 self.vars.append([name, value])
         return value
 
-    def not_a_function(self, args: list[_Node], final: object) -> None:
+    def not_a_function(self, args: list[Node], final: object) -> None:
         if len(args) > 1 or final is not _MISSING:
             self.errorf(f"can't give argument to non-function {args[0]}")
 
-    def command(self, dot: object, cmd: _Command, final: object) -> object:
+    def command(self, dot: object, cmd: Command, final: object) -> object:
         first = cmd.args[0]
-        if isinstance(first, _Field):
+        if isinstance(first, Field):
             return self.field_node(dot, first, cmd.args, final)
-        if isinstance(first, _Chain):
+        if isinstance(first, Chain):
             return self.chain_node(dot, first, cmd.args, final)
-        if isinstance(first, _Pipe):
+        if isinstance(first, Pipe):
             self.not_a_function(cmd.args, final)
             return self.pipeline(dot, first)
-        assert isinstance(first, _Leaf)
+        assert isinstance(first, Leaf)
         if first.kind == "ident":
             return self.call(dot, first, cmd, cmd.args, final)
         self.node = first
@@ -1207,7 +261,7 @@ class _State:
             self.errorf("nil is not a command")
         return first.value
 
-    def field_node(self, dot: object, node: _Field, args: list[_Node], final: object) -> object:
+    def field_node(self, dot: object, node: Field, args: list[Node], final: object) -> object:
         self.node = node
         if node.var is None:
             receiver = dot
@@ -1218,25 +272,25 @@ class _State:
                 return receiver
         return self.field_chain(dot, receiver, node, node.idents, args, final)
 
-    def chain_node(self, dot: object, node: _Chain, args: list[_Node], final: object) -> object:
+    def chain_node(self, dot: object, node: Chain, args: list[Node], final: object) -> object:
         self.node = node
-        if isinstance(node.node, _Leaf) and node.node.kind == "nil":
+        if isinstance(node.node, Leaf) and node.node.kind == "nil":
             self.errorf(f"indirection through explicit nil in {node}")
         receiver = self.arg(dot, node.node, keep_missing=True)
         return self.field_chain(dot, receiver, node, node.idents, args, final)
 
-    def field_chain(self, dot: object, receiver: object, node: _Node, idents: list[str],
-                    args: list[_Node], final: object) -> object:
+    def field_chain(self, dot: object, receiver: object, node: Node, idents: list[str],
+                    args: list[Node], final: object) -> object:
         for name in idents[:-1]:
             receiver = self.field(dot, name, node, [], _MISSING, receiver)
         return self.field(dot, idents[-1], node, args, final, receiver)
 
-    def field(self, dot: object, name: str, node: _Node, args: list[_Node], final: object,
+    def field(self, dot: object, name: str, node: Node, args: list[Node], final: object,
               receiver: object) -> object:
         has_args = len(args) > 1 or final is not _MISSING
-        if receiver is NO_VALUE or receiver is _MISSING:
+        if receiver is NO_VALUE:
             if self.missingkey_error:
-                self.errorf(f"nil data; no entry for key {_go_quote(name)}")
+                self.errorf(f"nil data; no entry for key {quote(name)}")
             return NO_VALUE
         if receiver is None:
             self.errorf(f"nil pointer evaluating interface {{}}.{name}")
@@ -1245,42 +299,42 @@ class _State:
                 if has_args:
                     self.errorf(f"{name} is not a method but has arguments")
                 return receiver[name]
-            if self.missingkey_error:
-                self.errorf(f"can't evaluate field {name} in type {_go_type(receiver)}")
+            if self.missingkey_error or isinstance(receiver, GoStruct):
+                self.errorf(f"can't evaluate field {name} in type {go_type(receiver)}")
             return NO_VALUE
         attr = getattr(receiver, name, _MISSING) if not name.startswith("_") else _MISSING
         if attr is _MISSING or isinstance(receiver, str | int | float | list | tuple):
-            self.errorf(f"can't evaluate field {name} in type {_go_type(receiver)}")
+            self.errorf(f"can't evaluate field {name} in type {go_type(receiver)}")
         if callable(attr) and not isinstance(attr, type):
             argv = [self.arg(dot, a) for a in args[1:]]
             if final is not _MISSING:
-                argv.append(final)
+                argv.append(None if final is NO_VALUE else final)
             return self.invoke(attr, name, node, argv)
         if has_args:
             self.errorf(f"{name} has arguments but cannot be invoked as function")
         return attr
 
-    def arg(self, dot: object, node: _Node, keep_missing: bool = False) -> object:
+    def arg(self, dot: object, node: Node, keep_missing: bool = False) -> object:
         """Evaluate a function argument; a missing value becomes nil."""
         self.node = node
-        if isinstance(node, _Field):
+        if isinstance(node, Field):
             val = self.field_node(dot, node, [node], _MISSING)
-        elif isinstance(node, _Chain):
+        elif isinstance(node, Chain):
             val = self.chain_node(dot, node, [node], _MISSING)
-        elif isinstance(node, _Pipe):
+        elif isinstance(node, Pipe):
             val = self.pipeline(dot, node)
-        elif isinstance(node, _Leaf) and node.kind == "ident":
+        elif isinstance(node, Leaf) and node.kind == "ident":
             val = self.call(dot, node, node, [node], _MISSING)
-        elif isinstance(node, _Leaf) and node.kind == "dot":
+        elif isinstance(node, Leaf) and node.kind == "dot":
             val = dot
         else:
-            assert isinstance(node, _Leaf)
+            assert isinstance(node, Leaf)
             val = node.value
         if keep_missing and val is NO_VALUE:
             return val
         return None if val is NO_VALUE or val is _MISSING else val
 
-    def call(self, dot: object, ident: _Leaf, cmd: _Node, args: list[_Node],
+    def call(self, dot: object, ident: Leaf, cmd: Node, args: list[Node],
              final: object) -> object:
         self.node = ident
         name = ident.src
@@ -1298,38 +352,44 @@ class _State:
                 val = final
             return val
         if fn is None:
-            self.errorf(f"{_go_quote(name)} is not a defined function")
+            self.errorf(f"{quote(name)} is not a defined function")
         argv = [self.arg(dot, a) for a in args[1:]]
         if final is not _MISSING:
             argv.append(None if final is NO_VALUE else final)
         return self.invoke(fn, name, cmd, argv)
 
-    def invoke(self, fn: Callable[..., object], name: str, node: _Node,
+    def invoke(self, fn: Callable[..., object], name: str, node: Node,
                argv: list[object]) -> object:
         self.node = node
         try:
             return fn(*argv)
-        except (_Break, _Continue):
-            raise
         except GoTemplateError:
             raise
         except _ExecError as e:
             self.errorf(str(e))
         except Exception as e:
             if isinstance(e, TypeError):
-                import inspect
-
-                try:
-                    inspect.signature(fn).bind(*argv)
-                except TypeError:
-                    self.errorf(f"wrong number of args for {name}: got {len(argv)}")
-                except ValueError:
-                    pass
+                self._check_arity(fn, name, argv)
             self.errorf(f"error calling {name}: {e}")
 
+    def _check_arity(self, fn: Callable[..., object], name: str, argv: list[object]) -> None:
+        """Report a call with the wrong number of arguments the way Go does."""
+        import inspect
 
-def _strip_decl(pipe: _Pipe) -> _Pipe:
-    p = _Pipe(pipe.pos)
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return
+        try:
+            sig.bind(*argv)
+        except TypeError:
+            want = sum(p.default is p.empty and p.kind <= p.POSITIONAL_OR_KEYWORD
+                       for p in sig.parameters.values())
+            self.errorf(f"wrong number of args for {name}: want {want} got {len(argv)}")
+
+
+def _strip_decl(pipe: Pipe) -> Pipe:
+    p = Pipe(pipe.pos)
     p.cmds = pipe.cmds
     return p
 
@@ -1359,14 +419,14 @@ def _len(*args: object) -> int:
         return len(v)
     if v is None:
         raise ValueError("len of nil pointer")
-    raise ValueError(f"len of type {_go_type(v)}")
+    raise ValueError(f"len of type {go_type(v)}")
 
 
 def _index_arg(i: object, cap: int) -> int:
     if i is None:
         raise ValueError("cannot index slice/array with nil")
     if not isinstance(i, int) or isinstance(i, bool):
-        raise ValueError(f"cannot index slice/array with type {_go_type(i)}")
+        raise ValueError(f"cannot index slice/array with type {go_type(i)}")
     if i < 0 or i > cap:
         raise ValueError(f"index out of range: {i}")
     return i
@@ -1389,7 +449,7 @@ def _index(*args: object) -> object:
         elif item is None:
             raise ValueError("index of nil pointer")
         else:
-            raise ValueError(f"can't index item of type {_go_type(item)}")
+            raise ValueError(f"can't index item of type {go_type(item)}")
     return item
 
 
@@ -1407,7 +467,7 @@ def _slice(*args: object) -> object:
     elif isinstance(item, list | tuple):
         data = item  # type: ignore[assignment]
     else:
-        raise ValueError(f"can't slice item of type {_go_type(item)}")
+        raise ValueError(f"can't slice item of type {go_type(item)}")
     bounds = [0, len(data)]
     for k, i in enumerate(idx[:2]):
         bounds[k] = _index_arg(i, len(data))
@@ -1443,7 +503,7 @@ def _eq(*args: object) -> bool:
                 raise ValueError("incompatible types for comparison")
             continue
         if ka == "other" and (isinstance(a, list | dict) or isinstance(b, list | dict)):
-            raise ValueError(f"non-comparable type {_fmt(a, _Spec())}: {_go_type(a)}")
+            raise ValueError(f"non-comparable type {format_value(a)}: {go_type(a)}")
         if a == b:
             return True
     return False
@@ -1483,7 +543,7 @@ def _ge(*args: object) -> bool:
 def _eval_args(args: tuple[object, ...]) -> str:
     if len(args) == 1 and isinstance(args[0], str):
         return args[0]
-    return go_sprint(*("<no value>" if a is None else a for a in args))
+    return sprint(*("<no value>" if a is None else a for a in args))
 
 
 def _html(*args: object) -> str:
@@ -1519,8 +579,8 @@ def _urlquery(*args: object) -> str:
 def _printf(*args: object) -> str:
     _nargs("printf", args, 1, True)
     if not isinstance(args[0], str):
-        raise _ExecError(f"wrong type for value; expected string; got {_go_type(args[0])}")
-    return go_sprintf(args[0], *args[1:])
+        raise _ExecError(f"wrong type for value; expected string; got {go_type(args[0])}")
+    return sprintf(args[0], *args[1:])
 
 
 def _call(*args: object) -> object:
@@ -1529,7 +589,7 @@ def _call(*args: object) -> object:
     if fn is None:
         raise ValueError("call of nil")
     if not callable(fn):
-        raise ValueError(f"non-function of type {_go_type(fn)}")
+        raise ValueError(f"non-function of type {go_type(fn)}")
     return fn(*args[1:])
 
 
@@ -1539,14 +599,26 @@ def _builtin_and_or(*args: object) -> object:  # placeholder: evaluated lazily b
 
 _BUILTINS: Final[dict[str, Callable[..., object]]] = {
     "and": _builtin_and_or, "or": _builtin_and_or, "not": _not, "len": _len,
-    "index": _index, "slice": _slice, "print": go_sprint, "printf": _printf,
-    "println": _sprintln, "eq": _eq, "ne": _ne, "lt": _lt, "le": _le, "gt": _gt,
+    "index": _index, "slice": _slice, "print": sprint, "printf": _printf,
+    "println": sprintln, "eq": _eq, "ne": _ne, "lt": _lt, "le": _le, "gt": _gt,
     "ge": _ge, "html": _html, "js": _js, "urlquery": _urlquery, "call": _call,
 }
 
 # ---------------------------------------------------------------------------
 # Lima's template functions (pkg/textutil TemplateFuncMap)
 # ---------------------------------------------------------------------------
+
+
+def _as_data(v: object) -> object:
+    """Dataclass instances (Go structs) as dicts of their fields, recursively."""
+    fields = getattr(type(v), "__dataclass_fields__", None)
+    if fields is not None:
+        return {name: _as_data(getattr(v, name)) for name in fields}
+    if isinstance(v, Mapping):
+        return {k: _as_data(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_as_data(x) for x in v]
+    return None if v is NO_VALUE else v
 
 
 def _json_value(v: object, out: list[str]) -> None:
@@ -1560,12 +632,12 @@ def _json_value(v: object, out: list[str]) -> None:
         out.append(str(v))
     elif isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
-            raise ValueError(f"json: unsupported value: {_format_float(v)}")
-        digits, dp = _shortest(v)
+            raise ValueError(f"json: unsupported value: {format_float(v)}")
+        digits, dp = float_digits(v)
         if v and not 1e-6 <= abs(v) < 1e21:
-            s = _exp(digits, dp).replace("e-0", "e-")
+            s = exp_notation(digits, dp).replace("e-0", "e-")
         else:
-            s = _fixed(digits, dp)
+            s = fixed_notation(digits, dp)
         out.append(("-" if v < 0 else "") + s)
     elif isinstance(v, str):
         out.append(json.dumps(v, ensure_ascii=False).replace("\u2028", "\\u2028")
@@ -1575,7 +647,7 @@ def _json_value(v: object, out: list[str]) -> None:
         for k, (key, item) in enumerate(v.items()):
             if k:
                 out.append(",")
-            _json_value(key if isinstance(key, str) else _fmt(key, _Spec()), out)
+            _json_value(key if isinstance(key, str) else format_value(key), out)
             out.append(":")
             _json_value(item, out)
         out.append("}")
@@ -1594,9 +666,9 @@ def _json(v: object) -> str:
     """Lima's ``json``: compact JSON, HTML characters unescaped."""
     out: list[str] = []
     try:
-        _json_value(v, out)
+        _json_value(_as_data(v), out)
     except ValueError as e:
-        raise ValueError(f"failed to marshal as JSON: {_fmt(v, _Spec())}: {e}") from None
+        raise ValueError(f"failed to marshal as JSON: {format_value(v)}: {e}") from None
     return "".join(out)
 
 
@@ -1618,7 +690,7 @@ def _yaml_dumper() -> type:
 
         def represent_float(dumper: yaml.SafeDumper, f: float) -> yaml.Node:
             s = ".nan" if math.isnan(f) else (".inf" if f > 0 else "-.inf") if math.isinf(
-                f) else _format_float(f)
+                f) else format_float(f)
             if s[-1].isdigit() and "." not in s and "e" not in s:
                 s += ".0"
             return dumper.represent_scalar("tag:yaml.org,2002:float", s)
@@ -1634,7 +706,7 @@ def _yaml(v: object) -> str:
     """Lima's ``yaml``: a YAML document with a leading ``---``."""
     import yaml
 
-    text = yaml.dump(None if v is NO_VALUE else v, Dumper=_yaml_dumper(), sort_keys=False,
+    text = yaml.dump(_as_data(v), Dumper=_yaml_dumper(), sort_keys=False,
                      default_flow_style=False, allow_unicode=True, width=1 << 30, indent=2)
     text = text.removesuffix("...\n").removesuffix("\n")
     return "---\n" + text
@@ -1680,6 +752,10 @@ FUNC_HELP: Final = (
     "missing <message>: return message if the text is empty",
 )
 
+FORMAT_HELP: Final = "\nThese functions are available to go templates:\n\n" + _indent(
+    "\n".join(FUNC_HELP) + "\n")
+"""The ``limactl list --format`` help addendum (Lima's ``store.FormatHelp``)."""
+
 # ---------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------
@@ -1688,19 +764,17 @@ FUNC_HELP: Final = (
 class Template:
     """A parsed template: the main tree plus any ``define``/``block`` trees."""
 
-    def __init__(self, name: str, text: str, trees: dict[str, list[_Node]],
-                 user_funcs: Mapping[str, Callable[..., object]]) -> None:
-        self.name, self.text, self.trees, self.user_funcs = name, text, trees, user_funcs
+    def __init__(self, name: str, text: str, trees: dict[str, list[Node]],
+                 funcs: Mapping[str, Callable[..., object]]) -> None:
+        self.name, self.text, self.trees, self.funcs = name, text, trees, funcs
 
-    def execute(self, data: object, *, funcs: Mapping[str, Callable[..., object]] | None = None,
-                missingkey_error: bool = True) -> str:
+    def execute(self, data: object, *, missingkey_error: bool = True) -> str:
         """Apply the template to ``data``; raises GoTemplateError on execution errors.
 
         With ``missingkey_error`` a dict without the key is an error, as for a
         Go struct without the field; otherwise it is Go's ``<no value>``.
         """
-        all_funcs = {**_BUILTINS, **self.user_funcs, **(funcs or {})}
-        state = _State(self, all_funcs, missingkey_error)
+        state = _State(self, self.funcs, missingkey_error)
         state.vars.append(["$", data])
         try:
             state.walk(data, self.trees[self.name])
@@ -1711,10 +785,14 @@ class Template:
 
 def parse(text: str, name: str = "format", *,
           funcs: Mapping[str, Callable[..., object]] | None = None) -> Template:
-    """Parse ``text``; calls to functions other than the builtins and ``funcs`` are errors."""
-    user = dict(funcs or {})
-    trees = _Parser(text, name, {**_BUILTINS, **user}).parse()
-    return Template(name, text, trees, user)
+    """Parse ``text`` into a Template.
+
+    The functions available are Go's builtins, Lima's ``TEMPLATE_FUNC_MAP`` (json,
+    yaml, indent, missing) and ``funcs``, which may override either; a call to any
+    other function is a syntax error, as in Go.
+    """
+    all_funcs = {**_BUILTINS, **TEMPLATE_FUNC_MAP, **(funcs or {})}
+    return Template(name, text, parse_trees(text, name, all_funcs), all_funcs)
 
 
 def render(text: str, data: object, *, funcs: Mapping[str, Callable[..., object]] | None = None,
