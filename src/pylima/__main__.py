@@ -1,3 +1,3 @@
-from pylima.cli.main import main
+from pylima.cli.entry import main
 
 main()

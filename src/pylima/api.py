@@ -18,11 +18,11 @@ from pylima import LIMA_COMPAT_VERSION
 from pylima.config.editflags import EditFlags, yq_expressions
 from pylima.config.load import Loaded, load_document, validate_or_raise
 from pylima.config.locator import Template, embed_bases, read_template
-from pylima.config.validate import validate_instance_name
 from pylima.config.yamlio import apply_changes, dump_roundtrip, load_roundtrip, parse_yaml, to_plain
 from pylima.config.yq import evaluate_one
 from pylima.errors import ConfigError, InstanceError, InstanceNotFound, LimaError
 from pylima.hostinfo import host_facts
+from pylima.names import validate_instance_name
 from pylima.store import dirs
 from pylima.store.instance import STATUS_STOPPED, Instance, inspect, instance_names
 from pylima.store.lock import instance_lock

@@ -1,24 +1,33 @@
 """Facts about the host that lima.yaml defaults depend on (the impure side of
-`config.defaults.HostFacts`)."""
+`config.defaults.HostFacts`). Kept import-light: `limactl list` reads them."""
 
 from __future__ import annotations
 
 import functools
 import os
-import platform
 import pwd
-import tempfile
 
-from pylima.config.defaults import HostFacts
 from pylima.store import dirs
+
+TYPE_CHECKING = False  # typing itself costs start-up time on this path
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pylima.config.defaults import HostFacts
 
 _ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
            "armv7l": "armv7l", "ppc64le": "ppc64le", "riscv64": "riscv64", "s390x": "s390x"}
 
 
 def host_arch() -> str:
-    m = platform.machine()
+    m = os.uname().machine
     return _ARCHES.get(m.lower(), m)
+
+
+def host_os() -> str:
+    """Go's runtime.GOOS spelling: linux, darwin, ..."""
+    return os.uname().sysname.lower()
 
 
 def host_memory() -> int:
@@ -60,24 +69,36 @@ def _machine_id() -> str:
 
 
 @functools.cache
-def host_facts() -> HostFacts:
+def _raw_facts() -> dict[str, Any]:
     uid = os.getuid()
     try:
         pw = pwd.getpwuid(uid)
         user, home, gecos = pw.pw_name, pw.pw_dir, pw.pw_gecos.split(",")[0]
     except KeyError:
         user, home, gecos = os.environ.get("USER", "lima"), os.path.expanduser("~"), ""
-    home = os.environ.get("HOME", home)
-    return HostFacts(
-        cpus=os.cpu_count() or 1,
-        memory=host_memory(),
-        arch=host_arch(),
-        user=user,
-        uid=uid,
-        home=home,
-        comment=gecos,
-        timezone=host_timezone(),
-        lima_home=str(dirs.lima_home()),
-        temp_dir=tempfile.gettempdir(),
-        machine_id=_machine_id(),
-    )
+    return {
+        "cpus": os.cpu_count() or 1,
+        "memory": host_memory(),
+        "arch": host_arch(),
+        "user": user,
+        "uid": uid,
+        "home": os.environ.get("HOME", home),
+        "comment": gecos,
+        "timezone": host_timezone(),
+        "lima_home": str(dirs.lima_home()),
+        "temp_dir": os.environ.get("TMPDIR") or "/tmp",
+        "machine_id": _machine_id(),
+        "is_darwin": host_os() == "darwin",
+    }
+
+
+def host_key() -> list[Any]:
+    """Everything defaults depend on, as a JSON-able value (for caches)."""
+    return sorted(_raw_facts().items())
+
+
+@functools.cache
+def host_facts() -> HostFacts:
+    from pylima.config.defaults import HostFacts
+
+    return HostFacts(**_raw_facts())

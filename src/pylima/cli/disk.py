@@ -57,7 +57,7 @@ def create(name: str, size: str, fmt: str) -> None:
 @click.option("--json", "json_", is_flag=True, help="JSONify output")
 def list_(names: tuple[str, ...], json_: bool) -> None:
     """List existing Lima disks."""
-    from pylima.cli.list_cmd import tabwrite
+    from pylima.cli.listing import tabwrite
     from pylima.config.units import format_size
     from pylima.images.disk import list_data_disks
 

@@ -42,7 +42,7 @@ def seems_http_url(arg: str) -> bool:
 
 
 def inst_name_from_yaml_path(path: str) -> str:
-    from pylima.config.validate import validate_identifier
+    from pylima.names import validate_identifier
 
     base = os.path.basename(path)
     name = re.sub(r"\.ya?ml$", "", base, flags=re.IGNORECASE)

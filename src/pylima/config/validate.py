@@ -9,6 +9,10 @@ from typing import Any
 
 from pylima.config.units import parse_size
 from pylima.config.versions import parse_version, version_greater
+from pylima.names import validate_identifier, validate_instance_name
+
+__all__ = ["validate", "validate_identifier", "validate_instance_name",
+           "validate_param_is_used"]
 
 OS_TYPES = ("Linux", "Darwin", "FreeBSD", "Windows")
 ARCH_TYPES = ("x86_64", "aarch64", "armv7l", "ppc64le", "riscv64", "s390x")
@@ -17,29 +21,8 @@ VM_TYPES = ("qemu", "vz", "wsl2")
 PROVISION_MODES = ("system", "user", "boot", "dependency", "ansible", "data", "yq")
 SYSTEM_MOUNT_POINTS = ("/", "/bin", "/dev", "/etc", "/home", "/opt", "/sbin", "/tmp", "/usr",
                        "/var")
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
 _PARAM_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}|sha384:[0-9a-f]{96})$")
-
-
-def validate_identifier(s: str) -> str | None:
-    """Lima's identifiers.Validate: None when valid, else the reason."""
-    if not s:
-        return "identifier must not be empty"
-    if len(s) > 76:
-        return f"identifier `{s}` greater than maximum length (76 characters)"
-    if not _IDENTIFIER.match(s):
-        return f"identifier `{s}` must match {_IDENTIFIER.pattern}"
-    return None
-
-
-def validate_instance_name(name: str) -> str | None:
-    reason = validate_identifier(name)
-    if reason:
-        return f"instance name `{name}` is not a valid identifier: {reason}"
-    if name.lower().endswith((".yml", ".yaml")):
-        return f"instance name `{name}` must not end with .yml or .yaml suffix"
-    return None
 
 
 def _port_error(field: str, port: int) -> str | None:
@@ -148,9 +131,9 @@ def validate(y: dict[str, Any], lima_version: str,
             errs.append(f"field `msize` has an invalid value: {e}")
     lp = (y.get("ssh") or {}).get("localPort") or 0
     if lp:
-        e = _port_error("ssh.localPort", lp)
-        if e:
-            errs.append(e)
+        port_err = _port_error("ssh.localPort", lp)
+        if port_err:
+            errs.append(port_err)
     mt = y.get("mountType")
     if mt is not None:
         if mt not in MOUNT_TYPES:

@@ -26,7 +26,7 @@ class _StrDatesLoader(_Loader):  # type: ignore[misc,valid-type]
 
 _StrDatesLoader.yaml_implicit_resolvers = {
     k: [(tag, regexp) for tag, regexp in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in _Loader.yaml_implicit_resolvers.items()
+    for k, v in _Loader.yaml_implicit_resolvers.items()  # type: ignore[attr-defined]
 }
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pylima.config.units import format_size
-from pylima.config.validate import validate_identifier
 from pylima.errors import CommandError, LimaError
 from pylima.images.fileutil import (
     detect_image_format,
@@ -30,6 +29,7 @@ from pylima.images.fileutil import (
     qcow2_has_backing_file,
     virtual_size,
 )
+from pylima.names import validate_identifier
 from pylima.store import dirs
 
 __all__ = [

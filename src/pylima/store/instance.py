@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pylima.store import dirs
+
+TYPE_CHECKING = False  # typing itself costs start-up time on this path
+
+if TYPE_CHECKING:
+    from typing import Any
 
 STATUS_RUNNING = "Running"
 STATUS_STOPPED = "Stopped"
@@ -27,10 +28,11 @@ def instance_names() -> list[str]:
                   if e.is_dir() and not e.name.startswith((".", "_")))
 
 
-def read_pid_file(path: Path) -> int:
+def read_pid_file(path: str | Path) -> int:
     """The pid in `path` if that process is alive, else 0 (stale files never count)."""
     try:
-        text = path.read_text().strip()
+        with open(path) as f:
+            text = f.read().strip()
     except FileNotFoundError:
         return 0
     except OSError:
@@ -48,34 +50,43 @@ def read_pid_file(path: Path) -> int:
     return pid
 
 
-def ssh_port_from_config(path: Path) -> int:
+def ssh_port_from_config(path: str | Path) -> int:
+    import re
+
     try:
-        text = path.read_text()
+        with open(path) as f:
+            text = f.read()
     except OSError:
         return 0
     m = re.search(r"^\s*Port\s+(\d+)", text, re.MULTILINE)
     return int(m.group(1)) if m else 0
 
 
-@dataclass
 class Instance:
-    name: str
-    dir: Path
-    status: str = ""
-    config: dict[str, Any] | None = None
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    vm_type: str = ""
-    arch: str = ""
-    cpus: int = 0
-    memory: int = 0
-    disk: int = 0
-    message: str = ""
-    ssh_local_port: int = 0
-    host_agent_pid: int = 0
-    driver_pid: int = 0
-    protected: bool = False
-    lima_version: str = ""
+    """What `limactl list` shows of one instance (a plain class: dataclasses cost
+    start-up time on the `limactl list` path)."""
+
+    def __init__(self, name: str, dir: Path) -> None:
+        self.name = name
+        self.dir = dir
+        self.status = ""
+        self.config: dict[str, Any] | None = None
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.vm_type = ""
+        self.arch = ""
+        self.cpus = 0
+        self.memory = 0
+        self.disk = 0
+        self.message = ""
+        self.ssh_local_port = 0
+        self.host_agent_pid = 0
+        self.driver_pid = 0
+        self.protected = False
+        self.lima_version = ""
+
+    def __repr__(self) -> str:
+        return f"Instance(name={self.name!r}, status={self.status!r}, dir={str(self.dir)!r})"
 
     @property
     def hostname(self) -> str:
@@ -155,9 +166,9 @@ FORMAT_FIELDS = ("AdditionalDisks", "Arch", "AutoStartedIdentifier", "CPUs", "Co
 
 
 def global_fields() -> dict[str, str]:
-    from pylima.hostinfo import host_arch
+    from pylima.hostinfo import host_arch, host_os
 
-    return {"HostOS": platform.system().lower(), "HostArch": host_arch(),
+    return {"HostOS": host_os(), "HostArch": host_arch(),
             "LimaHome": str(dirs.lima_home()),
             "IdentityFile": str(dirs.config_dir() / dirs.USER_KEY)}
 
@@ -165,23 +176,23 @@ def global_fields() -> dict[str, str]:
 def inspect(name: str) -> Instance:
     """Inspect instance NAME. Raises InstanceNotFound when its directory is absent;
     problems with its files are reported in `errors` with status Broken."""
-    from pylima.config.load import load_bytes
     from pylima.config.units import parse_size
-    from pylima.config.validate import validate_instance_name
     from pylima.errors import InstanceNotFound, LimaError
-    from pylima.hostinfo import host_facts
+    from pylima.names import validate_instance_name
+    from pylima.store.configcache import load_instance_config
 
     reason = validate_instance_name(name)
     if reason:
         raise LimaError(reason)
     inst_dir = dirs.instance_dir(name)
     inst = Instance(name=name, dir=inst_dir)
-    if not inst_dir.is_dir():
+    d = str(inst_dir)  # plain strings below: this runs once per instance in `limactl list`
+    if not os.path.isdir(d):
         raise InstanceNotFound(f"instance `{name}` does not exist",
                                hint=f"run `limactl create --name={name}` to create it")
-    yaml_path = inst_dir / dirs.LIMA_YAML
+    yaml_path = os.path.join(d, dirs.LIMA_YAML)
     try:
-        data = yaml_path.read_bytes()
+        cfg, inst.warnings = load_instance_config(yaml_path)
     except FileNotFoundError:
         inst.status = STATUS_BROKEN
         inst.errors.append(f"open {yaml_path}: no such file or directory")
@@ -190,15 +201,11 @@ def inspect(name: str) -> Instance:
         inst.status = STATUS_BROKEN
         inst.errors.append(f"open {yaml_path}: {e.strerror}")
         return inst
-    try:
-        loaded = load_bytes(data, str(yaml_path), host_facts(), str(dirs.config_dir()))
     except LimaError as e:
         inst.status = STATUS_BROKEN
         inst.errors.append(str(e))
         return inst
-    cfg = loaded.config
     inst.config = cfg
-    inst.warnings = loaded.warnings
     inst.arch = cfg["arch"]
     inst.vm_type = cfg["vmType"]
     inst.cpus = int(cfg.get("cpus") or 0)
@@ -210,13 +217,15 @@ def inspect(name: str) -> Instance:
         inst.disk = parse_size(cfg["disk"])
     except (ValueError, TypeError):
         pass
+    join = os.path.join
     inst.ssh_local_port = int((cfg.get("ssh") or {}).get("localPort") or 0) \
-        or ssh_port_from_config(inst.ssh_config_file)
-    inst.host_agent_pid = read_pid_file(inst_dir / dirs.HA_PID)
-    inst.driver_pid = read_pid_file(inst_dir / dirs.QEMU_PID)
-    inst.protected = os.path.lexists(inst_dir / dirs.PROTECTED)
+        or ssh_port_from_config(join(d, dirs.SSH_CONFIG))
+    inst.host_agent_pid = read_pid_file(join(d, dirs.HA_PID))
+    inst.driver_pid = read_pid_file(join(d, dirs.QEMU_PID))
+    inst.protected = os.path.lexists(join(d, dirs.PROTECTED))
     try:
-        inst.lima_version = (inst_dir / dirs.LIMA_VERSION).read_text().strip()
+        with open(join(d, dirs.LIMA_VERSION)) as f:
+            inst.lima_version = f.read().strip()
     except OSError:
         pass
     if inst.host_agent_pid and inst.driver_pid:
