@@ -11,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,19 +142,9 @@ def create_instance(source: Template, flags: EditFlags | None = None) -> Instanc
     home = dirs.lima_home()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     ensure_user_key()
-    with instance_lock(name):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=home))
-        try:
-            (tmp / dirs.LIMA_YAML).write_text(prepared.text)
-            (tmp / dirs.LIMA_VERSION).write_text(LIMA_COMPAT_VERSION + "\n")
-            os.chmod(tmp, 0o700)
-            try:
-                os.rename(tmp, inst_dir)
-            except OSError as e:
-                raise InstanceError(f"instance `{name}` already exists") from e
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    with instance_lock(name), _staged_instance_dir(name) as tmp:
+        (tmp / dirs.LIMA_YAML).write_text(prepared.text)
+        (tmp / dirs.LIMA_VERSION).write_text(LIMA_COMPAT_VERSION + "\n")
     return inspect(name)
 
 
@@ -234,61 +225,62 @@ _SKIP_ON_CLONE = {dirs.HA_PID, dirs.HA_SOCK, dirs.HA_STDOUT_LOG, dirs.HA_STDERR_
                   dirs.PROTECTED, "serialp.log", "vz-identifier", "vz-efi"}
 
 
-def clone_instance(old: Instance, new_name: str, flags: EditFlags | None = None) -> Instance:
+def _check_rename_target(old: Instance, new_name: str, verb: str) -> Path:
+    """Shared checks of clone and rename: a valid, free name and a stopped source."""
     reason = validate_instance_name(new_name)
     if reason:
         raise LimaError(reason)
     if old.status != STATUS_STOPPED:
-        raise InstanceError(f"instance `{old.name}` must be stopped to be cloned",
+        raise InstanceError(f"instance `{old.name}` must be stopped to be {verb}",
                             hint=f"run `limactl stop {old.name}` first")
     new_dir = dirs.instance_dir(new_name)
     if new_dir.exists():
         raise InstanceError(f"instance `{new_name}` already exists")
-    with instance_lock(old.name), instance_lock(new_name):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{new_name}.creating-", dir=dirs.lima_home()))
+    return new_dir
+
+
+@contextlib.contextmanager
+def _staged_instance_dir(name: str) -> Iterator[Path]:
+    """A hidden directory that becomes instance NAME only when the block succeeds, so
+    that no failure leaves a half-made instance behind."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=dirs.lima_home()))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o700)
         try:
-            for entry in os.scandir(old.dir):
-                if entry.name in _SKIP_ON_CLONE or entry.name.endswith((".pid", ".sock", ".tmp")):
-                    continue
-                src, dst = Path(entry.path), tmp / entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.copytree(src, dst, symlinks=True)
-                else:
-                    _copy_file(src, dst)
-            if flags is not None:
-                _edit_file(tmp / dirs.LIMA_YAML, flags, new_name)
-            os.chmod(tmp, 0o700)
-            os.rename(tmp, new_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            os.rename(tmp, dirs.instance_dir(name))
+        except OSError as e:
+            raise InstanceError(f"instance `{name}` already exists") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clone_instance(old: Instance, new_name: str, flags: EditFlags | None = None) -> Instance:
+    from pylima.images.fileutil import link_or_copy
+
+    _check_rename_target(old, new_name, "cloned")
+    with instance_lock(old.name), instance_lock(new_name), \
+            _staged_instance_dir(new_name) as tmp:
+        for entry in os.scandir(old.dir):
+            if entry.name in _SKIP_ON_CLONE or entry.name.endswith((".pid", ".sock", ".tmp")):
+                continue
+            src, dst = Path(entry.path), tmp / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                shutil.copytree(src, dst, symlinks=True)
+            elif entry.is_symlink():
+                os.symlink(os.readlink(src), dst)
+            else:
+                # never a hard link: the clone's disk is written independently
+                link_or_copy(src, dst, allow_hardlink=False)
+                shutil.copymode(src, dst)
+        if flags is not None:
+            _edit_file(tmp / dirs.LIMA_YAML, flags, new_name)
     return inspect(new_name)
 
 
-def _copy_file(src: Path, dst: Path) -> None:
-    """Reflink where the file system allows (disks are big), else a plain copy."""
-    from pylima import process
-
-    if src.is_symlink():
-        os.symlink(os.readlink(src), dst)
-        return
-    try:
-        process.run(["cp", "--reflink=auto", "--sparse=always", "--preserve=mode",
-                     str(src), str(dst)])
-    except LimaError:
-        shutil.copy2(src, dst)
-
-
 def rename_instance(old: Instance, new_name: str) -> Instance:
-    reason = validate_instance_name(new_name)
-    if reason:
-        raise LimaError(reason)
-    if old.status != STATUS_STOPPED:
-        raise InstanceError(f"instance `{old.name}` must be stopped to be renamed",
-                            hint=f"run `limactl stop {old.name}` first")
-    new_dir = dirs.instance_dir(new_name)
-    if new_dir.exists():
-        raise InstanceError(f"instance `{new_name}` already exists")
+    new_dir = _check_rename_target(old, new_name, "renamed")
     with instance_lock(old.name), instance_lock(new_name):
         for f in (dirs.SSH_CONFIG, dirs.CIDATA_ISO):
             (old.dir / f).unlink(missing_ok=True)
