@@ -176,7 +176,8 @@ def test_user_data_modules(files: dict[str, bytes]) -> None:
     assert launcher["path"] == "/var/lib/cloud/scripts/per-boot/00-lima.boot.sh"
     assert launcher["permissions"] == "0755"
     assert "/mnt/lima-cidata" in launcher["content"]
-    assert 'exec "$mnt/boot.sh"' in launcher["content"]
+    assert '"$mnt/boot.sh" </dev/null' in launcher["content"]
+    assert "/dev/console" in launcher["content"] and "logger -t lima-boot" in launcher["content"]
 
 
 def test_user_data_optional_modules_omitted() -> None:

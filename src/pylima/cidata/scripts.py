@@ -42,7 +42,17 @@ if ! mountpoint -q "$mnt" 2>/dev/null; then
 fi
 LIMA_CIDATA_MNT=$mnt
 export LIMA_CIDATA_MNT
-exec "$mnt/boot.sh"
+# The boot log goes to cloud-init's output (its log file), to the console (the
+# host's serial.log) and to the journal (syslog where there is no journal).
+journal() {
+    if command -v logger >/dev/null 2>&1; then logger -t lima-boot; else cat >/dev/null; fi
+}
+status=/run/lima-boot.status
+rm -f "$status"
+{
+    if "$mnt/boot.sh" </dev/null 2>&1; then echo 0 >"$status"; else echo "$?" >"$status"; fi
+} | tee -a /dev/console /dev/stderr 2>/dev/null | journal
+exit "$(cat "$status" 2>/dev/null || echo 1)"
 """
 
 # Sourced by boot.sh and by every boot/*.sh script.
@@ -143,7 +153,8 @@ run_logged() {
 \t\tif "$@" </dev/null 2>&1; then _rc=0; else _rc=$?; fi
 \t\techo "$_rc" >"$_rc_file"
 \t} | while IFS= read -r _out || [ -n "$_out" ]; do
-\t\tlog "$_name: $_out"
+\t\t# No timestamp here: one `date` per line is slow under emulation.
+\t\tprintf '%s: %s\\n' "$_name" "$_out"
 \tdone
 \t_rc=$(cat "$_rc_file" 2>/dev/null || echo 1)
 \trm -f "$_rc_file"
