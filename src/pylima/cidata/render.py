@@ -278,7 +278,7 @@ class _Seed:
     def user_data(self, pubkeys: list[str], key_private: str, key_public: str,
                   ca_files: list[str]) -> str:
         cfg = self.cfg
-        user: dict[str, Any] = {"name": self.user, "uid": str(self.uid)}
+        user: dict[str, Any] = {"name": self.user, "uid": self.uid}
         if self.comment:
             user["gecos"] = self.comment
         user["homedir"] = self.home
@@ -293,8 +293,11 @@ class _Seed:
             "users": [user],
             # The host generated this key and pins it in its known_hosts: the guest
             # installs it as is and generates none of its own (also saves boot time).
+            # cloud-init only generates key types whose file is missing, and writes
+            # ssh_keys first, so listing ed25519 here generates nothing; an empty list
+            # would work the same but fails cloud-init's schema check ("too short").
             "ssh_deletekeys": False,
-            "ssh_genkeytypes": [],
+            "ssh_genkeytypes": ["ed25519"],
             "ssh_keys": {"ed25519_private": key_private.strip() + "\n",
                          "ed25519_public": key_public.strip()},
         }
