@@ -104,7 +104,7 @@ def test_file_list(files: dict[str, bytes]) -> None:
         "meta-data", "user-data", "network-config", "lima.env", "param.env",
         "etc_environment", "etc_hosts", "boot.sh", "lib.sh",
         "boot/05-mounts.sh", "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh",
-        "boot/25-guestagent.sh", "boot/30-dependencies.sh",
+        "boot/30-dependencies.sh",
         "provision.system/00000000", "provision.user/00000001",
         "provision.dependency/00000003", "provision.data/00000004",
         "provision.system/00000006",
@@ -124,6 +124,19 @@ def test_file_modes() -> None:
 def test_guest_agent_is_shipped() -> None:
     files = render(guest_agent=b"#!/usr/bin/env python3\n")
     assert files["lima-guestagent"] == b"#!/usr/bin/env python3\n"
+    assert "boot/25-guestagent.sh" in files
+
+
+def test_steps_without_work_are_left_off() -> None:
+    cfg = filled({"provision": []})
+    cfg["mounts"] = []
+    files = render(cfg)
+    assert sorted(n for n in files if n.startswith("boot/")) == [
+        "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh"]
+    assert "lima-guestagent" not in files
+    # reverse-sshfs mounts need sshfs in the guest: the dependency step installs it.
+    files = render(filled({"provision": [], "mountType": "reverse-sshfs"}))
+    assert "boot/30-dependencies.sh" in files and "boot/05-mounts.sh" in files
 
 
 # -- cloud-init files ----------------------------------------------------------------
@@ -413,7 +426,7 @@ def test_boot_sh_order(files: dict[str, bytes]) -> None:
     assert deps.index("provision.dependency") < deps.index("SKIP_DEFAULT_DEPENDENCY")
     assert sorted(n for n in files if n.startswith("boot/")) == [
         "boot/05-mounts.sh", "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh",
-        "boot/25-guestagent.sh", "boot/30-dependencies.sh"]
+        "boot/30-dependencies.sh"]
     assert 'printf \'%s\\n\' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-boot-done"' in boot
 
 
@@ -425,7 +438,8 @@ def _shell_scripts(files: dict[str, bytes]) -> dict[str, bytes]:
                                                   "provision.dependency/"))}
 
 
-def test_every_script_parses(files: dict[str, bytes], tmp_path: Path) -> None:
+def test_every_script_parses(tmp_path: Path) -> None:
+    files = render(guest_agent=b"agent")
     shells = ["sh"] + [s for s in ("dash", "bash") if shutil.which(s)]
     scripts = _shell_scripts(files)
     launcher = user_data(files)["write_files"][0]["content"]
@@ -502,6 +516,9 @@ def test_boot_sh_in_a_scratch_root(tmp_path: Path) -> None:
     write_cidata_dir(files, seed)
     res = _boot(seed, root)
     assert (root / "run/lima-boot-done").read_text() == "iid-2\n"
+    assert sorted(p.name for p in (root / "run").iterdir()) == [
+        "lima-boot-done", "lima-boot-errors", "lima-ssh-ready"]  # no leftovers
+    assert not list((root / "etc").glob("*.lima-new"))
     assert (root / "etc/hosts").read_text().count("#LIMA-START") == 1
     assert (root / "etc/environment").read_text().count("#LIMA-START") == 1
     assert data.read_text() == "changed\n"

@@ -125,15 +125,19 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
         "etc_hosts": seed.etc_hosts(),
         "boot.sh": scripts.BOOT_SH,
         "lib.sh": scripts.LIB_SH,
-        "boot/05-mounts.sh": seed.mounts_script(),
         "boot/06-etc-hosts.sh": scripts.ETC_HOSTS_SH,
         "boot/07-etc-environment.sh": scripts.ETC_ENVIRONMENT_SH,
-        "boot/25-guestagent.sh": scripts.GUEST_AGENT_SH,
-        "boot/30-dependencies.sh": scripts.DEPENDENCIES_SH,
     }
-    files.update(seed.provision_files())
+    # Steps with nothing to do are left off the seed: every step costs a second or
+    # two of shell start-up under emulation.
+    if seed.mounts:
+        files["boot/05-mounts.sh"] = seed.mounts_script()
     if guest_agent is not None:
+        files["boot/25-guestagent.sh"] = scripts.GUEST_AGENT_SH
         files["lima-guestagent"] = guest_agent
+    if seed.needs_dependency_step():
+        files["boot/30-dependencies.sh"] = scripts.DEPENDENCIES_SH
+    files.update(seed.provision_files())
     return {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
 
 
@@ -375,6 +379,12 @@ class _Seed:
         return out
 
     # -- pylima's own files -----------------------------------------------------
+
+    def needs_dependency_step(self) -> bool:
+        """Whether boot/30 has work: dependency scripts, or packages pylima needs."""
+        if any(p.get("mode") == "dependency" for p in self.provision):
+            return True
+        return self.mount_type == "reverse-sshfs" and bool(self.mounts)
 
     def _mount_point(self, m: Mapping[str, Any]) -> str:
         return str(m.get("mountPoint") or m.get("location") or "")

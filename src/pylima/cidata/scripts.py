@@ -146,7 +146,7 @@ sh_quote() {
 run_logged() {
 \t_name=$1
 \tshift
-\t_rc_file=$(mktemp "${TMPDIR:-/tmp}/lima-rc.XXXXXX")
+\t_rc_file="$ROOT/run/lima-boot-step.$$.rc"
 \t{
 \t\t# The left side of a pipeline is a subshell: this export stays in it.
 \t\texport LIMA_BOOT_NESTED=1
@@ -180,7 +180,7 @@ replace_block() {
 \t_file=$1 _start=$2 _end=$3 _block=$4 _drop=${5:-}
 \tmkdir -p "$(dirname "$_file")"
 \t[ -e "$_file" ] || : >"$_file"
-\t_tmp=$(mktemp "${TMPDIR:-/tmp}/lima-edit.XXXXXX")
+\t_tmp="$_file.lima-new"
 \tawk -v s="$_start" -v e="$_end" -v drop="$_drop" '
 \t\t$0 == s { skip = 1; next }
 \t\t$0 == e { skip = 0; next }
