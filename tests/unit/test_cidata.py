@@ -224,6 +224,7 @@ def test_bootcmd_entry_runs_and_records_failure(tmp_path: Path) -> None:
     assert out == WEIRD + "\n"
     errors = (tmp_path / "lima-boot-errors").read_text()
     assert errors == "provision[0] (boot) failed with exit code 4\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["lima-boot-errors"]  # script removed
 
 
 def test_network_config_dns() -> None:

@@ -375,6 +375,7 @@ class _Seed:
                 f"( set -a\n{params}set +a\n"
                 f"  {runner} </dev/null ) || echo \"provision[{i}] (boot) failed with exit"
                 f" code $?\" >>{scripts.BOOT_ERRORS}\n"
+                f"rm -f {path}\n"
             )
         return out
 

@@ -52,7 +52,9 @@ rm -f "$status"
 {
     if "$mnt/boot.sh" </dev/null 2>&1; then echo 0 >"$status"; else echo "$?" >"$status"; fi
 } | tee -a /dev/console /dev/stderr 2>/dev/null | journal
-exit "$(cat "$status" 2>/dev/null || echo 1)"
+code=$(cat "$status" 2>/dev/null || echo 1)
+rm -f "$status"
+exit "$code"
 """
 
 # Sourced by boot.sh and by every boot/*.sh script.
