@@ -411,7 +411,7 @@ class _Seed:
         for i, m in enumerate(self.mounts):
             env.append((f"LIMA_CIDATA_MOUNTS_{i}_MOUNTPOINT", self._mount_point(m)))
         env.append(("LIMA_CIDATA_MOUNTTYPE", self.mount_type))
-        disks = [d for d in (cfg.get("additionalDisks") or [])]
+        disks = list(cfg.get("additionalDisks") or [])
         env.append(("LIMA_CIDATA_DISKS", len(disks)))
         for i, d in enumerate(disks):
             d = d if isinstance(d, dict) else {"name": str(d)}
