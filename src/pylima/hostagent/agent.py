@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,11 +28,6 @@ POWERDOWN_TIMEOUT = 90.0
 PROBE_TIMEOUT = 600.0
 
 
-def mount_tag(location: str, mount_point: str) -> str:
-    """Lima's stable 9p/virtiofs tag for a mount."""
-    return "lima-" + hashlib.sha256(f"{location}:{mount_point}".encode()).hexdigest()[:16]
-
-
 class HostAgent:
     def __init__(self, name: str, pidfile: Path, socket_path: Path) -> None:
         self.name = name
@@ -52,7 +46,7 @@ class HostAgent:
     def prepare(self) -> list[str]:
         """Write ssh.config, cidata.iso and build the QEMU argv."""
         from pylima.cidata.iso import write_cidata_iso
-        from pylima.cidata.render import render_cidata
+        from pylima.cidata.render import mount_tag, render_cidata
         from pylima.drivers.qemu.argv import BootFiles, build_qemu_argv
         from pylima.drivers.qemu.probe import probe_qemu
         from pylima.images.disk import boot_disk_path
@@ -73,10 +67,17 @@ class HostAgent:
                 pubkeys.append(p.read_text().strip())
         tags = {i: mount_tag(m["location"], m["mountPoint"])
                 for i, m in enumerate(cfg.get("mounts") or [])}
+        ca_files = []
+        for f in (cfg.get("caCerts") or {}).get("files") or []:
+            try:
+                ca_files.append(Path(os.path.expanduser(f)).read_text())
+            except OSError as e:
+                raise LimaError(f"cannot read `caCerts.files` entry `{f}`: {e.strerror}") from e
         files = render_cidata(cfg, instance_name=self.name, instance_id=self.instance_id,
                               user_pubkeys=pubkeys, host_key_private=host_priv,
                               host_key_public=host_pub, ssh_local_port=self.ssh_port,
-                              mount_tags=tags, host_env=dict(os.environ))
+                              mount_tags=tags, host_env=dict(os.environ),
+                              ca_cert_files=ca_files, host_home=str(Path.home()))
         write_cidata_iso(files, self.dir / dirs.CIDATA_ISO)
 
         host, reason = probe_qemu(cfg["arch"], firmware=not self._direct_kernel())
