@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "copy": ("copy", "copy", "Copy files between host and guest"),
     "factory-reset": ("factory_reset", "factory_reset", "Factory reset an instance of Lima"),
     "hostagent": ("hostagent_cmd", "hostagent", ""),
+    "image": ("image", "image", "Local guest images (pylima): build an offline Debian image"),
 }
 HIDDEN = {"hostagent"}
 ALIASES = {"ls": "list", "rm": "delete", "remove": "delete", "tmpl": "template", "cp": "copy"}
