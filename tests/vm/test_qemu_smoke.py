@@ -236,3 +236,46 @@ def test_x86_64_virtiofs_devices_attach_to_virtiofsd(inst_dir: Path) -> None:
     finally:
         daemon.kill()
         daemon.wait()
+
+
+def test_qemu_driver_start_and_stop(inst_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylima.drivers.qemu import QemuDriver
+
+    need("qemu-system-x86_64")
+    monkeypatch.setenv(probe.ACCEL_ENV, "tcg")
+    make_disk(inst_dir, probe.make_boot_sector(BOOT_MESSAGE))
+    cfg = make_config("x86_64", inst_dir, firmware={"legacyBIOS": True})
+    driver = QemuDriver()
+    assert driver.validate(cfg) == []
+
+    async def lifecycle() -> int | None:
+        await driver.start(inst_dir, cfg, ssh_local_port=0)
+        try:
+            assert driver.launch is not None and driver.launch.host.accel == "tcg"
+            deadline = time.monotonic() + 30
+            log = inst_dir / dirs.SERIAL_LOG
+            while BOOT_MESSAGE not in (log.read_bytes() if log.exists() else b""):
+                assert time.monotonic() < deadline, "no boot message"
+                await asyncio.sleep(0.1)
+            # The boot-sector guest ignores the ACPI power button: stop falls back to quit.
+            await driver.stop(inst_dir, cfg, timeout=1)
+        finally:
+            await driver._kill()
+        assert driver.process is not None
+        return driver.process.returncode
+
+    assert asyncio.run(lifecycle()) == 0
+
+
+def test_qemu_driver_start_reports_an_early_exit(inst_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylima.drivers.qemu import QemuDriver
+
+    need("qemu-system-x86_64")
+    monkeypatch.setenv(probe.ACCEL_ENV, "tcg")
+    make_disk(inst_dir)
+    cfg = make_config("x86_64", inst_dir, firmware={"legacyBIOS": True},
+                      vmOpts={"qemu": {"cpuType": {"x86_64": "no-such-cpu"}}})
+    driver = QemuDriver()
+    with pytest.raises(LimaError, match="QEMU exited with status 1 at start"):
+        asyncio.run(driver.start(inst_dir, cfg, ssh_local_port=0))
