@@ -152,7 +152,12 @@ class QemuDriver:
             exited = asyncio.ensure_future(self.process.wait())
             done, _ = await asyncio.wait({connect, exited},
                                          return_when=asyncio.FIRST_COMPLETED)
-            if exited in done:
+            if exited not in done and connect.exception() is not None:
+                # QEMU opens the QMP socket before it checks the rest of its options:
+                # a failed handshake usually means it is exiting.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(exited), 2)
+            if exited.done():
                 connect.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LimaError):
                     await connect

@@ -84,7 +84,10 @@ class QMPClient:
     async def _read_message(self) -> dict[str, Any]:
         if self._reader is None:
             raise QMPError("QMP connection is not open")
-        line = await self._reader.readline()
+        try:
+            line = await self._reader.readline()
+        except (OSError, ValueError) as e:  # ValueError: a line over the limit
+            raise QMPError(f"QMP connection failed: {e}") from e
         if not line:
             raise QMPError("QMP connection closed by QEMU")
         try:
@@ -106,8 +109,11 @@ class QMPClient:
             request: dict[str, Any] = {"execute": command, "id": req_id}
             if arguments:
                 request["arguments"] = arguments
-            self._writer.write(json.dumps(request).encode() + b"\n")
-            await self._writer.drain()
+            try:
+                self._writer.write(json.dumps(request).encode() + b"\n")
+                await self._writer.drain()
+            except OSError as e:
+                raise QMPError(f"QMP connection failed: {e}") from e
             while True:
                 msg = await self._read_message()
                 if "event" in msg:
