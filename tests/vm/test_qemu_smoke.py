@@ -279,3 +279,65 @@ def test_qemu_driver_start_reports_an_early_exit(inst_dir: Path,
     driver = QemuDriver()
     with pytest.raises(LimaError, match="QEMU exited with status 1 at start"):
         asyncio.run(driver.start(inst_dir, cfg, ssh_local_port=0))
+
+
+def find_built_image() -> Path | None:
+    """A Debian image from pylima's local image builder, if one is cached (disk.qcow2,
+    vmlinuz, initrd.img and cmdline side by side)."""
+    for disk in sorted(glob.glob(str(dirs.cache_dir() / "images" / "*" / "disk.qcow2"))):
+        d = Path(disk).parent
+        if all((d / n).is_file() for n in ("vmlinuz", "initrd.img", "cmdline")):
+            return d
+    return None
+
+
+def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real guest: the NoCloud seed on a virtio disk is found by cloud-init (its
+    bootcmd runs) and the guest writes to ttyS0 (serial.log) and hvc0 (serialv.log)."""
+    from pylima.drivers.qemu import QemuDriver
+
+    image = find_built_image()
+    genisoimage = shutil.which("genisoimage")
+    if image is None or genisoimage is None:
+        pytest.skip("no locally built guest image in the cache, or no genisoimage")
+    qemu_img = need("qemu-img")
+    monkeypatch.setenv(probe.ACCEL_ENV, "tcg")
+    seed = inst_dir.parent / "seed"
+    seed.mkdir()
+    (seed / "user-data").write_text(
+        "#cloud-config\nbootcmd:\n  - [sh, -c, \"echo PYLIMA-CIDATA > /dev/ttyS0; "
+        "echo PYLIMA-HVC0 > /dev/hvc0\"]\n")
+    (seed / "meta-data").write_text("instance-id: smoke\nlocal-hostname: smoke\n")
+    subprocess.run([genisoimage, "-quiet", "-volid", "cidata", "-joliet", "-rock", "-o",
+                    str(inst_dir / dirs.CIDATA_ISO), str(seed / "user-data"),
+                    str(seed / "meta-data")], check=True)
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(image / "disk.qcow2"), str(inst_dir / dirs.DISK)], check=True)
+    os.symlink(image / "vmlinuz", inst_dir / dirs.KERNEL)
+    os.symlink(image / "initrd.img", inst_dir / dirs.INITRD)
+    shutil.copyfile(image / "cmdline", inst_dir / dirs.KERNEL_CMDLINE)
+    cfg = make_config("x86_64", inst_dir, cpus=2, memory="1GiB", mounts=[])
+    driver = QemuDriver()
+
+    async def boot() -> tuple[bytes, bytes]:
+        await driver.start(inst_dir, cfg, ssh_local_port=0)
+        serial = inst_dir / dirs.SERIAL_LOG
+        serialv = inst_dir / dirs.SERIALV_LOG
+        s = v = b""
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                s = serial.read_bytes() if serial.exists() else b""
+                v = serialv.read_bytes() if serialv.exists() else b""
+                if b"PYLIMA-CIDATA" in s and b"PYLIMA-HVC0" in v:
+                    break
+                await asyncio.sleep(0.5)
+        finally:
+            await driver.stop(inst_dir, cfg, timeout=1)
+            await driver._kill()
+        return s, v
+
+    s, v = asyncio.run(boot())
+    assert b"PYLIMA-CIDATA" in s, s[-2000:]
+    assert b"PYLIMA-HVC0" in v, v[-500:]
