@@ -352,3 +352,26 @@ def test_parse_memory_mib(memory: Any, mib: int) -> None:
 def test_parse_memory_mib_errors(memory: Any) -> None:
     with pytest.raises(ConfigError, match="memory"):
         parse_memory_mib({"memory": memory})
+
+
+def test_additional_disks_follow_the_boot_disk() -> None:
+    argv = build_qemu_argv(config(), X86_TCG, INST, firmware_boot(), ssh_local_port=1,
+                           additional_disks=[("/home/u/.lima/_disks/data/datadisk", "raw")])
+    i = argv.index("virtio-blk-pci,drive=boot-disk,bootindex=1")
+    assert argv[i + 1:i + 4] == [
+        "-drive", "file=/home/u/.lima/_disks/data/datadisk,if=virtio,format=raw,discard=on",
+        "-drive"]
+
+
+def test_qemu_version_checks() -> None:
+    old = QemuHost("/usr/bin/qemu-system-x86_64", (3, 1, 0), "tcg", "c", "v", "x86_64")
+    with pytest.raises(LimaError, match=r"QEMU 3\.1\.0 is too old, 4\.0\.0 or later required"):
+        build_qemu_argv(config(), old, INST, firmware_boot(), ssh_local_port=1)
+    cfg = config(vmOpts={"qemu": {"minimumVersion": "8.2.1"}})
+    with pytest.raises(LimaError, match=r"QEMU 7\.2\.22 is too old, template requires `8\.2\.1`"):
+        build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=1)
+    cfg = config(vmOpts={"qemu": {"minimumVersion": "7.2"}})
+    build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=1)
+    with pytest.raises(ConfigError, match="minimumVersion"):
+        build_qemu_argv(config(vmOpts={"qemu": {"minimumVersion": "new"}}), X86_TCG, INST,
+                        firmware_boot(), ssh_local_port=1)

@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,16 @@ class QemuLaunch:
 
 
 def prepare_launch(inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int,
-                   virtiofs_sockets: list[str] | None = None) -> QemuLaunch:
+                   virtiofs_sockets: list[str] | None = None,
+                   additional_disks: Sequence[tuple[str, str]] = ()) -> QemuLaunch:
     """Probe the host, prepare the boot files and build the argv. Starts nothing."""
     host, reason = probe_qemu_host(str(cfg.get("arch")),
                                    need_firmware=needs_firmware(cfg, inst_dir))
     boot = boot_files(inst_dir, cfg, host)
     clean_runtime_files(inst_dir)
     argv = build_qemu_argv(cfg, host, str(inst_dir), boot, ssh_local_port=ssh_local_port,
-                           virtiofs_sockets=virtiofs_sockets)
+                           virtiofs_sockets=virtiofs_sockets,
+                           additional_disks=additional_disks)
     return QemuLaunch(argv, host, reason)
 
 
@@ -136,10 +139,12 @@ class QemuDriver:
         """Nothing: `images.disk` creates the qcow2 disk for every driver."""
 
     async def start(self, inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int,
-                    virtiofs_sockets: list[str] | None = None) -> None:
+                    virtiofs_sockets: list[str] | None = None,
+                    additional_disks: Sequence[tuple[str, str]] = ()) -> None:
         launch = await asyncio.to_thread(prepare_launch, inst_dir, cfg,
                                          ssh_local_port=ssh_local_port,
-                                         virtiofs_sockets=virtiofs_sockets)
+                                         virtiofs_sockets=virtiofs_sockets,
+                                         additional_disks=additional_disks)
         log.info("Using accelerator %s: %s", launch.host.accel, launch.accel_reason)
         self.launch = launch
         self.process = await asyncio.create_subprocess_exec(

@@ -142,17 +142,45 @@ def _chardev_socket(chardev_id: str, inst_dir: str, sock: str, log: str | None) 
     return spec
 
 
+# Lima's hard minimum on Linux hosts; older QEMU is untested there too.
+MINIMUM_QEMU_VERSION = (4, 0, 0)
+
+
+def _version_text(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def check_qemu_version(cfg: dict[str, Any], version: tuple[int, int, int]) -> None:
+    """Refuse QEMU older than pylima supports or than `vmOpts.qemu.minimumVersion`."""
+    if version < MINIMUM_QEMU_VERSION:
+        raise LimaError(f"QEMU {_version_text(version)} is too old, "
+                        f"{_version_text(MINIMUM_QEMU_VERSION)} or later required")
+    wanted = ((cfg.get("vmOpts") or {}).get("qemu") or {}).get("minimumVersion")
+    if wanted:
+        try:
+            parts = tuple(int(p) for p in str(wanted).split("."))
+        except ValueError:
+            raise ConfigError(f"field `vmOpts.qemu.minimumVersion` must be a version like "
+                              f"`8.2.1`, not `{wanted}`") from None
+        if version < parts:
+            raise LimaError(f"QEMU {_version_text(version)} is too old, template requires "
+                            f"`{wanted}` or later")
+
+
 def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: BootFiles, *,
                     ssh_local_port: int, mount_tags: Sequence[str] | None = None,
-                    virtiofs_sockets: Sequence[str] | None = None) -> list[str]:
+                    virtiofs_sockets: Sequence[str] | None = None,
+                    additional_disks: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The full QEMU command line (binary first) for the filled config `cfg`.
 
     `mount_tags` (one per `cfg["mounts"]` entry) default to Lima's tags;
     `virtiofs_sockets` (one per mount) are the vhost-user sockets of the running
-    virtiofsd processes, required when `mountType` is virtiofs.
+    virtiofsd processes, required when `mountType` is virtiofs; `additional_disks`
+    are the (path, format) of the `additionalDisks` the caller has locked.
     """
     arch = str(cfg.get("arch"))
     accel = host.accel
+    check_qemu_version(cfg, host.version)
     if accel not in ("kvm", "tcg"):
         raise LimaError(f"accelerator `{accel}` is not supported by pylima's QEMU driver")
     if accel == "kvm" and arch != host.host_arch:
@@ -192,6 +220,8 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
     # guest's initrd.
     args += ["-drive", f"file={boot.disk},if=none,format=qcow2,discard=on,id=boot-disk",
              "-device", "virtio-blk-pci,drive=boot-disk,bootindex=1"]
+    for path, fmt in additional_disks:
+        args += ["-drive", f"file={path},if=virtio,format={fmt},discard=on"]
     args += ["-drive", f"file={boot.cidata_iso},if=none,format=raw,readonly=on,id=cidata",
              "-device", "virtio-blk-pci,drive=cidata"]
 
