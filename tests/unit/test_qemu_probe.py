@@ -135,3 +135,16 @@ def test_missing_firmware_names_the_package(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(LimaError) as e:
         probe.probe_qemu_host("aarch64")
     assert e.value.hint == "install the Debian package `qemu-efi-aarch64`"
+
+
+def test_probe_qemu_is_the_host_agents_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def fake(arch: str, *, need_firmware: bool = True,
+             cache_file: Path | None = None) -> tuple[object, str]:
+        seen.append((arch, need_firmware))
+        return object(), "why"
+
+    monkeypatch.setattr(probe, "probe_qemu_host", fake)
+    probe.probe_qemu("x86_64", firmware=False)
+    assert seen == [("x86_64", False)]

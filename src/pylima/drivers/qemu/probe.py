@@ -158,6 +158,11 @@ def probe_qemu_host(arch: str, *, need_firmware: bool = True,
     return host, reason
 
 
+def probe_qemu(arch: str, *, firmware: bool = True) -> tuple[QemuHost, str]:
+    """`probe_qemu_host` under the name the host agent calls it by."""
+    return probe_qemu_host(arch, need_firmware=firmware)
+
+
 def machine_id() -> str:
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
