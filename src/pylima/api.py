@@ -3,6 +3,7 @@ never print (progress and warnings go to logging)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -10,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,19 +131,9 @@ def create_instance(source: Template, flags: EditFlags | None = None) -> Instanc
     home = dirs.lima_home()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     ensure_user_key()
-    with instance_lock(name):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=home))
-        try:
-            (tmp / dirs.LIMA_YAML).write_text(prepared.text)
-            (tmp / dirs.LIMA_VERSION).write_text(LIMA_COMPAT_VERSION + "\n")
-            os.chmod(tmp, 0o700)
-            try:
-                os.rename(tmp, inst_dir)
-            except OSError as e:
-                raise InstanceError(f"instance `{name}` already exists") from e
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    with instance_lock(name), _staged_instance_dir(name) as tmp:
+        (tmp / dirs.LIMA_YAML).write_text(prepared.text)
+        (tmp / dirs.LIMA_VERSION).write_text(LIMA_COMPAT_VERSION + "\n")
     return inspect(name)
 
 
@@ -222,61 +214,62 @@ _SKIP_ON_CLONE = {dirs.HA_PID, dirs.HA_SOCK, dirs.HA_STDOUT_LOG, dirs.HA_STDERR_
                   dirs.PROTECTED, "serialp.log", "vz-identifier", "vz-efi"}
 
 
-def clone_instance(old: Instance, new_name: str, flags: EditFlags | None = None) -> Instance:
+def _check_rename_target(old: Instance, new_name: str, verb: str) -> Path:
+    """Shared checks of clone and rename: a valid, free name and a stopped source."""
     reason = validate_instance_name(new_name)
     if reason:
         raise LimaError(reason)
     if old.status != STATUS_STOPPED:
-        raise InstanceError(f"instance `{old.name}` must be stopped to be cloned",
+        raise InstanceError(f"instance `{old.name}` must be stopped to be {verb}",
                             hint=f"run `limactl stop {old.name}` first")
     new_dir = dirs.instance_dir(new_name)
     if new_dir.exists():
         raise InstanceError(f"instance `{new_name}` already exists")
-    with instance_lock(old.name), instance_lock(new_name):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{new_name}.creating-", dir=dirs.lima_home()))
+    return new_dir
+
+
+@contextlib.contextmanager
+def _staged_instance_dir(name: str) -> Iterator[Path]:
+    """A hidden directory that becomes instance NAME only when the block succeeds, so
+    that no failure leaves a half-made instance behind."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.creating-", dir=dirs.lima_home()))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o700)
         try:
-            for entry in os.scandir(old.dir):
-                if entry.name in _SKIP_ON_CLONE or entry.name.endswith((".pid", ".sock", ".tmp")):
-                    continue
-                src, dst = Path(entry.path), tmp / entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.copytree(src, dst, symlinks=True)
-                else:
-                    _copy_file(src, dst)
-            if flags is not None:
-                _edit_file(tmp / dirs.LIMA_YAML, flags, new_name)
-            os.chmod(tmp, 0o700)
-            os.rename(tmp, new_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            os.rename(tmp, dirs.instance_dir(name))
+        except OSError as e:
+            raise InstanceError(f"instance `{name}` already exists") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clone_instance(old: Instance, new_name: str, flags: EditFlags | None = None) -> Instance:
+    from pylima.images.fileutil import link_or_copy
+
+    _check_rename_target(old, new_name, "cloned")
+    with instance_lock(old.name), instance_lock(new_name), \
+            _staged_instance_dir(new_name) as tmp:
+        for entry in os.scandir(old.dir):
+            if entry.name in _SKIP_ON_CLONE or entry.name.endswith((".pid", ".sock", ".tmp")):
+                continue
+            src, dst = Path(entry.path), tmp / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                shutil.copytree(src, dst, symlinks=True)
+            elif entry.is_symlink():
+                os.symlink(os.readlink(src), dst)
+            else:
+                # never a hard link: the clone's disk is written independently
+                link_or_copy(src, dst, allow_hardlink=False)
+                shutil.copymode(src, dst)
+        if flags is not None:
+            _edit_file(tmp / dirs.LIMA_YAML, flags, new_name)
     return inspect(new_name)
 
 
-def _copy_file(src: Path, dst: Path) -> None:
-    """Reflink where the file system allows (disks are big), else a plain copy."""
-    from pylima import process
-
-    if src.is_symlink():
-        os.symlink(os.readlink(src), dst)
-        return
-    try:
-        process.run(["cp", "--reflink=auto", "--sparse=always", "--preserve=mode",
-                     str(src), str(dst)])
-    except LimaError:
-        shutil.copy2(src, dst)
-
-
 def rename_instance(old: Instance, new_name: str) -> Instance:
-    reason = validate_instance_name(new_name)
-    if reason:
-        raise LimaError(reason)
-    if old.status != STATUS_STOPPED:
-        raise InstanceError(f"instance `{old.name}` must be stopped to be renamed",
-                            hint=f"run `limactl stop {old.name}` first")
-    new_dir = dirs.instance_dir(new_name)
-    if new_dir.exists():
-        raise InstanceError(f"instance `{new_name}` already exists")
+    new_dir = _check_rename_target(old, new_name, "renamed")
     with instance_lock(old.name), instance_lock(new_name):
         for f in (dirs.SSH_CONFIG, dirs.CIDATA_ISO):
             (old.dir / f).unlink(missing_ok=True)
@@ -324,3 +317,156 @@ def save_edited_yaml(inst: Instance, text: str) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+# Image lists that the local Debian image may stand in for, when none can be
+# downloaded (offline hosts): the Debian and Ubuntu cloud images of the built-in
+# templates. Other distributions are not silently replaced.
+_LOCAL_FALLBACK_HOSTS = ("cloud.debian.org", "cloud-images.ubuntu.com")
+
+
+def _can_fall_back_to_local_image(cfg: dict[str, Any]) -> bool:
+    locations = [str(i.get("location", "")) for i in cfg.get("images") or []
+                 if isinstance(i, dict) and i.get("arch") == cfg.get("arch")]
+    return bool(locations) and all(any(h in loc for h in _LOCAL_FALLBACK_HOSTS)
+                                   for loc in locations)
+
+
+def prepare_instance(inst: Instance, on_progress: Any = None) -> None:
+    """Make sure the instance has its base image (downloaded, or built locally when
+    offline) and its disk. Idempotent; runs before the host agent so that download
+    and build time is not counted against the boot timeout."""
+    from pylima.config.units import parse_size
+    from pylima.images.disk import ensure_instance_disk
+    from pylima.images.download import DownloadError, ensure_instance_image
+
+    cfg = inst.config
+    if cfg is None:
+        raise InstanceError(f"instance `{inst.name}` has errors: {'; '.join(inst.errors)}")
+    try:
+        ensure_instance_image(cfg["images"], cfg["arch"], inst.dir, on_progress=on_progress)
+    except DownloadError as e:
+        if not _can_fall_back_to_local_image(cfg):
+            raise
+        from pylima.images import builder
+
+        ok, why = builder.can_build()
+        if not ok:
+            raise DownloadError(f"{e.message}; and no image can be built locally: {why}",
+                                hint="run `limactl image build debian-12`, or give "
+                                "`--set '.images=[...]'` with an image you have") from e
+        log.warning("No image could be downloaded for %s; using a Debian 12 image built "
+                    "locally from the host's apt mirror instead (built once, then cached)",
+                    cfg["arch"])
+        built = builder.find_cached_image(arch=cfg["arch"])
+        if built is None:
+            log.info("Building the Debian 12 image (a few minutes, once)")
+            built = builder.build_debian_image(arch=cfg["arch"],
+                                               on_phase=lambda p: log.info("Image build: %s", p))
+        ensure_instance_image([builder.images_entry(built)], cfg["arch"], inst.dir,
+                              on_progress=on_progress)
+    ensure_instance_disk(inst.dir, parse_size(cfg["disk"]))
+
+
+def spawn_host_agent(inst: Instance, debug: bool = False) -> int:
+    """Start `limactl hostagent NAME` detached; its stdout/stderr go to ha.*.log."""
+    import subprocess
+    import sys
+
+    for f in (dirs.HA_STDOUT_LOG, dirs.HA_STDERR_LOG):
+        (inst.dir / f).unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "pylima"]
+    if debug:
+        argv.append("--debug")
+    argv += ["hostagent", "--pidfile", str(inst.dir / dirs.HA_PID),
+             "--socket", str(inst.dir / dirs.HA_SOCK), inst.name]
+    with open(inst.dir / dirs.HA_STDOUT_LOG, "ab") as out, \
+            open(inst.dir / dirs.HA_STDERR_LOG, "ab") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True, close_fds=True)
+    return proc.pid
+
+
+def watch_events(inst: Instance, timeout: float, on_event: Any = None,
+                 agent_pid: int | None = None) -> dict[str, Any]:
+    """Follow ha.stdout.log until an event says running or exiting; returns it."""
+    from pylima.hostagent.events import parse_event
+
+    path = inst.dir / dirs.HA_STDOUT_LOG
+    deadline = time.monotonic() + timeout
+    offset = 0
+    buf = ""
+    while True:
+        try:
+            with open(path) as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+        except FileNotFoundError:
+            chunk = ""
+        buf += chunk
+        while "\n" in buf:
+            line, buf = buf.split("\n", 1)
+            ev = parse_event(line)
+            if ev is None:
+                continue
+            if on_event:
+                on_event(ev)
+            st = ev["status"]
+            if st.get("running") or st.get("exiting"):
+                return ev
+        if agent_pid is not None and not _alive(agent_pid) and not chunk:
+            raise InstanceError("host agent process has exited",
+                                hint=f"see `{inst.dir / dirs.HA_STDERR_LOG}`")
+        if time.monotonic() > deadline:
+            raise InstanceError(
+                "did not receive an event with the `running` status",
+                hint=f"the instance is left running: see `{inst.dir / dirs.SERIAL_LOG}` and "
+                f"`{inst.dir / dirs.HA_STDERR_LOG}`, and `limactl stop {inst.name}`")
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child (we spawned it) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def stop_instance(inst: Instance, force: bool = False, timeout: float = 180.0) -> None:
+    """Ask the host agent to power the VM off (ACPI over QMP), wait; with `force` (or
+    after `timeout`), kill QEMU and the host agent and clean up their files."""
+    if force:
+        _kill_pids(inst)
+        _remove_runtime_files(inst)
+        return
+    if not inst.host_agent_pid:
+        if inst.driver_pid:
+            _kill_pids(inst)
+        _remove_runtime_files(inst)
+        return
+    os.kill(inst.host_agent_pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(inst.host_agent_pid):
+        if time.monotonic() > deadline:
+            log.warning("The host agent did not exit in %d s; killing it", int(timeout))
+            _kill_pids(inst)
+            break
+        time.sleep(0.2)
+    _remove_runtime_files(inst)
+
+
+def _remove_runtime_files(inst: Instance) -> None:
+    for f in (dirs.HA_PID, dirs.HA_SOCK, dirs.QEMU_PID, dirs.QMP_SOCK, dirs.SSH_SOCK):
+        with contextlib.suppress(OSError):
+            (inst.dir / f).unlink()

@@ -378,7 +378,7 @@ def test_lima_command_on_stopped_instance(one: Path):
                         "uname"], env={**os.environ, "LIMA_INSTANCE": "one"},
                        capture_output=True, text=True)
     assert r.returncode == 1
-    assert "instance `one` status is not `Running` (`Stopped`)" in r.stderr
+    assert "instance `one` is stopped, run `limactl start one` to start the instance" in r.stderr
 
 
 def test_docker_lima_without_instance():

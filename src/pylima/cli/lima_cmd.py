@@ -6,6 +6,13 @@ import os
 import sys
 from typing import Any
 
+USAGE = """Usage: lima [COMMAND...]
+
+Runs COMMAND in the instance $LIMA_INSTANCE (default: "default"), or opens a
+login shell there. The same as `limactl shell $LIMA_INSTANCE COMMAND...`; the
+working directory follows the host's when it is inside a mount.
+"""
+
 
 def main(argv: list[str] | None = None) -> Any:
     from pylima import log as pylog
@@ -15,31 +22,14 @@ def main(argv: list[str] | None = None) -> Any:
     pylog.setup()
     name = os.environ.get("LIMA_INSTANCE") or "default"
     if argv and argv[0] in ("-h", "--help"):
-        print("Usage: lima [COMMAND...]\n\n"
-              "Runs COMMAND in the instance $LIMA_INSTANCE (default: \"default\"),\n"
-              "or opens a shell there. Same as `limactl shell $LIMA_INSTANCE COMMAND...`.")
+        sys.stdout.write(USAGE)
         return sys.exit(0)
     try:
-        sys.exit(shell(name, argv))
+        from pylima.cli.shell import run_shell
+
+        return sys.exit(run_shell(name, argv))
     except LimaError as e:
         import logging
 
         logging.getLogger("pylima").critical(e.message + (f" (Hint: {e.hint})" if e.hint else ""))
-        sys.exit(e.exit_code)
-
-
-def shell(name: str, argv: list[str]) -> int:
-    """Run argv in instance NAME (the guest side arrives with the boot support)."""
-    from pylima.errors import InstanceError, InstanceNotFound
-    from pylima.store.instance import STATUS_RUNNING, inspect
-
-    try:
-        inst = inspect(name)
-    except InstanceNotFound as e:
-        raise InstanceNotFound(f"instance `{name}` does not exist, run `limactl create "
-                               f"--name={name}` to create a new instance") from e
-    if inst.status != STATUS_RUNNING:
-        raise InstanceError(f"instance `{name}` status is not `Running` (`{inst.status}`)",
-                            hint=f"run `limactl start {name}` to start the instance")
-    raise InstanceError(f"instance `{name}` is running, but this pylima cannot open a shell "
-                        "in it yet")
+        return sys.exit(e.exit_code)

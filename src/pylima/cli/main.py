@@ -37,13 +37,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "Show the SSH command line (DEPRECATED; use `ssh -F` instead)"),
     "yq": ("yq_cmd", "yq_cmd", "Use the builtin YAML processor"),
     "completion": ("completion", "completion", "Generate the autocompletion script"),
+    "start": ("start", "start", "Start an instance of Lima"),
+    "restart": ("start", "restart", "Restart a running instance"),
+    "stop": ("stop", "stop", "Stop an instance"),
+    "shell": ("shell", "shell", "Execute shell in Lima"),
+    "copy": ("copy", "copy", "Copy files between host and guest"),
+    "factory-reset": ("factory_reset", "factory_reset", "Factory reset an instance of Lima"),
+    "hostagent": ("hostagent_cmd", "hostagent", ""),
 }
-ALIASES = {"ls": "list", "rm": "delete", "remove": "delete", "tmpl": "template"}
+HIDDEN = {"hostagent"}
+ALIASES = {"ls": "list", "rm": "delete", "remove": "delete", "tmpl": "template", "cp": "copy"}
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(set(COMMANDS) - HIDDEN)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         name = ALIASES.get(cmd_name, cmd_name)
@@ -55,7 +63,7 @@ class LazyGroup(click.Group):
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(n, COMMANDS[n][2]) for n in sorted(COMMANDS)]
+        rows = [(n, COMMANDS[n][2]) for n in sorted(set(COMMANDS) - HIDDEN)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pylima.config.units import format_size
 from pylima.errors import LimaError
 from pylima.images.fileutil import detect_image_format, is_iso9660, link_or_copy
 from pylima.store import dirs
@@ -230,18 +231,9 @@ class ProgressLogger:
     def format(self, done: int, total: int | None) -> str:
         if total:
             pct = min(100, done * 100 // total)
-            return (f"{self.verb} {self.description}: {_human(done)} / {_human(total)} "
+            return (f"{self.verb} {self.description}: {format_size(done)} / {format_size(total)} "
                     f"({pct}%)")
-        return f"{self.verb} {self.description}: {_human(done)}"
-
-
-def _human(n: float) -> str:
-    units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024.0
-        i += 1
-    return f"{n:.4g}{units[i]}"
+        return f"{self.verb} {self.description}: {format_size(done)}"
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -253,23 +245,25 @@ def _opener(read_timeout: float) -> urllib.request.OpenerDirector:
     import http.client
     import urllib.request
 
-    class _HTTPConnection(http.client.HTTPConnection):
+    class _ReadTimeout:
+        """Mixed into both connection classes: once connected, reads get their own
+        (longer) timeout than the connect attempt."""
+
+        sock: Any
+
         def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._read_timeout = read_timeout
 
         def connect(self) -> None:
-            super().connect()
+            super().connect()  # type: ignore[misc]
             self.sock.settimeout(self._read_timeout)
 
-    class _HTTPSConnection(http.client.HTTPSConnection):
-        def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._read_timeout = read_timeout
+    class _HTTPConnection(_ReadTimeout, http.client.HTTPConnection):
+        pass
 
-        def connect(self) -> None:
-            super().connect()
-            self.sock.settimeout(self._read_timeout)
+    class _HTTPSConnection(_ReadTimeout, http.client.HTTPSConnection):
+        pass
 
     class _HTTPHandler(urllib.request.HTTPHandler):
         def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
@@ -522,7 +516,7 @@ def _fetch(shad: Path, url: str, expected: Digest | None,
             if attempt >= retries:
                 kept = part.stat().st_size if part.exists() else 0
                 raise DownloadError(
-                    f"{_http_error_text(cause)} (kept {_human(kept)} in `{part}`; "
+                    f"{_http_error_text(cause)} (kept {format_size(kept)} in `{part}`; "
                     "running the command again resumes the download)") from cause
             attempt += 1
             log.info("Download of `%s` interrupted (%s); resuming", url,

@@ -1,0 +1,486 @@
+"""The fixed shell scripts of pylima's cidata ISO (POSIX sh: dash, busybox ash, bash).
+
+Everything instance-specific lives in the data files next to them on the ISO
+(lima.env, param.env, etc_environment, etc_hosts, provision.*/) or in the few
+scripts `render.py` generates with shell-quoted values. These scripts only read
+data; they never interpolate configuration text into code.
+
+Every file the scripts edit is addressed as "$ROOT/path". In a guest ROOT is empty;
+tests point LIMA_CIDATA_ROOT at a scratch directory to run the file-editing steps
+on the host. Steps that act on the running system (mount, loginctl, sudo) are
+skipped while ROOT is set (see `on_guest`).
+"""
+
+from __future__ import annotations
+
+# Marker files under /run (a tmpfs, so they never survive a reboot).
+BOOT_DONE = "/run/lima-boot-done"
+BOOT_ERRORS = "/run/lima-boot-errors"
+SSH_READY = "/run/lima-ssh-ready"
+REBOOT_REQUIRED = "/run/lima-reboot-required"
+
+CIDATA_MOUNT_POINT = "/mnt/lima-cidata"
+
+# Where cloud-init's scripts_per_boot module looks for scripts it runs on every boot.
+PER_BOOT_LAUNCHER_PATH = "/var/lib/cloud/scripts/per-boot/00-lima.boot.sh"
+
+# Installed by cloud-init's write_files; mounts the seed and hands over to boot.sh.
+PER_BOOT_LAUNCHER = """\
+#!/bin/sh
+# pylima: started by cloud-init's scripts_per_boot module on every boot.
+# Mounts the cidata seed (read-only, root only) and runs its boot.sh.
+set -eu
+mnt=/mnt/lima-cidata
+dev=/dev/disk/by-label/cidata
+if [ ! -e "$dev" ]; then
+    dev=$(blkid -L cidata 2>/dev/null || findfs LABEL=cidata 2>/dev/null || echo /dev/sr0)
+fi
+mkdir -p -m 700 "$mnt"
+if ! mountpoint -q "$mnt" 2>/dev/null; then
+    mount -t iso9660 -o ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0 "$dev" "$mnt" ||
+        mount -t iso9660 -o ro "$dev" "$mnt"
+fi
+LIMA_CIDATA_MNT=$mnt
+export LIMA_CIDATA_MNT
+# The boot log goes to cloud-init's output (its log file), to the console (the
+# host's serial.log) and to the journal (syslog where there is no journal).
+journal() {
+    if command -v logger >/dev/null 2>&1; then logger -t lima-boot; else cat >/dev/null; fi
+}
+status=/run/lima-boot.status
+rm -f "$status"
+{
+    if "$mnt/boot.sh" </dev/null 2>&1; then echo 0 >"$status"; else echo "$?" >"$status"; fi
+} | tee -a /dev/console /dev/stderr 2>/dev/null | journal
+code=$(cat "$status" 2>/dev/null || echo 1)
+rm -f "$status"
+exit "$code"
+"""
+
+# Sourced by boot.sh and by every boot/*.sh script.
+LIB_SH = """\
+# pylima boot helpers, sourced (not executed) by boot.sh and boot/*.sh.
+# shellcheck shell=sh
+
+ROOT="${LIMA_CIDATA_ROOT:-}"
+
+log() {
+\tif [ -n "${LIMA_BOOT_NESTED:-}" ]; then
+\t\t# Inside a step whose output run_logged already prefixes.
+\t\tprintf '%s\\n' "$*"
+\telse
+\t\tprintf 'LIMA %s| %s\\n' "$(date -Iseconds 2>/dev/null || date)" "$*"
+\tfi
+}
+
+warn() {
+\tlog "WARNING: $*" >&2
+}
+
+# True in a real guest; false while the scripts edit a root prefix on a host.
+on_guest() {
+\t[ -z "$ROOT" ]
+}
+
+# Append one line to the boot error list the host agent reports after boot.
+record_error() {
+\twarn "$*"
+\tmkdir -p "$ROOT/run"
+\tprintf '%s\\n' "$*" >>"$ROOT/run/lima-boot-errors"
+}
+
+# Export every assignment of a shell-quoted KEY=value file (lima.env, param.env).
+load_assignments() {
+\tif [ -f "$1" ]; then
+\t\tset -a
+\t\t# shellcheck disable=SC1090
+\t\t. "$1"
+\t\tset +a
+\tfi
+}
+
+# Export the variables of an /etc/environment style file the way pam_env reads it:
+# leading blanks and an "export " prefix are skipped, '#' ends the value, and one
+# leading quote (and a trailing one) around the value is dropped. Nothing is
+# evaluated, so '$' and backquotes stay literal.
+load_pam_env() {
+\t[ -f "$1" ] || return 0
+\twhile IFS= read -r _line || [ -n "$_line" ]; do
+\t\t_line=${_line#"${_line%%[! \t]*}"}
+\t\tcase $_line in
+\t\t"export "*) _line=${_line#export } ;;
+\t\tesac
+\t\t_line=${_line%%#*}
+\t\tcase $_line in
+\t\t*=*) ;;
+\t\t*) continue ;;
+\t\tesac
+\t\t_key=${_line%%=*}
+\t\t_val=${_line#*=}
+\t\tcase $_val in
+\t\t\\"*|\\'*)
+\t\t\t_val=${_val#?}
+\t\t\tcase $_val in
+\t\t\t*\\"|*\\') _val=${_val%?} ;;
+\t\t\tesac
+\t\t\t;;
+\t\tesac
+\t\tcase $_key in
+\t\t"" | [0-9]* | *[!A-Za-z0-9_]*) continue ;;
+\t\tesac
+\t\texport "$_key=$_val"
+\tdone <"$1"
+}
+
+# The value of the variable whose name is $1 (names come from file names on the seed).
+deref() {
+\teval "printf '%s' \\"\\${$1-}\\""
+}
+
+# Single-quote $1 for use in a shell command string.
+sh_quote() {
+\tprintf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\\\\\''/g")"
+}
+
+# run_logged NAME CMD...: run CMD with its output prefixed by NAME in the boot log
+# (cloud-init copies the log to the console and, under systemd, the journal).
+# Returns CMD's exit code.
+run_logged() {
+\t_name=$1
+\tshift
+\t_rc_file="$ROOT/run/lima-boot-step.$$.rc"
+\t{
+\t\t# The left side of a pipeline is a subshell: this export stays in it.
+\t\texport LIMA_BOOT_NESTED=1
+\t\tif "$@" </dev/null 2>&1; then _rc=0; else _rc=$?; fi
+\t\techo "$_rc" >"$_rc_file"
+\t} | while IFS= read -r _out || [ -n "$_out" ]; do
+\t\t# No timestamp here: one `date` per line is slow under emulation.
+\t\tprintf '%s: %s\\n' "$_name" "$_out"
+\tdone
+\t_rc=$(cat "$_rc_file" 2>/dev/null || echo 1)
+\trm -f "$_rc_file"
+\treturn "${_rc:-1}"
+}
+
+# run_step NAME CMD...: run_logged, and record a failure without stopping the boot.
+run_step() {
+\t_step=$1
+\tif run_logged "$@"; then
+\t\treturn 0
+\telse
+\t\t_code=$?
+\t\trecord_error "$_step failed with exit code $_code"
+\t\treturn 0
+\tfi
+}
+
+# Replace the block between two marker lines of FILE with the content of BLOCKFILE
+# (which carries the markers itself). Other lines are kept in order; FILE keeps its
+# inode, owner and mode. Lines matching the optional extended regexp DROP go too.
+replace_block() {
+\t_file=$1 _start=$2 _end=$3 _block=$4 _drop=${5:-}
+\tmkdir -p "$(dirname "$_file")"
+\t[ -e "$_file" ] || : >"$_file"
+\t_tmp="$_file.lima-new"
+\tawk -v s="$_start" -v e="$_end" -v drop="$_drop" '
+\t\t$0 == s { skip = 1; next }
+\t\t$0 == e { skip = 0; next }
+\t\tskip { next }
+\t\tdrop != "" && $0 ~ drop { next }
+\t\t{ print }
+\t' "$_file" >"$_tmp"
+\tcat "$_block" >>"$_tmp"
+\tcat "$_tmp" >"$_file"
+\trm -f "$_tmp"
+}
+
+# Run a command as the guest user, with PARAM_* and XDG_RUNTIME_DIR passed along.
+run_as_user() {
+\tif command -v sudo >/dev/null 2>&1; then
+\t\tsudo -iu "$LIMA_CIDATA_USER" \\
+\t\t\t${LIMA_CIDATA_PARAM_NAMES:+"--preserve-env=$LIMA_CIDATA_PARAM_NAMES"} \\
+\t\t\t"XDG_RUNTIME_DIR=/run/user/$LIMA_CIDATA_UID" "$@"
+\telse
+\t\t_cmd="XDG_RUNTIME_DIR=/run/user/$LIMA_CIDATA_UID; export XDG_RUNTIME_DIR;"
+\t\t_cmd="$_cmd set -a; . $(sh_quote "$LIMA_USER_PARAMS_FILE"); set +a; exec"
+\t\tfor _a in "$@"; do _cmd="$_cmd $(sh_quote "$_a")"; done
+\t\tsu -l -s /bin/sh "$LIMA_CIDATA_USER" -c "$_cmd"
+\tfi
+}
+"""
+
+BOOT_SH = """\
+#!/bin/sh
+# pylima guest boot, run on every boot (see the per-boot launcher in user-data).
+#
+# Order: boot/*.sh in name order (mounts, /etc/hosts, /etc/environment, guest
+# agent, dependency provisioning), then provisioning: data files, system scripts
+# (as root), user scripts (as the guest user). "boot" mode provisioning already ran
+# from cloud-init's bootcmd, earlier in this boot.
+#
+# A failing step is logged and listed in /run/lima-boot-errors; the boot goes on.
+# Last, /run/lima-boot-done gets this boot's instance id: the host waits for that
+# exact content, so a marker left by an earlier boot can never be mistaken for it.
+set -u
+
+: "${LIMA_CIDATA_MNT:=/mnt/lima-cidata}"
+export LIMA_CIDATA_MNT
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+
+load_assignments "$LIMA_CIDATA_MNT/lima.env"
+load_assignments "$LIMA_CIDATA_MNT/param.env"
+load_pam_env "$LIMA_CIDATA_MNT/etc_environment"
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+export PATH
+
+mkdir -p "$ROOT/run"
+rm -f "$ROOT/run/lima-boot-done"
+# A boot script that reboots the guest creates this file before it does so.
+LIMA_REBOOT_REQUIRED="$ROOT/run/lima-reboot-required"
+export LIMA_REBOOT_REQUIRED
+rm -f "$LIMA_REBOOT_REQUIRED"
+
+log "boot of instance $LIMA_CIDATA_NAME ($LIMA_CIDATA_IID) starts"
+
+if [ "$LIMA_CIDATA_PLAIN" = 1 ]; then
+\tlog "plain mode: skipping the boot scripts; provisioning still runs"
+else
+\tfor f in "$LIMA_CIDATA_MNT"/boot/*.sh; do
+\t\t[ -f "$f" ] || continue
+\t\tlog "running boot/${f##*/}"
+\t\trun_step "boot/${f##*/}" "$f"
+\tdone
+fi
+
+if [ -d "$LIMA_CIDATA_MNT/provision.data" ]; then
+\tfor f in "$LIMA_CIDATA_MNT"/provision.data/*; do
+\t\t[ -f "$f" ] || continue
+\t\tn=${f##*/}
+\t\tdest=$(deref "LIMA_CIDATA_DATAFILE_${n}_PATH")
+\t\towner=$(deref "LIMA_CIDATA_DATAFILE_${n}_OWNER")
+\t\tperm=$(deref "LIMA_CIDATA_DATAFILE_${n}_PERMISSIONS")
+\t\tover=$(deref "LIMA_CIDATA_DATAFILE_${n}_OVERWRITE")
+\t\tif [ -e "$ROOT$dest" ] && [ "$over" = false ]; then
+\t\t\tlog "provision.data/$n: keeping existing $dest"
+\t\t\tcontinue
+\t\tfi
+\t\tlog "provision.data/$n: writing $dest"
+\t\tuser=${owner%%:*}
+\t\tdir=$(dirname "$dest")
+\t\tif [ ! -d "$ROOT$dir" ] && on_guest && [ "$user" != root ]; then
+\t\t\t# Parent directories belong to the file's owner where the owner may create them.
+\t\t\trun_as_user mkdir -p "$dir" >/dev/null 2>&1 || true
+\t\tfi
+\t\tif mkdir -p "$ROOT$dir" && cp "$f" "$ROOT$dest" && chown "$owner" "$ROOT$dest" &&
+\t\t\tchmod "$perm" "$ROOT$dest"; then
+\t\t\t:
+\t\telse
+\t\t\trecord_error "provision.data/$n failed to write $dest"
+\t\tfi
+\tdone
+fi
+
+# "yq" mode provisioning is applied by the host over SSH, not here.
+
+if [ -d "$LIMA_CIDATA_MNT/provision.system" ]; then
+\tfor f in "$LIMA_CIDATA_MNT"/provision.system/*; do
+\t\t[ -f "$f" ] || continue
+\t\tlog "running provision.system/${f##*/} as root"
+\t\trun_step "provision.system/${f##*/}" "$f"
+\tdone
+fi
+
+if [ -d "$LIMA_CIDATA_MNT/provision.user" ] && on_guest; then
+\tif command -v loginctl >/dev/null 2>&1; then
+\t\t# User scripts may use `systemctl --user`: start the user's manager and wait
+\t\t# (bounded) until it answers.
+\t\tloginctl enable-linger "$LIMA_CIDATA_USER" || true
+\t\ti=0
+\t\twhile [ ! -e "/run/user/$LIMA_CIDATA_UID/systemd/private" ] && [ "$i" -lt 60 ]; do
+\t\t\tsleep 1
+\t\t\ti=$((i + 1))
+\t\tdone
+\tfi
+\tuser_script="$LIMA_CIDATA_HOME/.lima-user-script"
+\t# Readable copy of the PARAM_* file for the su fallback of run_as_user.
+\tLIMA_USER_PARAMS_FILE="$LIMA_CIDATA_HOME/.lima-user-params"
+\texport LIMA_USER_PARAMS_FILE
+\tinstall -m 600 "$LIMA_CIDATA_MNT/param.env" "$LIMA_USER_PARAMS_FILE"
+\tchown "$LIMA_CIDATA_USER" "$LIMA_USER_PARAMS_FILE"
+\tfor f in "$LIMA_CIDATA_MNT"/provision.user/*; do
+\t\t[ -f "$f" ] || continue
+\t\tlog "running provision.user/${f##*/} as $LIMA_CIDATA_USER"
+\t\t# The seed is readable by root only: hand the user a private copy.
+\t\tinstall -m 700 "$f" "$user_script"
+\t\tchown "$LIMA_CIDATA_USER" "$user_script"
+\t\trun_step "provision.user/${f##*/}" run_as_user "$user_script"
+\t\trm -f "$user_script"
+\tdone
+\trm -f "$LIMA_USER_PARAMS_FILE"
+fi
+
+if [ "$LIMA_CIDATA_PASSWORDLESS_SUDO" != 1 ] && on_guest &&
+\t[ ! -f "$LIMA_CIDATA_HOME/.lima-password-set" ]; then
+\t# sudo asks for a password: give the user a random one, kept in ~/password.
+\tpw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \\n')
+\tif printf '%s:%s\\n' "$LIMA_CIDATA_USER" "$pw" | chpasswd; then
+\t\t(umask 077 && printf '%s\\n' "$pw" >"$LIMA_CIDATA_HOME/password")
+\t\tchown "$LIMA_CIDATA_USER" "$LIMA_CIDATA_HOME/password"
+\t\ttouch "$LIMA_CIDATA_HOME/.lima-password-set"
+\telse
+\t\trecord_error "could not set a password for $LIMA_CIDATA_USER"
+\tfi
+fi
+
+if [ -e "$LIMA_REBOOT_REQUIRED" ]; then
+\tlog "a boot script asked for a reboot: not signalling boot completion"
+\texit 0
+fi
+printf '%s\\n' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-boot-done"
+if [ -s "$ROOT/run/lima-boot-errors" ]; then
+\tlog "boot done with errors (see /run/lima-boot-errors)"
+\texit 1
+fi
+log "boot done"
+exit 0
+"""
+
+ETC_HOSTS_SH = """\
+#!/bin/sh
+# Put pylima's names (host.lima.internal, lima-NAME, hostResolver.hosts) into
+# /etc/hosts, replacing the block a previous boot wrote.
+set -eu
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+replace_block "$ROOT/etc/hosts" '#LIMA-START' '#LIMA-END' "$LIMA_CIDATA_MNT/etc_hosts" \\
+\t'[ \\t]host[.]lima[.]internal([ \\t]|$)'
+"""
+
+ETC_ENVIRONMENT_SH = """\
+#!/bin/sh
+# Put env (and the host's proxy settings) into /etc/environment for every login,
+# replacing the block a previous boot wrote.
+set -eu
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+before=$(cat "$ROOT/etc/environment" 2>/dev/null || true)
+replace_block "$ROOT/etc/environment" '#LIMA-START' '#LIMA-END' \\
+\t"$LIMA_CIDATA_MNT/etc_environment"
+after=$(cat "$ROOT/etc/environment")
+if on_guest && [ "$before" != "$after" ] && command -v loginctl >/dev/null 2>&1; then
+\t# A session opened before the change would keep the old values.
+\tloginctl terminate-user "$LIMA_CIDATA_USER" 2>/dev/null || true
+fi
+# From here on, new SSH sessions see the final environment.
+printf '%s\\n' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-ssh-ready"
+"""
+
+GUEST_AGENT_SH = """\
+#!/bin/sh
+# Install the guest agent shipped on the seed (when there is one).
+set -eu
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+src="$LIMA_CIDATA_MNT/lima-guestagent"
+[ -f "$src" ] || exit 0
+dest="$ROOT$LIMA_CIDATA_GUEST_INSTALL_PREFIX/bin/lima-guestagent"
+if ! cmp -s "$src" "$dest"; then
+\tmkdir -p "$(dirname "$dest")"
+\tinstall -m 755 "$src" "$dest"
+\tlog "installed $LIMA_CIDATA_GUEST_INSTALL_PREFIX/bin/lima-guestagent"
+fi
+# HOOK(guest agent): start or restart the agent service here (systemd unit or
+# OpenRC script) so that it serves the host on $LIMA_CIDATA_VIRTIO_PORT or
+# $LIMA_CIDATA_VSOCK_PORT.
+"""
+
+DEPENDENCIES_SH = """\
+#!/bin/sh
+# "dependency" mode provisioning, then the packages pylima itself needs.
+set -u
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+code=0
+if [ -d "$LIMA_CIDATA_MNT/provision.dependency" ]; then
+\tfor f in "$LIMA_CIDATA_MNT"/provision.dependency/*; do
+\t\t[ -f "$f" ] || continue
+\t\tlog "running provision.dependency/${f##*/}"
+\t\tif ! "$f" </dev/null; then
+\t\t\trecord_error "provision.dependency/${f##*/} failed"
+\t\t\tcode=1
+\t\tfi
+\tdone
+fi
+if [ "$LIMA_CIDATA_SKIP_DEFAULT_DEPENDENCY_RESOLUTION" = 1 ]; then
+\texit "$code"
+fi
+# reverse-sshfs mounts need the sshfs client in the guest.
+if on_guest && [ "$LIMA_CIDATA_MOUNTTYPE" = reverse-sshfs ] && [ "$LIMA_CIDATA_MOUNTS" -gt 0 ] &&
+\t! command -v sshfs >/dev/null 2>&1; then
+\tlog "installing sshfs"
+\tif command -v apt-get >/dev/null 2>&1; then
+\t\tDEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sshfs || code=1
+\telif command -v dnf >/dev/null 2>&1; then
+\t\tdnf install -y fuse-sshfs || code=1
+\telif command -v apk >/dev/null 2>&1; then
+\t\tapk add sshfs || code=1
+\telif command -v zypper >/dev/null 2>&1; then
+\t\tzypper --non-interactive install sshfs || code=1
+\telse
+\t\twarn "no known package manager to install sshfs"
+\t\tcode=1
+\tfi
+fi
+exit "$code"
+"""
+
+# Helpers the generated boot/05-mounts.sh calls, one line per mount.
+MOUNT_FUNCS = """\
+# Create a mount point (and any missing parents inside the user's home) owned by
+# the guest user, so that the user can reach the mounted directory.
+prepare_mount_point() {
+\tmp=$1
+\tif [ ! -e "$ROOT$mp" ]; then
+\t\ttop=$mp
+\t\twhile parent=$(dirname "$top") && [ "$parent" != "$top" ] && [ ! -e "$ROOT$parent" ]; do
+\t\t\ttop=$parent
+\t\tdone
+\t\tmkdir -p "$ROOT$mp"
+\t\tgid=$(id -g "$LIMA_CIDATA_USER" 2>/dev/null || echo "$LIMA_CIDATA_UID")
+\t\tcase "$top/" in
+\t\t"$LIMA_CIDATA_HOME"/*) chown -R "$LIMA_CIDATA_UID:$gid" "$ROOT$top" ;;
+\t\t*) chown "$LIMA_CIDATA_UID:$gid" "$ROOT$mp" ;;
+\t\tesac
+\tfi
+}
+
+mounted() {
+\tmountpoint -q "$1" 2>/dev/null
+}
+
+mount_9p() {
+\tprepare_mount_point "$2"
+\ton_guest || return 0
+\tmounted "$2" && return 0
+\tmodprobe 9pnet_virtio 2>/dev/null || true
+\tlog "mounting $1 on $2 (9p, $3)"
+\tmount -t 9p -o "$3" "$1" "$2"
+}
+
+mount_virtiofs() {
+\tprepare_mount_point "$2"
+\ton_guest || return 0
+\tmounted "$2" && return 0
+\tmodprobe virtiofs 2>/dev/null || true
+\tlog "mounting $1 on $2 (virtiofs, $3)"
+\tmount -t virtiofs -o "$3" "$1" "$2"
+}
+
+# reverse-sshfs: the host agent mounts the directory over SSH once the guest is up;
+# the guest only provides the empty mount point.
+mount_reverse_sshfs() {
+\tprepare_mount_point "$2"
+}
+"""

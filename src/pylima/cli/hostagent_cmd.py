@@ -1,0 +1,17 @@
+"""`limactl hostagent` (internal): the per-instance daemon `limactl start` spawns."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("hostagent", hidden=True,
+               context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("name")
+@click.option("--pidfile", required=True, help="PID file")
+@click.option("--socket", "socket_path", required=True, help="Path of hostagent socket")
+def hostagent(name: str, pidfile: str, socket_path: str) -> int:
+    """Run the host agent of instance NAME (internal)."""
+    from pylima.hostagent.agent import main
+
+    return main(name, pidfile, socket_path)

@@ -1,0 +1,207 @@
+"""`limactl start` and `limactl restart`."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pylima.cli.common import edit_flag_options, edit_flags_from
+from pylima.cli.create import TTY_OPTION, YES_OPTION
+
+log = logging.getLogger("pylima")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_LOGRUS = re.compile(r'level=(\w+) msg="((?:[^"\\]|\\.)*)"')
+
+
+def parse_duration(text: str) -> float:
+    """Go's time.ParseDuration subset: "10m", "1h30m", "90s", "10m0s"."""
+    from pylima.errors import LimaError
+
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise LimaError(f'time: invalid duration "{text}"')
+    return total
+
+
+class HostAgentLogRelay:
+    """Show the host agent's log lines (ha.stderr.log) as `[hostagent] ...` while
+    `limactl start` waits, as Lima does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HostAgentLogRelay:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+
+    def _run(self) -> None:
+        import json
+
+        offset = 0
+        while True:
+            stopping = self.stop.is_set()
+            try:
+                with open(self.path) as f:
+                    f.seek(offset)
+                    data = f.read()
+                    offset = f.tell()
+            except FileNotFoundError:
+                data = ""
+            for line in data.splitlines():
+                m = _LOGRUS.search(line)
+                if not m:
+                    continue
+                level, msg = m.group(1), json.loads(f'"{m.group(2)}"')
+                lvl = {"debug": logging.DEBUG, "warning": logging.WARNING,
+                       "error": logging.ERROR, "fatal": logging.ERROR}.get(level, logging.INFO)
+                log.log(lvl, "[hostagent] %s", msg)
+            if stopping:
+                return
+            self.stop.wait(0.2)
+
+
+def _on_event(ev: dict[str, Any]) -> None:
+    st = ev.get("status") or {}
+    if st.get("sshLocalPort") and not st.get("running") and st.get("phase") == "booting":
+        log.info("SSH Local Port: %d", st["sshLocalPort"])
+
+
+def start_instance_cli(inst: Any, timeout: float, foreground: bool, debug: bool) -> int:
+    from pylima import api
+    from pylima.cli.progress import download_progress
+    from pylima.errors import InstanceError
+    from pylima.store import dirs
+    from pylima.store.instance import STATUS_RUNNING, inspect
+
+    if inst.status == STATUS_RUNNING:
+        log.info("The instance `%s` is already running. Run `%s` to open the shell.",
+                 inst.name, shell_hint(inst.name))
+        return 0
+    if inst.host_agent_pid:
+        raise InstanceError(f"instance `{inst.name}` seems running (hint: remove "
+                            f"`{inst.dir / dirs.HA_PID}` if the instance is not actually "
+                            "running)")
+    api.stop_instance(inst, force=True)  # stale pid/socket files from a crash
+    api.prepare_instance(inst, on_progress=download_progress())
+    inst = inspect(inst.name)
+    log.info("Starting the instance `%s` with internal VM driver `%s`", inst.name, inst.vm_type)
+    if foreground:
+        from pylima.hostagent.agent import main as agent_main
+
+        return agent_main(inst.name, str(inst.dir / dirs.HA_PID), str(inst.dir / dirs.HA_SOCK))
+    pid = api.spawn_host_agent(inst, debug=debug)
+    with HostAgentLogRelay(inst.dir / dirs.HA_STDERR_LOG):
+        ev = api.watch_events(inst, timeout, on_event=_on_event, agent_pid=pid)
+    st = ev["status"]
+    if st.get("exiting"):
+        raise InstanceError(f"exiting, status={st}",
+                            hint=f"see `{inst.dir / dirs.HA_STDERR_LOG}`")
+    if st.get("degraded"):
+        log.warning("DEGRADED. The VM seems running, but file sharing and port forwarding "
+                    "may not work. (hint: see `%s`)", inst.dir / dirs.HA_STDERR_LOG)
+        raise InstanceError(f"degraded, status={st}")
+    log.info("READY. Run `%s` to open the shell.", shell_hint(inst.name))
+    return 0
+
+
+def shell_hint(name: str) -> str:
+    return "lima" if name == "default" else f"limactl shell {name}"
+
+
+@click.command("start", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("target", required=False, metavar="NAME|FILE.yaml|URL")
+@click.option("--name", help="Override the instance name")
+@click.option("--timeout", default="10m0s", show_default=True,
+              help="Duration to wait for the instance to be running before timing out")
+@click.option("--foreground", is_flag=True, help="Run the hostagent in the foreground")
+@click.option("--list-templates", is_flag=True, help="List available templates and exit")
+@TTY_OPTION
+@YES_OPTION
+@edit_flag_options(new_instance=True)
+@click.pass_context
+def start(ctx: click.Context, target: str | None, name: str | None, timeout: str,
+          foreground: bool, list_templates: bool, tty: bool | None, yes: bool,
+          **kwargs: Any) -> int:
+    """Start an instance of Lima. If the instance does not exist, open an editor for
+    creating new one, with name "default".
+
+    \b
+    Examples:
+      $ limactl start
+      $ limactl start --name=dev template:debian-12
+      $ limactl start dev
+    """
+    from pylima import api
+    from pylima.cli.create import do_create
+    from pylima.config.editflags import EditFlags
+    from pylima.errors import InstanceNotFound
+    from pylima.store.instance import inspect
+
+    if list_templates:
+        from pylima.config.locator import list_template_names
+
+        for n in list_template_names():
+            click.echo(n)
+        return 0
+    seconds = parse_duration(timeout)
+    flags = edit_flags_from(kwargs)
+    inst_name = name or target or "default"
+    existing = None
+    if (target is None or _looks_like_name(target)) and not (name and target):
+        try:
+            existing = inspect(inst_name)
+        except InstanceNotFound:
+            existing = None
+    if existing is not None:
+        if flags != EditFlags():
+            log.info("Using the existing instance `%s`", inst_name)
+            api.edit_instance_with_flags(existing, flags)
+            existing = inspect(inst_name)
+        inst = existing
+    else:
+        inst = do_create(target, name, tty if tty is not None else (False if yes else None),
+                         yes, kwargs)
+        if inst is None:
+            return 0
+    return start_instance_cli(inst, seconds, foreground, bool((ctx.obj or {}).get("debug")))
+
+
+def _looks_like_name(arg: str) -> bool:
+    from pylima.names import validate_instance_name
+
+    return validate_instance_name(arg) is None
+
+
+@click.command("restart", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("name", required=False, default="default")
+@click.option("-f", "--force", is_flag=True, help="Force stop and restart the instance")
+@click.option("--timeout", default="10m0s", show_default=True,
+              help="Duration to wait for the instance to be running before timing out")
+@click.pass_context
+def restart(ctx: click.Context, name: str, force: bool, timeout: str) -> int:
+    """Restart a running instance."""
+    from pylima import api
+    from pylima.cli.common import get_instance_or_fail
+    from pylima.store.instance import inspect
+
+    inst = get_instance_or_fail(name)
+    api.stop_instance(inst, force=force)
+    return start_instance_cli(inspect(name), parse_duration(timeout), False,
+                              bool((ctx.obj or {}).get("debug")))

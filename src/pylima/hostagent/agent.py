@@ -1,0 +1,304 @@
+"""The host agent daemon (`limactl hostagent NAME`), one asyncio task per concern:
+the QEMU process and its output, SSH readiness, the boot-done marker and probes,
+the ha.sock API; torn down in reverse order on SIGTERM/SIGINT or QEMU's exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pylima.errors import LimaError
+from pylima.hostagent import events
+from pylima.store import dirs
+
+log = logging.getLogger("pylima.hostagent")
+
+BOOT_DONE = "/run/lima-boot-done"
+BOOT_ERRORS = "/run/lima-boot-errors"
+POWERDOWN_TIMEOUT = 90.0
+PROBE_TIMEOUT = 600.0
+
+
+class HostAgent:
+    def __init__(self, name: str, pidfile: Path, socket_path: Path) -> None:
+        self.name = name
+        self.dir = dirs.instance_dir(name)
+        self.pidfile = pidfile
+        self.socket_path = socket_path
+        self.instance_id = ""
+        self.ssh_port = 0
+        self.qemu: asyncio.subprocess.Process | None = None
+        self.stop_requested = asyncio.Event()
+        self.errors: list[str] = []
+        self.cfg: dict[str, Any] = {}
+
+    # ---- preparation (synchronous, before the event loop does real work) ----
+
+    def prepare(self) -> list[str]:
+        """Write ssh.config, cidata.iso and build the QEMU argv."""
+        from pylima.cidata.iso import write_cidata_iso
+        from pylima.cidata.render import mount_tag, render_cidata
+        from pylima.drivers.qemu.argv import BootFiles, build_qemu_argv
+        from pylima.drivers.qemu.probe import probe_qemu
+        from pylima.images.disk import boot_disk_path
+        from pylima.sshutil import ensure_host_key, free_port, write_ssh_files
+        from pylima.store.instance import inspect
+
+        inst = inspect(self.name)
+        if inst.config is None:
+            raise LimaError(f"instance `{self.name}` has errors: {inst.errors}")
+        cfg = self.cfg = inst.config
+        self.instance_id = f"iid-{uuid.uuid4().hex}"
+        self.ssh_port = int((cfg.get("ssh") or {}).get("localPort") or 0) or free_port()
+        host_priv, host_pub = ensure_host_key(self.dir)
+        write_ssh_files(self.name, self.dir, cfg["user"]["name"], self.ssh_port, host_pub)
+        pubkeys = [(dirs.config_dir() / (dirs.USER_KEY + ".pub")).read_text().strip()]
+        if (cfg.get("ssh") or {}).get("loadDotSSHPubKeys"):
+            for p in sorted((Path.home() / ".ssh").glob("*.pub")):
+                pubkeys.append(p.read_text().strip())
+        tags = {i: mount_tag(m["location"], m["mountPoint"])
+                for i, m in enumerate(cfg.get("mounts") or [])}
+        ca_files = []
+        for f in (cfg.get("caCerts") or {}).get("files") or []:
+            try:
+                ca_files.append(Path(os.path.expanduser(f)).read_text())
+            except OSError as e:
+                raise LimaError(f"cannot read `caCerts.files` entry `{f}`: {e.strerror}") from e
+        files = render_cidata(cfg, instance_name=self.name, instance_id=self.instance_id,
+                              user_pubkeys=pubkeys, host_key_private=host_priv,
+                              host_key_public=host_pub, ssh_local_port=self.ssh_port,
+                              mount_tags=tags, host_env=dict(os.environ),
+                              ca_cert_files=ca_files, host_home=str(Path.home()))
+        write_cidata_iso(files, self.dir / dirs.CIDATA_ISO)
+
+        host, reason = probe_qemu(cfg["arch"], firmware=not self._direct_kernel())
+        log.info("Using accelerator %s: %s", host.accel, reason)
+        disk = boot_disk_path(self.dir)
+        if disk is None:
+            raise LimaError(f"instance `{self.name}` has no disk",
+                            hint=f"run `limactl start {self.name}` to prepare it")
+        vars_path = None
+        if not self._direct_kernel() and host.firmware_vars_template:
+            vars_path = self.dir / "qemu-efi-vars.fd"
+            if not vars_path.exists():
+                shutil.copyfile(host.firmware_vars_template, vars_path)
+        cmdline = None
+        if (self.dir / dirs.KERNEL_CMDLINE).exists():
+            cmdline = (self.dir / dirs.KERNEL_CMDLINE).read_text().strip()
+        boot = BootFiles(
+            disk=str(disk), cidata_iso=str(self.dir / dirs.CIDATA_ISO),
+            kernel=str(self.dir / dirs.KERNEL) if self._direct_kernel() else None,
+            initrd=str(self.dir / dirs.INITRD) if (self.dir / dirs.INITRD).exists() else None,
+            cmdline=cmdline, firmware_vars=str(vars_path) if vars_path else None)
+        mount_tags = [tags[i] for i in sorted(tags)] if cfg.get("mountType") == "9p" else []
+        return build_qemu_argv(cfg, host, str(self.dir), boot, ssh_local_port=self.ssh_port,
+                               mount_tags=mount_tags)
+
+    def _direct_kernel(self) -> bool:
+        return (self.dir / dirs.KERNEL).exists()
+
+    # ---- the running agent ----
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_requested.set)
+        self.pidfile.write_text(f"{os.getpid()}\n")
+        server = None
+        try:
+            try:
+                argv = await asyncio.to_thread(self.prepare)
+            except LimaError as e:
+                msg = e.message + (f" (Hint: {e.hint})" if e.hint else "")
+                log.error("%s", msg)
+                events.emit(exiting=True, errors=[msg])
+                return 1
+            server = await asyncio.start_unix_server(self._serve_api, path=str(self.socket_path))
+            log.info("Starting QEMU (hint: to watch the boot progress, see %s)",
+                     self.dir / dirs.SERIAL_LOG)
+            log.debug("QEMU argv: %s", argv)
+            self.qemu = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, cwd=str(self.dir), start_new_session=True)
+            events.emit(sshLocalPort=self.ssh_port, phase="booting")
+            output = asyncio.create_task(self._relay_qemu_output())
+            boot = asyncio.create_task(self._boot_sequence())
+            qemu_exit = asyncio.create_task(self.qemu.wait())
+            stop = asyncio.create_task(self.stop_requested.wait())
+            done, _ = await asyncio.wait({qemu_exit, stop}, return_when=asyncio.FIRST_COMPLETED)
+            boot.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await boot
+            if stop in done and not qemu_exit.done():
+                log.info("Shutting down the VM")
+                await self._shutdown_qemu()
+                await qemu_exit
+                errors: list[str] = []
+            else:
+                rc = qemu_exit.result()
+                errors = [f"QEMU exited unexpectedly with status {rc} "
+                          f"(see {self.dir / dirs.HA_STDERR_LOG} and "
+                          f"{self.dir / dirs.SERIAL_LOG})"]
+                log.error("%s", errors[0])
+            stop.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await output
+            events.emit(exiting=True, errors=errors)
+            return 0 if not errors else 1
+        finally:
+            if server is not None:
+                server.close()
+            await self._close_ssh_master()
+            for p in (self.socket_path, self.pidfile, self.dir / dirs.QEMU_PID,
+                      self.dir / dirs.QMP_SOCK):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+    async def _relay_qemu_output(self) -> None:
+        assert self.qemu is not None and self.qemu.stdout is not None
+        while True:
+            line = await self.qemu.stdout.readline()
+            if not line:
+                return
+            log.info("[qemu] %s", line.decode(errors="replace").rstrip())
+
+    async def _ssh(self, *remote: str, input: bytes | None = None,
+                   timeout: float = 30.0) -> tuple[int, bytes, bytes]:
+        from pylima.sshutil import ssh_argv
+
+        argv = ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10", *remote)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE if input is not None
+            else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return 255, b"", b"timeout"
+        return proc.returncode or 0, out, err
+
+    async def _boot_sequence(self) -> None:
+        log.info("Waiting for SSH on 127.0.0.1:%d", self.ssh_port)
+        while True:
+            rc, _, err = await self._ssh("true", timeout=20)
+            if rc == 0:
+                break
+            log.debug("ssh not ready: %s", err.decode(errors="replace").strip())
+            await asyncio.sleep(1)
+        log.info("SSH is ready")
+        events.emit(sshLocalPort=self.ssh_port, phase="boot scripts")
+        while True:
+            rc, out, _ = await self._ssh(f"cat {BOOT_DONE} 2>/dev/null || true")
+            if rc == 0 and out.decode().strip() == self.instance_id:
+                break
+            await asyncio.sleep(1)
+        log.info("The guest's boot scripts have finished")
+        errors: list[str] = []
+        rc, out, _ = await self._ssh(f"cat {BOOT_ERRORS} 2>/dev/null || true")
+        errors += [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()]
+        errors += await self._run_probes()
+        self.errors = errors
+        if errors:
+            for e in errors:
+                log.error("%s", e)
+        events.emit(running=True, degraded=bool(errors), errors=errors,
+                    sshLocalPort=self.ssh_port)
+
+    async def _run_probes(self) -> list[str]:
+        errors = []
+        probes = self.cfg.get("probes") or []
+        for probe in probes:
+            desc = probe.get("description") or "probe"
+            log.info("Waiting for the readiness probe: %s", desc)
+            deadline = asyncio.get_running_loop().time() + PROBE_TIMEOUT
+            script = str(probe.get("script") or "").encode()
+            runner = ('f=$(mktemp) && cat >"$f" && chmod +x "$f" && "$f"; rc=$?; '
+                      'rm -f "$f"; exit $rc')
+            while True:
+                rc, _, err = await self._ssh(runner, input=script, timeout=120)
+                if rc == 0:
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    hint = probe.get("hint") or ""
+                    errors.append(f"readiness probe `{desc}` failed"
+                                  + (f" (Hint: {hint})" if hint else ""))
+                    break
+                await asyncio.sleep(3)
+        return errors
+
+    async def _shutdown_qemu(self) -> None:
+        from pylima.drivers.qemu.qmp import QMPClient
+
+        assert self.qemu is not None
+        try:
+            client = QMPClient(str(self.dir / dirs.QMP_SOCK))
+            await client.connect()
+            await client.execute("system_powerdown")
+            await client.close()
+        except (OSError, LimaError) as e:
+            log.warning("ACPI power-down over QMP failed: %s", e)
+        try:
+            await asyncio.wait_for(self.qemu.wait(), POWERDOWN_TIMEOUT)
+            return
+        except TimeoutError:
+            log.warning("The guest did not power off in %d s; stopping QEMU",
+                        int(POWERDOWN_TIMEOUT))
+        with contextlib.suppress(ProcessLookupError):
+            self.qemu.kill()
+
+    async def _close_ssh_master(self) -> None:
+        from pylima.sshutil import ssh_argv
+
+        if not (self.dir / dirs.SSH_SOCK).exists():
+            return
+        with contextlib.suppress(Exception):
+            proc = await asyncio.create_subprocess_exec(
+                *ssh_argv(self.dir, self.name, "-O", "exit"),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            await asyncio.wait_for(proc.wait(), 5)
+        with contextlib.suppress(OSError):
+            (self.dir / dirs.SSH_SOCK).unlink()
+
+    async def _serve_api(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request.decode(errors="replace").split()
+            path = parts[1] if len(parts) > 1 else ""
+            if path == "/v1/info":
+                body = json.dumps({"sshLocalPort": self.ssh_port}).encode()
+                status = "200 OK"
+            else:
+                body = json.dumps({"message": "not found"}).encode()
+                status = "404 Not Found"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                         + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def main(name: str, pidfile: str, socket_path: str) -> int:
+    agent = HostAgent(name, Path(pidfile), Path(socket_path))
+    try:
+        return asyncio.run(agent.run())
+    except KeyboardInterrupt:  # pragma: no cover
+        return 130
+    finally:
+        sys.stdout.flush()

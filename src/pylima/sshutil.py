@@ -1,0 +1,98 @@
+"""SSH to a guest: the instance's ssh.config (usable with plain `ssh -F`), a pinned
+host key generated on the host, and the argv for shell/copy/probes.
+
+Beyond Lima: the guest's SSH host key is generated here and handed to the guest in
+cidata, so ssh.config pins it (StrictHostKeyChecking yes) instead of turning host
+key checking off.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+from pathlib import Path
+from typing import Any
+
+from pylima import process
+from pylima.store import dirs
+
+HOST_KEY = "ssh_host_ed25519_key"  # in the instance dir, 0600
+KNOWN_HOSTS = "ssh_known_hosts"
+
+
+def ensure_host_key(inst_dir: Path) -> tuple[str, str]:
+    """(private, public) host key of the guest, generated once per instance."""
+    key = inst_dir / HOST_KEY
+    pub = inst_dir / (HOST_KEY + ".pub")
+    if not (key.exists() and pub.exists()):
+        for p in (key, pub):
+            p.unlink(missing_ok=True)
+        process.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                     f"lima-{inst_dir.name}", "-f", str(key)],
+                    hint="install the OpenSSH client: apt-get install openssh-client")
+        os.chmod(key, 0o600)
+    return key.read_text(), pub.read_text().strip()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def render_ssh_config(name: str, inst_dir: Path, user: str, port: int) -> str:
+    """Lima's ssh.config shape, plus the pinned host key."""
+    q = _quote_path
+    opts = [
+        ("IdentityFile", q(dirs.config_dir() / dirs.USER_KEY)),
+        ("PreferredAuthentications", "publickey"),
+        ("Compression", "no"),
+        ("BatchMode", "yes"),
+        ("IdentitiesOnly", "yes"),
+        ("GSSAPIAuthentication", "no"),
+        ("User", user),
+        ("ControlMaster", "auto"),
+        ("ControlPath", q(inst_dir / dirs.SSH_SOCK)),
+        ("ControlPersist", "yes"),
+        ("Hostname", "127.0.0.1"),
+        ("Port", str(port)),
+        ("HostKeyAlias", f"lima-{name}"),
+        ("UserKnownHostsFile", q(inst_dir / KNOWN_HOSTS)),
+        ("StrictHostKeyChecking", "yes"),
+        ("LogLevel", "ERROR"),
+    ]
+    lines = [f"Host lima-{name}"] + [f"  {k} {v}" for k, v in opts]
+    return "\n".join(lines) + "\n"
+
+
+def _quote_path(p: Any) -> str:
+    return f'"{p}"'
+
+
+def write_ssh_files(name: str, inst_dir: Path, user: str, port: int, host_pub: str) -> Path:
+    (inst_dir / KNOWN_HOSTS).write_text(f"lima-{name} {host_pub}\n")
+    cfg = inst_dir / dirs.SSH_CONFIG
+    tmp = cfg.with_name(cfg.name + ".tmp")
+    tmp.write_text(render_ssh_config(name, inst_dir, user, port))
+    os.replace(tmp, cfg)
+    return cfg
+
+
+def ssh_argv(inst_dir: Path, name: str, *extra: str, tty: bool = False) -> list[str]:
+    argv = ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG)]
+    if tty:
+        argv.append("-t")
+    else:
+        argv.append("-T")
+    return [*argv, *extra, f"lima-{name}"]
+
+
+def remote_command(argv: list[str], workdir: str | None, shell: str) -> str:
+    """The command line sent to the guest: cd to workdir (when given), then exec."""
+    cmd = shlex.join(argv) if argv else f"exec {shlex.quote(shell)} --login"
+    if argv:
+        cmd = f"exec {shlex.quote(shell)} --login -c {shlex.quote(cmd)}"
+    if workdir:
+        cmd = f"cd {shlex.quote(workdir)} 2>/dev/null || cd; {cmd}"
+    return cmd

@@ -1,0 +1,146 @@
+"""Shared fixtures for VM tests: the locally built Debian image (built once, cached in
+the user cache directory between runs) and host users to run pylima as.
+
+Lima's normal case is an unprivileged host user whose name and uid the guest user
+matches. When the tests run as root (CI), they create such a user and run limactl
+as that user; the root case is tested separately.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+TEST_USER = "pylimatest"
+SHARED_IMAGES = Path("/var/tmp/pylima-test-images")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/vm/" in str(item.fspath):
+            item.add_marker(pytest.mark.vm)
+
+
+@pytest.fixture(scope="session")
+def built_image() -> dict:
+    """The `images:` entry of the local Debian 12 image (built on first use)."""
+    from pylima.images import builder
+
+    ok, why = builder.can_build()
+    img = builder.find_cached_image(arch="x86_64")
+    if img is None:
+        if not ok:
+            pytest.fail(f"cannot build the guest image: {why}")
+        img = builder.build_debian_image(arch="x86_64")
+    return builder.images_entry(img)
+
+
+def _share_image(entry: dict) -> dict:
+    """Hard-link the built image into a directory every user can read, and return an
+    images entry pointing there (root's cache is private)."""
+    out = dict(entry)
+    SHARED_IMAGES.mkdir(parents=True, exist_ok=True)
+    os.chmod(SHARED_IMAGES, 0o755)
+    for key in ("location",):
+        out[key] = _share_file(entry[key])
+    for sub in ("kernel", "initrd"):
+        if isinstance(entry.get(sub), dict):
+            out[sub] = dict(entry[sub], location=_share_file(entry[sub]["location"]))
+    return out
+
+
+def _share_file(location: str) -> str:
+    src = Path(location.removeprefix("file://"))
+    digest_dir = SHARED_IMAGES / src.parent.name
+    digest_dir.mkdir(exist_ok=True)
+    os.chmod(digest_dir, 0o755)
+    dst = digest_dir / src.name
+    if not dst.exists():
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    os.chmod(dst, 0o644)
+    return f"file://{dst}"
+
+
+@dataclass
+class Host:
+    """Runs pylima's commands as one host user, with its own HOME and LIMA_HOME."""
+
+    user: str
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        if self.user == pwd.getpwuid(os.getuid()).pw_name:
+            return argv
+        return ["runuser", "-u", self.user, "--", "env", *[f"{k}={v}" for k, v in
+                                                            self.env.items()], *argv]
+
+    def run(self, *argv: str, input: str | None = None, timeout: float = 900,
+            env: dict[str, str] | None = None, cwd: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **self.env, **(env or {})}
+        cmd = list(argv)
+        if cmd[0] in ("limactl", "lima"):
+            cmd[0] = str(VENV_BIN / cmd[0])
+        if env and self.user != pwd.getpwuid(os.getuid()).pw_name:
+            cmd = ["env", *[f"{k}={v}" for k, v in env.items()], *cmd]
+        return subprocess.run(self._argv(cmd), input=input, text=True, capture_output=True,
+                              timeout=timeout, env=full_env, cwd=cwd or str(self.home))
+
+    def limactl(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self.run("limactl", *args, **kw)  # type: ignore[arg-type]
+
+    def lima(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self.run("lima", *args, **kw)  # type: ignore[arg-type]
+
+
+def _ensure_test_user() -> Path:
+    try:
+        pw = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", TEST_USER],
+                       check=True)
+        pw = pwd.getpwnam(TEST_USER)
+    return Path(pw.pw_dir)
+
+
+@pytest.fixture(scope="session")
+def unprivileged_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """An unprivileged host user (created when the tests run as root)."""
+    if os.getuid() != 0:
+        home = Path.home()
+        lima_home = tmp_path_factory.mktemp("vm") / "lima"
+        yield Host(pwd.getpwuid(os.getuid()).pw_name, home,
+                   {"LIMA_HOME": str(lima_home)})
+        return
+    home = _ensure_test_user()
+    # the venv and the source tree must be readable by that user
+    for p in [*reversed(REPO.parents), REPO]:
+        if p != Path("/"):
+            os.chmod(p, os.stat(p).st_mode | 0o005)
+    subprocess.run(["chmod", "-R", "o+rX", str(REPO)], check=True)
+    lima_home = home / ".lima-test"
+    shutil.rmtree(lima_home, ignore_errors=True)
+    env = {"HOME": str(home), "USER": TEST_USER, "LOGNAME": TEST_USER,
+           "LIMA_HOME": str(lima_home), "XDG_CACHE_HOME": str(home / ".cache"),
+           "PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    yield Host(TEST_USER, home, env)
+    subprocess.run(["pkill", "-9", "-u", TEST_USER], check=False)
+
+
+@pytest.fixture(scope="session")
+def shared_image(built_image: dict) -> dict:
+    return _share_image(built_image) if os.getuid() == 0 else built_image
