@@ -44,20 +44,9 @@ class PreparedTemplate:
 
 
 def _check_driver_can_run(cfg: dict[str, Any]) -> None:
-    vm_type = cfg.get("vmType")
-    system = platform.system()
-    if vm_type == "vz" and system != "Darwin":
-        raise ConfigError(f"vmType `vz` requires macOS 13 or later (this host is {system})",
-                          hint="use `--vm-type=qemu`")
-    if vm_type == "wsl2" and system != "Windows":
-        raise ConfigError(f"vmType `wsl2` requires Windows 10 build 19041 or later, or "
-                          f"Windows 11 (this host is {system})", hint="use `--vm-type=qemu`")
-    rosetta = ((cfg.get("vmOpts") or {}).get("vz") or {}).get("rosetta") or {}
-    if (rosetta.get("enabled") or (cfg.get("rosetta") or {}).get("enabled")) and (
-            system != "Darwin" or platform.machine() != "arm64"):
-        raise ConfigError("Rosetta requires macOS 13 or later on Apple silicon with "
-                          "`vmType: vz`", hint="use fast mode (QEMU user-mode emulation with "
-                          "binfmt) instead")
+    from pylima.drivers import check_vm_type_supported
+
+    check_vm_type_supported(cfg, platform.system(), platform.machine())
 
 
 def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate:

@@ -1,0 +1,66 @@
+"""The QMP client against a real, paused QEMU (no guest runs; it takes a second)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pylima.drivers.qemu.qmp import QMPClient, QMPError
+
+QEMU = shutil.which("qemu-system-x86_64")
+pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
+
+
+@pytest.fixture
+def paused_qemu() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    # A short directory: unix socket paths are limited to 108 bytes.
+    tmp = tempfile.mkdtemp(prefix="pylima-qmp-", dir="/tmp")
+    sock = str(Path(tmp) / "qmp.sock")
+    assert QEMU
+    proc = subprocess.Popen(
+        [QEMU, "-machine", "q35", "-accel", "tcg", "-nodefaults", "-display", "none",
+         "-qmp", f"unix:{sock},server=on,wait=off", "-S"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield proc, sock
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_query_status_then_quit(paused_qemu: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, sock = paused_qemu
+
+    async def session() -> dict[str, dict[str, object]]:
+        async with QMPClient(sock) as qmp:
+            assert qmp.greeting["version"]["qemu"]["major"] >= 4
+            status = await qmp.query_status()
+            with pytest.raises(QMPError, match="no-such-command") as e:
+                await qmp.execute("no-such-command")
+            assert e.value.error_class == "CommandNotFound"
+            await qmp.execute("cont")
+            running = await qmp.query_status()
+            await qmp.quit()
+            return {"before": status, "after": running}
+
+    result = asyncio.run(session())
+    assert result["before"]["running"] is False
+    assert result["before"]["status"] in ("prelaunch", "paused")
+    assert result["after"]["running"] is True
+    assert proc.wait(timeout=10) == 0
+
+
+def test_connect_to_missing_socket_fails_clearly(tmp_path: Path) -> None:
+    async def session() -> None:
+        await QMPClient(str(tmp_path / "nothing.sock")).connect(timeout=0.2)
+
+    with pytest.raises(QMPError, match="cannot connect to QMP socket"):
+        asyncio.run(session())
