@@ -9,7 +9,6 @@ key checking off.
 from __future__ import annotations
 
 import os
-import shlex
 import socket
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,14 @@ def write_ssh_files(name: str, inst_dir: Path, user: str, port: int, host_pub: s
 
 
 def ssh_argv(inst_dir: Path, name: str, *extra: str, tty: bool = False) -> list[str]:
-    argv = ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG)]
+    """ssh to the guest through the host agent's master connection when there is one.
+
+    pylima's own invocations never become the master (`ControlMaster=no`): a master
+    forked by ssh keeps the caller's stdout/stderr open, so whoever reads them (a pipe
+    into `lima cat`, the host agent's readiness checks) would wait forever. The host
+    agent starts the master itself, with its stdio on /dev/null (`master_argv`).
+    """
+    argv = ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG), "-o", "ControlMaster=no"]
     if tty:
         argv.append("-t")
     else:
@@ -88,11 +94,7 @@ def ssh_argv(inst_dir: Path, name: str, *extra: str, tty: bool = False) -> list[
     return [*argv, *extra, f"lima-{name}"]
 
 
-def remote_command(argv: list[str], workdir: str | None, shell: str) -> str:
-    """The command line sent to the guest: cd to workdir (when given), then exec."""
-    cmd = shlex.join(argv) if argv else f"exec {shlex.quote(shell)} --login"
-    if argv:
-        cmd = f"exec {shlex.quote(shell)} --login -c {shlex.quote(cmd)}"
-    if workdir:
-        cmd = f"cd {shlex.quote(workdir)} 2>/dev/null || cd; {cmd}"
-    return cmd
+def master_argv(inst_dir: Path, name: str) -> list[str]:
+    """Start the persistent master connection (run with stdio on /dev/null)."""
+    return ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG), "-o", "ControlMaster=yes",
+            "-o", "ControlPersist=yes", "-o", "ConnectTimeout=10", "-N", "-f", f"lima-{name}"]

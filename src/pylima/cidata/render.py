@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from pylima.cidata import scripts
+from pylima.config.defaults import mount_tag
 from pylima.config.units import parse_size
 from pylima.errors import ConfigError
 
@@ -71,10 +72,6 @@ def shell_quote(value: object) -> str:
     return shlex.quote(str(value))
 
 
-def mount_tag(location: str, mount_point: str) -> str:
-    """Lima's stable 9p/virtiofs tag for a mount: lima- + 8 bytes of a hash."""
-    digest = hashlib.sha256(f"{location}:{mount_point}".encode()).digest()
-    return "lima-" + digest[:8].hex()
 
 
 def hostname_for(instance_name: str) -> str:

@@ -35,7 +35,8 @@ def scp_argv(sources: tuple[str, ...], target: str, recursive: bool) -> list[str
             out.append(path)
     if config is None:
         raise LimaError("at least one of the paths must be an instance path (INSTANCE:PATH)")
-    argv = ["scp", "-F", str(config), "-q"]
+    # never become the ssh master: see sshutil.ssh_argv
+    argv = ["scp", "-F", str(config), "-o", "ControlMaster=no", "-q"]
     if recursive:
         argv.append("-r")
     return [*argv, "--", *out]

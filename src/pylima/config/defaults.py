@@ -150,6 +150,12 @@ def mac_address(machine_id: str, unique_id: str) -> str:
     return ":".join(f"{b:02x}" for b in bytes([0x52, 0x55, 0x55]) + sha[:3])
 
 
+def mount_tag(location: str, mount_point: str) -> str:
+    """Lima's stable 9p/virtiofs tag: both paths hashed, so one location may be mounted
+    at several mount points. The QEMU argv and the guest's mount script must agree."""
+    return "lima-" + hashlib.sha256(f"{location}:{mount_point}".encode()).digest()[:8].hex()
+
+
 def expand_tilde(path: str, home: str) -> str:
     if path == "~":
         return home

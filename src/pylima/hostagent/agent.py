@@ -197,6 +197,7 @@ class HostAgent:
             log.debug("ssh not ready: %s", err.decode(errors="replace").strip())
             await asyncio.sleep(1)
         log.info("SSH is ready")
+        await self._start_ssh_master()
         events.emit(sshLocalPort=self.ssh_port, phase="boot scripts")
         while True:
             rc, out, _ = await self._ssh(f"cat {BOOT_DONE} 2>/dev/null || true")
@@ -256,6 +257,21 @@ class HostAgent:
                         int(POWERDOWN_TIMEOUT))
         with contextlib.suppress(ProcessLookupError):
             self.qemu.kill()
+
+    async def _start_ssh_master(self) -> None:
+        from pylima.sshutil import master_argv
+
+        proc = await asyncio.create_subprocess_exec(
+            *master_argv(self.dir, self.name), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            rc = await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            rc = -1
+        if rc != 0:
+            log.warning("Could not start the SSH master connection (status %s); shells "
+                        "will connect directly", rc)
 
     async def _close_ssh_master(self) -> None:
         from pylima.sshutil import ssh_argv

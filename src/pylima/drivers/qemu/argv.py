@@ -10,13 +10,12 @@ UEFI firmware (the firmware adds several seconds under emulation).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pylima.config.defaults import DEFAULT_9P_SECURITY_MODEL, DEFAULT_VIRTIOFS_QUEUE_SIZE
+from pylima.config.defaults import DEFAULT_9P_SECURITY_MODEL, DEFAULT_VIRTIOFS_QUEUE_SIZE, mount_tag
 from pylima.config.defaults import mac_address as _mac_address
 from pylima.config.units import parse_size
 from pylima.errors import ConfigError, LimaError
@@ -84,11 +83,6 @@ def parse_memory_mib(cfg: dict[str, Any]) -> int:
     return mib
 
 
-def mount_tag(location: str, mount_point: str) -> str:
-    """Lima's stable 9p/virtiofs tag: both paths hashed, so one location may be mounted
-    at several mount points."""
-    digest = hashlib.sha256(f"{location}:{mount_point}".encode()).hexdigest()
-    return f"lima-{digest[:16]}"
 
 
 def default_cpu_type(arch: str, accel: str, version: tuple[int, int, int]) -> str:
