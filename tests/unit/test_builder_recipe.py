@@ -28,7 +28,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 ONE_LINE = """\
 # a comment
-deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://mirror.example/debian bookworm main contrib
+deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main contrib
 deb-src http://mirror.example/debian bookworm main
 deb http://mirror.example/debian-security bookworm-security main # trailing
 deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main

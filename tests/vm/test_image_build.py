@@ -94,7 +94,7 @@ def _qemu_base(disk: Path, seed: Path) -> list[str]:
 
 USER_DATA = """#cloud-config
 runcmd:
-  - [sh, -c, 'echo "PYLIMA-ROOT-MIB=$(df -BM --output=size / | tail -n 1 | tr -dc 0-9)" > /dev/ttyS0']
+  - [sh, -c, 'echo "PYLIMA-ROOT-MIB=$(df -BM --output=size / | tail -n1 | tr -dc 0-9)" >/dev/ttyS0']
 """
 
 
