@@ -1085,9 +1085,11 @@ def _build_into(work: Path, recipe: Recipe, digest: str, mirror: MirrorChoice,
         process.run(mkfs_argv, env=env)
         shutil.rmtree(rootfs)
     else:
+        # Device nodes cannot be made in a user namespace; the guest mounts devtmpfs
+        # on /dev anyway.
         script = (f"set -e; mkdir {shlex.quote(str(rootfs))}; "
-                  f"tar -C {shlex.quote(str(rootfs))} --numeric-owner -xpf "
-                  f"{shlex.quote(str(target))}; {shlex.join(mkfs_argv)}; "
+                  f"tar -C {shlex.quote(str(rootfs))} --numeric-owner --exclude='./dev/*' "
+                  f"-xpf {shlex.quote(str(target))}; {shlex.join(mkfs_argv)}; "
                   f"rm -rf {shlex.quote(str(rootfs))}")
         _in_userns(["sh", "-c", script], env=env)
         target.unlink()
