@@ -248,3 +248,18 @@ def test_can_build_reports_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "apt-get install" in why
     for pkg in ("mmdebstrap", "qemu-utils", "e2fsprogs", "dosfstools", "mtools", "fdisk"):
         assert pkg in why.split()
+
+
+def test_mounts_under_work_dir_deepest_first() -> None:
+    info = (
+        "22 1 0:21 / / rw - ext4 /dev/vda rw\n"
+        "90 22 0:5 / /c/.build-x/rootfs/proc rw - proc proc rw\n"
+        "91 22 0:6 / /c/.build-x/rootfs/dev rw - tmpfs tmpfs rw\n"
+        "92 91 0:7 / /c/.build-x/rootfs/dev/pts rw - devpts devpts rw\n"
+        "93 22 0:8 / /c/.build-xy/rootfs/proc rw - proc proc rw\n"
+        "94 22 0:9 / /c/.build-x/with\\040space rw - tmpfs tmpfs rw\n"
+    )
+    assert b._mounts_under(Path("/c/.build-x"), info) == [
+        "/c/.build-x/rootfs/dev/pts", "/c/.build-x/rootfs/proc", "/c/.build-x/rootfs/dev",
+        "/c/.build-x/with space",
+    ]

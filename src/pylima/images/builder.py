@@ -1025,9 +1025,32 @@ def _remove_stale_work_dirs(root: Path, digest: str) -> None:
         _remove_work_dir(stale)
 
 
+def _mounts_under(path: Path, mountinfo: str) -> list[str]:
+    """Mount points at or below `path` in /proc/self/mountinfo text, deepest first."""
+    prefix = str(path).rstrip("/") + "/"
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            # Octal escapes (\040 for a space) as the kernel writes them.
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point.startswith(prefix) or point == prefix.rstrip("/"):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
 def _remove_work_dir(work: Path) -> None:
     if not work.exists():
         return
+    if os.geteuid() == 0:
+        # A root-mode mmdebstrap killed mid-way leaves /proc, /sys, /dev mounts in the
+        # tree: unmount them so that removing the tree cannot reach into the host's.
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            mountinfo = ""
+        for point in _mounts_under(work, mountinfo):
+            process.run(["umount", "--lazy", point], check=False)
     if os.geteuid() != 0 and (work / "rootfs").exists():
         # Extracted in a user namespace: files owned by subordinate ids.
         _in_userns(["rm", "-rf", str(work / "rootfs")], check=False)
