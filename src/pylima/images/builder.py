@@ -469,6 +469,12 @@ def render_cloud_cfg(tuning: Tuning) -> str:
         "datasource_list: [NoCloud, None]\n"
         "ssh_genkeytypes: [" + ", ".join(tuning.ssh_host_key_types) + "]\n"
         "ssh_deletekeys: true\n"
+        # A 127.0.1.1 line for the hostname cloud-init sets, so that sudo and friends
+        # resolve it without asking DNS.
+        "manage_etc_hosts: localhost\n"
+        # Keep the mirror the image was built from, even if apt-configure runs.
+        "apt:\n"
+        "  preserve_sources_list: true\n"
         f"output: {{all: '{tuning.cloud_init_output}'}}\n"
         "system_info:\n"
         "  network:\n"
