@@ -263,3 +263,14 @@ def test_mounts_under_work_dir_deepest_first() -> None:
         "/c/.build-x/rootfs/dev/pts", "/c/.build-x/rootfs/proc", "/c/.build-x/rootfs/dev",
         "/c/.build-x/with space",
     ]
+
+
+def test_build_without_tools_names_packages(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    monkeypatch.setattr(b, "find_tool", lambda name: None)
+    with pytest.raises(LimaError) as err:
+        b.build_debian_image(cache_root=tmp_path)
+    assert "missing mmdebstrap" in err.value.message
+    assert err.value.hint is not None
+    assert err.value.hint.startswith("apt-get install mmdebstrap qemu-utils e2fsprogs")
+    assert not (tmp_path / "images").exists()

@@ -999,11 +999,14 @@ def build_debian_image(arch: str = "x86_64", suite: str = DEFAULT_SUITE,
         found = load_built_image(final)
         if found is not None:
             return found
+    missing = missing_requirements(arch)
+    if missing:
+        raise LimaError("cannot build the Debian image: missing "
+                        + ", ".join(w for w, _ in missing),
+                        hint=install_hint(p for _, p in missing))
     ok, reason = can_build(arch)
     if not ok:
-        raise LimaError(f"cannot build the Debian image: {reason}",
-                        hint=install_hint(["mmdebstrap qemu-utils e2fsprogs dosfstools mtools "
-                                           f"fdisk {arch_spec(arch).grub_host_package}"]))
+        raise LimaError(f"cannot build the Debian image: {reason}")
     choice = choose_mirror(read_host_sources(), suite, mirror, os.environ)
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f"{digest}.lock"):
