@@ -102,8 +102,13 @@ def _run_streaming(argv: list[str], *, input: bytes | str | None, check: bool,
             on_line(line)
         proc.wait()
     except BaseException:
-        proc.kill()
-        proc.wait()
+        # SIGTERM first: tools such as mmdebstrap clean up (unmount) on it.
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         raise
     finally:
         if timer is not None:
