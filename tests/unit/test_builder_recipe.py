@@ -274,3 +274,29 @@ def test_build_without_tools_names_packages(monkeypatch: pytest.MonkeyPatch,
     assert err.value.hint is not None
     assert err.value.hint.startswith("apt-get install mmdebstrap qemu-utils e2fsprogs")
     assert not (tmp_path / "images").exists()
+
+
+def _fake_result(directory: Path) -> None:
+    directory.mkdir(parents=True)
+    digests = {}
+    for name in (b.DISK_FILE, b.KERNEL_FILE, b.INITRD_FILE):
+        (directory / name).write_bytes(name.encode())
+        digests[name] = b._sha256_file(directory / name)
+    (directory / b.CMDLINE_FILE).write_text("root=PARTUUID=x rw\n")
+    (directory / b.RECIPE_FILE).write_text(
+        '{"recipe": {"arch": "x86_64", "suite": "bookworm"}, "build": {}}')
+    (directory / b.SUMS_FILE).write_text(b.render_sha256sums(digests))
+
+
+def test_complete_cached_result_is_reused_without_tools(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setattr(b, "find_tool", lambda name: None)
+    final = tmp_path / "images" / b.make_recipe().digest()
+    _fake_result(final)
+    img = b.build_debian_image(cache_root=tmp_path)
+    assert img.directory == final
+    assert img.cmdline == "root=PARTUUID=x rw"
+    assert b.find_cached_image(cache_root=tmp_path) == img
+    assert b.images_entry(img)["digest"] == "sha256:" + img.digests[b.DISK_FILE]
+    # Another recipe (suite) is not served from this result.
+    assert b.find_cached_image(suite="trixie", cache_root=tmp_path) is None
