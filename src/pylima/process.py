@@ -7,7 +7,8 @@ import logging
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 
 from pylima.errors import CommandError, LimaError
 
@@ -17,14 +18,22 @@ log = logging.getLogger(__name__)
 def run(argv: Sequence[str], *, input: bytes | str | None = None, check: bool = True,
         capture: bool = True, env: Mapping[str, str] | None = None,
         cwd: str | None = None, timeout: float | None = None,
-        hint: str | None = None) -> subprocess.CompletedProcess[str]:
+        hint: str | None = None,
+        on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `argv` and return its result with text stdout/stderr.
 
     stdin is /dev/null unless `input` is given. With `check`, a non-zero exit raises
     CommandError carrying argv, the exit code and the tail of stderr.
+
+    With `on_line`, stdout and stderr are merged and handed over line by line while
+    the command runs (for progress of long commands); the result's `stdout` is empty
+    and its `stderr` holds the last lines, so errors still carry a useful tail.
     """
     argv = [str(a) for a in argv]
     log.debug("running %s", shlex.join(argv))
+    if on_line is not None:
+        return _run_streaming(argv, input=input, check=check, env=env, cwd=cwd,
+                              timeout=timeout, hint=hint, on_line=on_line)
     if isinstance(input, bytes):
         input = input.decode()
     try:
@@ -47,6 +56,69 @@ def run(argv: Sequence[str], *, input: bytes | str | None = None, check: bool = 
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, proc.stderr or "", hint=hint)
     return proc
+
+
+def _run_streaming(argv: list[str], *, input: bytes | str | None, check: bool,
+                   env: Mapping[str, str] | None, cwd: str | None,
+                   timeout: float | None, hint: str | None,
+                   on_line: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    import threading
+
+    if isinstance(input, bytes):
+        input = input.decode()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
+    except FileNotFoundError as e:
+        raise LimaError(f"command {argv[0]!r} not found", hint=hint) from e
+    if input is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(input)
+        proc.stdin.close()
+    # A timer enforces the timeout while the reader blocks on the pipe.
+    timed_out = threading.Event()
+
+    def _kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, _kill) if timeout is not None else None
+    if timer is not None:
+        timer.start()
+    tail: deque[str] = deque(maxlen=50)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            tail.append(line)
+            on_line(line)
+        proc.wait()
+    except BaseException:
+        # SIGTERM first: tools such as mmdebstrap clean up (unmount) on it.
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if timed_out.is_set():
+        raise LimaError(f"command {argv[0]!r} timed out after {timeout} s", hint=hint)
+    out = "\n".join(tail)
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, out, hint=hint)
+    return subprocess.CompletedProcess(argv, proc.returncode, "", out)
 
 
 def which(name: str) -> str | None:

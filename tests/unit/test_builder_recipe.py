@@ -1,0 +1,302 @@
+"""Pure parts of the Debian image builder: mirror choice, recipe hash, layout, entry."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pylima.errors import LimaError
+from pylima.images import builder as b
+
+DEB822 = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+# http://snapshot.debian.org/archive/debian-security/20250520T000000Z
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+ONE_LINE = """\
+# a comment
+deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main contrib
+deb-src http://mirror.example/debian bookworm main
+deb http://mirror.example/debian-security bookworm-security main # trailing
+deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main
+"""
+
+
+def test_parse_deb822_skips_comments_and_reads_fields() -> None:
+    srcs = b.parse_deb822_sources(DEB822, "debian.sources")
+    assert [s.uris for s in srcs] == [("http://deb.debian.org/debian",),
+                                      ("http://deb.debian.org/debian-security",)]
+    assert srcs[0].suites == ("bookworm", "bookworm-updates")
+    assert srcs[0].components == ("main",)
+    assert all(s.enabled and s.types == ("deb",) for s in srcs)
+
+
+def test_parse_deb822_enabled_no_and_continuation_lines() -> None:
+    text = "Types: deb\nURIs: http://a/debian\n  http://b/debian\nSuites: bookworm\n" \
+           "Enabled: no\n"
+    (src,) = b.parse_deb822_sources(text)
+    assert src.uris == ("http://a/debian", "http://b/debian")
+    assert not src.enabled
+    assert b.choose_mirror([src], "bookworm").origin == "default"
+
+
+def test_parse_one_line_with_options_and_comments() -> None:
+    srcs = b.parse_one_line_sources(ONE_LINE, "sources.list")
+    assert [(s.types[0], s.uris[0], s.suites[0]) for s in srcs] == [
+        ("deb", "http://mirror.example/debian", "bookworm"),
+        ("deb-src", "http://mirror.example/debian", "bookworm"),
+        ("deb", "http://mirror.example/debian-security", "bookworm-security"),
+        ("deb", "https://packages.cloud.google.com/apt", "cloud-sdk-bookworm"),
+    ]
+    assert srcs[0].components == ("main", "contrib")
+
+
+def test_choose_mirror_from_deb822_host_sources() -> None:
+    choice = b.choose_mirror(b.parse_deb822_sources(DEB822, "x.sources"), "bookworm", env={})
+    assert choice.mirror == "http://deb.debian.org/debian"
+    assert choice.security == "http://deb.debian.org/debian-security"
+    assert "x.sources" in choice.origin
+    assert choice.source_lines("bookworm") == [
+        "deb http://deb.debian.org/debian bookworm main",
+        "deb http://deb.debian.org/debian bookworm-updates main",
+        "deb http://deb.debian.org/debian-security bookworm-security main",
+    ]
+
+
+def test_choose_mirror_one_line_ignores_deb_src_and_third_party() -> None:
+    choice = b.choose_mirror(b.parse_one_line_sources(ONE_LINE), "bookworm", env={})
+    assert choice.mirror == "http://mirror.example/debian"
+    assert choice.security == "http://mirror.example/debian-security"
+
+
+def test_choose_mirror_other_release_host_still_uses_its_debian_archive() -> None:
+    srcs = b.parse_one_line_sources("deb http://ftp.example.org/debian/ trixie main\n")
+    choice = b.choose_mirror(srcs, "bookworm", env={})
+    assert choice.mirror == "http://ftp.example.org/debian"
+    assert choice.security is None
+
+
+def test_choose_mirror_override_and_env_win() -> None:
+    srcs = b.parse_deb822_sources(DEB822)
+    c = b.choose_mirror(srcs, "bookworm", "http://local/debian/", env={b.MIRROR_ENV: "x"})
+    assert (c.mirror, c.security, c.origin) == ("http://local/debian", None, "argument")
+    c = b.choose_mirror(srcs, "bookworm", None, env={b.MIRROR_ENV: "http://env/debian",
+                                                     b.SECURITY_MIRROR_ENV: "http://s/ds"})
+    assert (c.mirror, c.security) == ("http://env/debian", "http://s/ds")
+    assert c.source_lines("sid") == ["deb http://env/debian sid main"]
+
+
+def test_choose_mirror_default_without_sources() -> None:
+    c = b.choose_mirror([], "bookworm", env={})
+    assert c.mirror == b.DEFAULT_MIRROR and c.origin == "default"
+
+
+def test_read_host_sources_only_list_and_sources_files(tmp_path: Path) -> None:
+    apt = tmp_path / "etc" / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list.d" / "debian.sources").write_text(DEB822)
+    (apt / "sources.list.d" / "old.list.disabled").write_text(
+        "deb http://nope/debian bookworm main\n")
+    (apt / "sources.list.d" / "extra.list").write_text(
+        "deb http://extra/debian bookworm main\n")
+    srcs = b.read_host_sources(tmp_path)
+    uris = [s.uris[0] for s in srcs]
+    assert "http://nope/debian" not in uris
+    assert uris == ["http://extra/debian", "http://deb.debian.org/debian",
+                    "http://deb.debian.org/debian-security"]
+
+
+def test_recipe_hash_is_stable() -> None:
+    assert b.make_recipe().digest() == b.make_recipe().digest()
+    assert len(b.make_recipe().digest()) == 64
+
+
+@pytest.mark.parametrize("change", [
+    lambda: b.make_recipe(suite="trixie"),
+    lambda: b.make_recipe(arch="aarch64"),
+    lambda: b.make_recipe(extra_packages=["curl"]),
+    lambda: b.make_recipe(tuning=dataclasses.replace(b.Tuning(), esp_mib=200)),
+    lambda: b.make_recipe(tuning=dataclasses.replace(b.Tuning(), cmdline_extra=())),
+])
+def test_recipe_hash_changes_with_the_recipe(change) -> None:  # type: ignore[no-untyped-def]
+    assert change().digest() != b.make_recipe().digest()
+
+
+def test_recipe_hash_covers_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = b.make_recipe().digest()
+    monkeypatch.setattr(b, "RECIPE_VERSION", b.RECIPE_VERSION + 1)
+    assert b.make_recipe().digest() != before
+
+
+def test_recipe_contents() -> None:
+    r = b.make_recipe()
+    assert "linux-image-amd64" in r.packages
+    assert "linux-image-cloud-amd64" not in r.packages
+    for pkg in ("cloud-init", "openssh-server", "openssh-sftp-server", "sshfs", "python3",
+                "sudo", "cloud-guest-utils", "e2fsprogs", "initramfs-tools", "systemd-sysv"):
+        assert pkg in r.packages
+    assert "ifupdown" not in r.packages
+    conf = r.pre_files["etc/initramfs-tools/conf.d/pylima.conf"].content
+    assert "MODULES=list" in conf
+    hook = r.pre_files["etc/initramfs-tools/hooks/pylima"]
+    assert hook.mode == 0o755
+    for mod in ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "9p",
+                "9pnet_virtio", "virtiofs", "ext4"):
+        assert mod in hook.content.split()
+    cfg = r.post_files["etc/cloud/cloud.cfg.d/90_pylima.cfg"].content
+    assert "datasource_list: [NoCloud, None]" in cfg
+    assert "ssh_genkeytypes: [ed25519]" in cfg
+    assert "renderers: [networkd]" in cfg
+    assert "  - growpart\n" in cfg and "  - resizefs\n" in cfg
+    masked = {p for p, f in r.post_files.items() if f.symlink and f.content == "/dev/null"}
+    assert "etc/systemd/system/systemd-networkd-wait-online.service" in masked
+    assert "etc/systemd/system/fstrim.timer" in masked
+    assert "blacklist kvm_amd" in r.pre_files["etc/modprobe.d/pylima-blacklist.conf"].content
+    assert "apt-mark hold linux-image-amd64" in r.customize_script
+    assert "ssh_host_" in r.customize_script
+
+
+def test_unknown_arch() -> None:
+    with pytest.raises(LimaError, match="unsupported arch `mips`"):
+        b.make_recipe(arch="mips")
+
+
+def test_disk_ids_derive_from_hash() -> None:
+    a, a2, c = b.disk_ids("a" * 64), b.disk_ids("a" * 64), b.disk_ids("c" * 64)
+    assert a == a2 and a != c
+    assert len({a.disk_guid, a.esp_partuuid, a.root_partuuid, a.root_fs_uuid}) == 4
+    assert len(a.esp_volume_id) == 8
+
+
+def test_layout_is_aligned_and_root_last() -> None:
+    lay = b.plan_layout(1000 * b.MIB + 1, 100)
+    assert lay.esp_start == 2048
+    assert lay.esp_sectors == 100 * 2048
+    assert lay.root_start == lay.esp_start + lay.esp_sectors
+    assert lay.root_sectors == 1001 * 2048
+    assert lay.total_bytes == (lay.root_start + lay.root_sectors) * 512 + b.MIB
+    ids = b.disk_ids("f" * 64)
+    script = b.render_sfdisk_script(lay, ids)
+    assert script.startswith("label: gpt\n")
+    assert f"uuid={ids.root_partuuid}" in script.splitlines()[-1]
+    assert b.ESP_TYPE_GUID in script
+
+
+def test_root_fs_size_has_headroom_and_is_rounded() -> None:
+    t = b.Tuning()
+    size = b.root_fs_bytes(700 * b.MIB, t)
+    assert size >= 700 * b.MIB * t.root_size_ratio + t.root_headroom_mib * b.MIB
+    assert size % (64 * b.MIB) == 0
+
+
+def test_cmdline_grub_and_fstab_name_the_same_root() -> None:
+    ids = b.disk_ids("1" * 64)
+    cmd = b.kernel_cmdline(b.arch_spec("x86_64"), ids, b.Tuning())
+    assert cmd.startswith(f"root=PARTUUID={ids.root_partuuid} rw console=ttyS0")
+    assert "quiet" in cmd and "systemd.show_status=false" in cmd
+    grub = b.render_grub_cfg(ids, cmd)
+    assert f"search --no-floppy --fs-uuid --set=root {ids.root_fs_uuid}" in grub
+    assert f"linux /vmlinuz {cmd}" in grub
+    assert f"PARTUUID={ids.root_partuuid}\t/\text4" in b.render_fstab(ids)
+
+
+def test_images_entry_shape(tmp_path: Path) -> None:
+    img = b.BuiltImage(
+        directory=tmp_path, arch="x86_64", suite="bookworm", recipe_hash="0" * 64,
+        disk=tmp_path / b.DISK_FILE, kernel=tmp_path / b.KERNEL_FILE,
+        initrd=tmp_path / b.INITRD_FILE, cmdline="root=PARTUUID=x rw",
+        digests={b.DISK_FILE: "1" * 64, b.KERNEL_FILE: "2" * 64, b.INITRD_FILE: "3" * 64},
+    )
+    assert b.images_entry(img) == {
+        "location": (tmp_path / "disk.qcow2").as_uri(),
+        "arch": "x86_64",
+        "digest": "sha256:" + "1" * 64,
+        "kernel": {"location": (tmp_path / "vmlinuz").as_uri(),
+                   "digest": "sha256:" + "2" * 64, "cmdline": "root=PARTUUID=x rw"},
+        "initrd": {"location": (tmp_path / "initrd.img").as_uri(),
+                   "digest": "sha256:" + "3" * 64},
+    }
+
+
+def test_sha256sums_roundtrip_and_incomplete_results(tmp_path: Path) -> None:
+    sums = {"disk.qcow2": "a" * 64, "vmlinuz": "b" * 64}
+    assert b.parse_sha256sums(b.render_sha256sums(sums)) == sums
+    assert b.load_built_image(tmp_path) is None
+    (tmp_path / b.SUMS_FILE).write_text(b.render_sha256sums(sums))
+    (tmp_path / b.RECIPE_FILE).write_text("{}")
+    (tmp_path / b.CMDLINE_FILE).write_text("x\n")
+    assert b.load_built_image(tmp_path) is None  # initrd missing
+
+
+def test_can_build_reports_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(b, "find_tool", lambda name: None)
+    ok, why = b.can_build()
+    assert not ok
+    assert "apt-get install" in why
+    for pkg in ("mmdebstrap", "qemu-utils", "e2fsprogs", "dosfstools", "mtools", "fdisk"):
+        assert pkg in why.split()
+
+
+def test_mounts_under_work_dir_deepest_first() -> None:
+    info = (
+        "22 1 0:21 / / rw - ext4 /dev/vda rw\n"
+        "90 22 0:5 / /c/.build-x/rootfs/proc rw - proc proc rw\n"
+        "91 22 0:6 / /c/.build-x/rootfs/dev rw - tmpfs tmpfs rw\n"
+        "92 91 0:7 / /c/.build-x/rootfs/dev/pts rw - devpts devpts rw\n"
+        "93 22 0:8 / /c/.build-xy/rootfs/proc rw - proc proc rw\n"
+        "94 22 0:9 / /c/.build-x/with\\040space rw - tmpfs tmpfs rw\n"
+    )
+    assert b._mounts_under(Path("/c/.build-x"), info) == [
+        "/c/.build-x/rootfs/dev/pts", "/c/.build-x/rootfs/proc", "/c/.build-x/rootfs/dev",
+        "/c/.build-x/with space",
+    ]
+
+
+def test_build_without_tools_names_packages(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    monkeypatch.setattr(b, "find_tool", lambda name: None)
+    with pytest.raises(LimaError) as err:
+        b.build_debian_image(cache_root=tmp_path)
+    assert "missing mmdebstrap" in err.value.message
+    assert err.value.hint is not None
+    assert err.value.hint.startswith("apt-get install mmdebstrap qemu-utils e2fsprogs")
+    assert not (tmp_path / "images").exists()
+
+
+def _fake_result(directory: Path) -> None:
+    directory.mkdir(parents=True)
+    digests = {}
+    for name in (b.DISK_FILE, b.KERNEL_FILE, b.INITRD_FILE):
+        (directory / name).write_bytes(name.encode())
+        digests[name] = b._sha256_file(directory / name)
+    (directory / b.CMDLINE_FILE).write_text("root=PARTUUID=x rw\n")
+    (directory / b.RECIPE_FILE).write_text(
+        '{"recipe": {"arch": "x86_64", "suite": "bookworm"}, "build": {}}')
+    (directory / b.SUMS_FILE).write_text(b.render_sha256sums(digests))
+
+
+def test_complete_cached_result_is_reused_without_tools(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setattr(b, "find_tool", lambda name: None)
+    final = tmp_path / "images" / b.make_recipe().digest()
+    _fake_result(final)
+    img = b.build_debian_image(cache_root=tmp_path)
+    assert img.directory == final
+    assert img.cmdline == "root=PARTUUID=x rw"
+    assert b.find_cached_image(cache_root=tmp_path) == img
+    assert b.images_entry(img)["digest"] == "sha256:" + img.digests[b.DISK_FILE]
+    # Another recipe (suite) is not served from this result.
+    assert b.find_cached_image(suite="trixie", cache_root=tmp_path) is None
