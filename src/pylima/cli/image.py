@@ -37,7 +37,7 @@ def build(name: str, arch: str | None, mirror: str | None, force: bool) -> None:
     """
     from pylima.errors import LimaError
     from pylima.hostinfo import host_arch
-    from pylima.images import builder
+    import pylima.images.builder as builder
 
     if name not in SUITES:
         raise LimaError(f"unknown image `{name}`", hint=f"one of: {', '.join(SUITES)}")
