@@ -175,7 +175,7 @@ class HostAgent:
                    timeout: float = 30.0) -> tuple[int, bytes, bytes]:
         from pylima.sshutil import ssh_argv
 
-        argv = ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10", *remote)
+        argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"), "--", *remote]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE if input is not None
             else asyncio.subprocess.DEVNULL,
