@@ -4,8 +4,10 @@ the command logged at debug level, failures raised as CommandError."""
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +29,9 @@ def run(argv: Sequence[str], *, input: bytes | str | None = None, check: bool = 
 
     With `on_line`, stdout and stderr are merged and handed over line by line while
     the command runs (for progress of long commands); the result's `stdout` is empty
-    and its `stderr` holds the last lines, so errors still carry a useful tail.
+    and its `stderr` holds the last lines, so errors still carry a useful tail. The
+    command then runs in its own process group: if the caller is interrupted, it gets
+    SIGTERM (up to 10 s to clean up), then its whole group is killed.
     """
     argv = [str(a) for a in argv]
     log.debug("running %s", shlex.join(argv))
@@ -76,6 +80,8 @@ def _run_streaming(argv: list[str], *, input: bytes | str | None, check: bool,
             errors="replace",
             env=dict(env) if env is not None else None,
             cwd=cwd,
+            # Its own process group, so that an interruption can reap every child.
+            start_new_session=True,
         )
     except FileNotFoundError as e:
         raise LimaError(f"command {argv[0]!r} not found", hint=hint) from e
@@ -102,13 +108,19 @@ def _run_streaming(argv: list[str], *, input: bytes | str | None, check: bool,
             on_line(line)
         proc.wait()
     except BaseException:
-        # SIGTERM first: tools such as mmdebstrap clean up (unmount) on it.
+        # SIGTERM to the command first: tools such as mmdebstrap clean up (unmount)
+        # on it. Then nothing of its process group may outlive it (a child still
+        # writing files would race the caller's cleanup).
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         raise
     finally:
         if timer is not None:

@@ -1064,6 +1064,9 @@ def _remove_work_dir(work: Path) -> None:
         # Extracted in a user namespace: files owned by subordinate ids.
         _in_userns(["rm", "-rf", str(work / "rootfs")], check=False)
     shutil.rmtree(work, ignore_errors=True)
+    if work.exists():  # a file appeared while removing: once more
+        time.sleep(1)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _in_userns(argv: Sequence[str], *, check: bool = True,
