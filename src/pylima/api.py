@@ -26,7 +26,13 @@ from pylima.errors import ConfigError, InstanceError, InstanceNotFound, LimaErro
 from pylima.hostinfo import host_facts
 from pylima.names import validate_instance_name
 from pylima.store import dirs
-from pylima.store.instance import STATUS_STOPPED, Instance, inspect, instance_names
+from pylima.store.instance import (
+    STATUS_STOPPED,
+    Instance,
+    inspect,
+    instance_names,
+    pid_alive,
+)
 from pylima.store.lock import instance_lock
 
 log = logging.getLogger(__name__)
@@ -152,24 +158,12 @@ def list_instances() -> list[Instance]:
 
 
 def _kill_pids(inst: Instance) -> None:
-    for pid in (inst.host_agent_pid, inst.driver_pid):
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    pids = [p for p in (inst.host_agent_pid, inst.driver_pid) if p]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        alive = False
-        for pid in (inst.host_agent_pid, inst.driver_pid):
-            if pid:
-                try:
-                    os.kill(pid, 0)
-                    alive = True
-                except ProcessLookupError:
-                    pass
-        if not alive:
-            return
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -417,7 +411,7 @@ def watch_events(inst: Instance, timeout: float, on_event: Any = None,
             st = ev["status"]
             if st.get("running") or st.get("exiting"):
                 return ev
-        if agent_pid is not None and not _alive(agent_pid) and not chunk:
+        if agent_pid is not None and not pid_alive(agent_pid) and not chunk:
             raise InstanceError("host agent process has exited",
                                 hint=f"see `{inst.dir / dirs.HA_STDERR_LOG}`")
         if time.monotonic() > deadline:
@@ -426,21 +420,6 @@ def watch_events(inst: Instance, timeout: float, on_event: Any = None,
                 hint=f"the instance is left running: see `{inst.dir / dirs.SERIAL_LOG}` and "
                 f"`{inst.dir / dirs.HA_STDERR_LOG}`, and `limactl stop {inst.name}`")
         time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child (we spawned it) counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def stop_instance(inst: Instance, force: bool = False, timeout: float = 180.0) -> None:
@@ -457,7 +436,7 @@ def stop_instance(inst: Instance, force: bool = False, timeout: float = 180.0) -
         return
     os.kill(inst.host_agent_pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(inst.host_agent_pid):
+    while pid_alive(inst.host_agent_pid):
         if time.monotonic() > deadline:
             log.warning("The host agent did not exit in %d s; killing it", int(timeout))
             _kill_pids(inst)

@@ -35,9 +35,9 @@ def build(name: str, arch: str | None, mirror: str | None, force: bool) -> None:
     \b
       limactl create --set ".images = [$(limactl image build)]"
     """
+    import pylima.images.builder as builder
     from pylima.errors import LimaError
     from pylima.hostinfo import host_arch
-    import pylima.images.builder as builder
 
     if name not in SUITES:
         raise LimaError(f"unknown image `{name}`", hint=f"one of: {', '.join(SUITES)}")

@@ -28,26 +28,29 @@ def instance_names() -> list[str]:
                   if e.is_dir() and not e.name.startswith((".", "_")))
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, e.g. our own exited child, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def read_pid_file(path: str | Path) -> int:
     """The pid in `path` if that process is alive, else 0 (stale files never count)."""
     try:
         with open(path) as f:
-            text = f.read().strip()
-    except FileNotFoundError:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
         return 0
-    except OSError:
-        return 0
-    try:
-        pid = int(text)
-    except ValueError:
-        return 0
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return 0
-    except PermissionError:
-        return pid
-    return pid
+    return pid if pid_alive(pid) else 0
 
 
 def ssh_port_from_config(path: str | Path) -> int:

@@ -35,6 +35,7 @@ from pylima.drivers.qemu.probe import probe_qemu_host
 from pylima.drivers.qemu.qmp import QMPClient, QMPError
 from pylima.errors import ConfigError, LimaError
 from pylima.store import dirs
+from pylima.store.instance import pid_alive, read_pid_file
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +196,10 @@ class QemuDriver:
     async def _wait(self, inst_dir: Path, timeout: float) -> bool:
         if self.process is None:
             # QEMU started by another process (limactl stop): follow qemu.pid.
-            pid = _read_pid(inst_dir)
+            pid = read_pid_file(inst_dir / dirs.QEMU_PID)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
-            while pid is not None and _alive(pid):
+            while pid and pid_alive(pid):
                 if loop.time() >= deadline:
                     return False
                 await asyncio.sleep(0.2)
@@ -214,23 +215,6 @@ class QemuDriver:
             if self.process.returncode is None:
                 self.process.kill()
                 await self.process.wait()
-        elif inst_dir is not None and (pid := _read_pid(inst_dir)) is not None:
+        elif inst_dir is not None and (pid := read_pid_file(inst_dir / dirs.QEMU_PID)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _read_pid(inst_dir: Path) -> int | None:
-    try:
-        return int((inst_dir / dirs.QEMU_PID).read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
