@@ -13,7 +13,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pylima import process
 from pylima.store import dirs
 
 HOST_KEY = "ssh_host_ed25519_key"  # in the instance dir, 0600
@@ -25,6 +24,8 @@ def ensure_host_key(inst_dir: Path) -> tuple[str, str]:
     key = inst_dir / HOST_KEY
     pub = inst_dir / (HOST_KEY + ".pub")
     if not (key.exists() and pub.exists()):
+        from pylima import process
+
         for p in (key, pub):
             p.unlink(missing_ok=True)
         process.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
@@ -35,6 +36,7 @@ def ensure_host_key(inst_dir: Path) -> tuple[str, str]:
 
 
 def free_port() -> int:
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself costs start-up time on this path
+
+if TYPE_CHECKING:
+    from typing import Any
 
 USAGE = """Usage: lima [COMMAND...]
 
@@ -15,21 +19,19 @@ working directory follows the host's when it is inside a mount.
 
 
 def main(argv: list[str] | None = None) -> Any:
-    from pylima import log as pylog
     from pylima.errors import LimaError
 
     argv = sys.argv[1:] if argv is None else argv
-    pylog.setup()
     name = os.environ.get("LIMA_INSTANCE") or "default"
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(USAGE)
         return sys.exit(0)
     try:
-        from pylima.cli.shell import run_shell
+        from pylima.cli.shellrun import run_shell
 
         return sys.exit(run_shell(name, argv))
     except LimaError as e:
-        import logging
+        from pylima.cli.listing import _log
 
-        logging.getLogger("pylima").critical(e.message + (f" (Hint: {e.hint})" if e.hint else ""))
+        _log().critical(e.message + (f" (Hint: {e.hint})" if e.hint else ""))
         return sys.exit(e.exit_code)

@@ -24,6 +24,9 @@ log = logging.getLogger("pylima.hostagent")
 
 BOOT_DONE = "/run/lima-boot-done"
 BOOT_ERRORS = "/run/lima-boot-errors"
+# Written by the guest once /etc/environment is final: its boot scripts end the user's
+# sessions when they change it, which would take a master connection down with them.
+SSH_READY = "/run/lima-ssh-ready"
 POWERDOWN_TIMEOUT = 90.0
 PROBE_TIMEOUT = 600.0
 
@@ -197,13 +200,10 @@ class HostAgent:
             log.debug("ssh not ready: %s", err.decode(errors="replace").strip())
             await asyncio.sleep(1)
         log.info("SSH is ready")
-        await self._start_ssh_master()
         events.emit(sshLocalPort=self.ssh_port, phase="boot scripts")
-        while True:
-            rc, out, _ = await self._ssh(f"cat {BOOT_DONE} 2>/dev/null || true")
-            if rc == 0 and out.decode().strip() == self.instance_id:
-                break
-            await asyncio.sleep(1)
+        await self._wait_for_marker(SSH_READY)
+        await self._start_ssh_master()
+        await self._wait_for_marker(BOOT_DONE)
         log.info("The guest's boot scripts have finished")
         errors: list[str] = []
         rc, out, _ = await self._ssh(f"cat {BOOT_ERRORS} 2>/dev/null || true")
@@ -215,6 +215,15 @@ class HostAgent:
                 log.error("%s", e)
         events.emit(running=True, degraded=bool(errors), errors=errors,
                     sshLocalPort=self.ssh_port)
+
+    async def _wait_for_marker(self, path: str) -> None:
+        """Wait until the guest file `path` holds this boot's instance-id (a marker left
+        by an earlier boot never counts)."""
+        while True:
+            rc, out, _ = await self._ssh(f"cat {path} 2>/dev/null || true")
+            if rc == 0 and out.decode().strip() == self.instance_id:
+                return
+            await asyncio.sleep(1)
 
     async def _run_probes(self) -> list[str]:
         errors = []

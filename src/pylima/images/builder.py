@@ -346,6 +346,9 @@ class Tuning:
         "final_message", "power_state_change",
     )
     ssh_host_key_types: tuple[str, ...] = ("ed25519",)
+    # Files packages install that cost time on every command: cloud-init's locale
+    # warning runs `locale` in each login shell, ~100 ms per `lima CMD` under emulation.
+    remove_files: tuple[str, ...] = ("/etc/profile.d/Z99-cloud-locale-test.sh",)
     # dpkg leaves these out of the guest (and of later installs there).
     dpkg_path_exclude: tuple[str, ...] = (
         "/usr/share/man/*", "/usr/share/info/*", "/usr/share/doc/*",
@@ -538,6 +541,7 @@ def render_customize_script(spec: ArchSpec, tuning: Tuning) -> str:
     vmlinuz and the initrd."""
     q = shlex.quote
     enable = " ".join(q(u) for u in tuning.enable_units)
+    remove = " ".join(q(f) for f in tuning.remove_files)
     magic = {"zstd": "28b52ffd", "gzip": "1f8b"}.get(tuning.initrd_compress, "")
     return f"""#!/bin/sh
 # pylima image builder: customize the bootstrapped root file system.
@@ -552,6 +556,7 @@ if chroot "$ROOT" dpkg-query -W -f='${{Status}}' ifupdown 2>/dev/null | grep -q 
   chroot "$ROOT" apt-get -y -q purge ifupdown
 fi
 chroot "$ROOT" systemctl enable {enable}
+for f in {remove}; do rm -f "$ROOT$f"; done
 # No keys and no identity in the image: cloud-init provides them at first boot.
 rm -f "$ROOT"/etc/ssh/ssh_host_*
 : > "$ROOT/etc/machine-id"
