@@ -123,24 +123,22 @@ def install_base_image(src: str | os.PathLike[str], instance_dir: str | os.PathL
     return dst, link_or_copy(src, dst)
 
 
-def boot_disk_path(instance_dir: str | os.PathLike[str]) -> Path | None:
-    """The disk to boot: `disk`, else the legacy `diffdisk`; None before the first start."""
-    inst = Path(instance_dir)
-    for name in (dirs.DISK, dirs.DIFFDISK_LEGACY):
-        p = inst / name
+def _first_existing(instance_dir: str | os.PathLike[str], *names: str) -> Path | None:
+    for name in names:
+        p = Path(instance_dir) / name
         if p.exists():
             return p
     return None
+
+
+def boot_disk_path(instance_dir: str | os.PathLike[str]) -> Path | None:
+    """The disk to boot: `disk`, else the legacy `diffdisk`; None before the first start."""
+    return _first_existing(instance_dir, dirs.DISK, dirs.DIFFDISK_LEGACY)
 
 
 def base_image_path(instance_dir: str | os.PathLike[str]) -> Path | None:
     """The base image: `image`, else the legacy `basedisk`; None when absent."""
-    inst = Path(instance_dir)
-    for name in (dirs.IMAGE, dirs.BASEDISK_LEGACY):
-        p = inst / name
-        if p.exists():
-            return p
-    return None
+    return _first_existing(instance_dir, dirs.IMAGE, dirs.BASEDISK_LEGACY)
 
 
 def create_instance_disk(instance_dir: str | os.PathLike[str], size: int | None) -> Path:
