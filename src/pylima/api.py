@@ -81,7 +81,27 @@ def check_config(doc: dict[str, Any], file_path: str, *, warn: bool = True) -> L
     """Load (with defaults) and validate; returns the filled config and warnings."""
     loaded = load_config(doc, file_path, warn=warn)
     loaded.warnings += validate_or_raise(loaded.config, LIMA_COMPAT_VERSION, warn=warn)
+    if warn:
+        loaded.warnings += _beyond_host_warnings(loaded.config)
     return loaded
+
+
+def _beyond_host_warnings(cfg: dict[str, Any]) -> list[str]:
+    """QEMU accepts more CPUs or memory than the host has (and so does Lima); say so."""
+    from pylima.config.units import format_size, parse_size
+
+    host = host_facts()
+    out = []
+    if int(cfg.get("cpus") or 0) > host.cpus:
+        out.append(f"field `cpus` is {cfg['cpus']}, more than the host's {host.cpus} CPUs")
+    try:
+        mem = parse_size(cfg.get("memory") or 0)
+    except ValueError:
+        return out
+    if mem > host.memory:
+        out.append(f"field `memory` is {format_size(mem)}, more than the host's "
+                   f"{format_size(host.memory)}")
+    return out
 
 
 def resolve_create_source(arg: str | None, name: str | None) -> Template:

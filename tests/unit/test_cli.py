@@ -424,3 +424,10 @@ def test_prune_removes_download_cache(tmp_path: Path):
     (cache / "data").write_bytes(b"x")
     assert limactl("prune", "--keep-referred").returncode == 0
     assert not cache.exists()
+
+
+def test_cpus_and_memory_beyond_the_host_warn_but_create(lima_home: Path):
+    r = limactl("create", "--name=big", "--cpus=512", "--memory=100000", "template:debian-12")
+    assert r.returncode == 0, r.stderr
+    assert "field `cpus` is 512, more than the host's" in r.stderr
+    assert "field `memory` is" in r.stderr and "more than the host's" in r.stderr
