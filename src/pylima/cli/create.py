@@ -66,7 +66,7 @@ def do_create(arg: str | None, name: str | None, tty: bool | None, yes: bool,
 
 
 @click.command("create", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("template", required=False, metavar="FILE.yaml|URL|template:NAME")
+@click.argument("template", required=False, metavar="[FILE.yaml|URL|template:NAME]")
 @click.option("--name", help="Override the instance name")
 @click.option("--list-templates", is_flag=True, help="List available templates and exit")
 @TTY_OPTION
@@ -78,30 +78,26 @@ def create(template: str | None, name: str | None, list_templates: bool, tty: bo
 
     \b
     Examples:
-      To create an instance "default" from the default Ubuntu template:
+      The instance "default" from the default template:
       $ limactl create
-
-      To create an instance "default" from a template "docker":
-      $ limactl create --name=default template:docker
-
-      To create an instance "default" with modified parameters:
-      $ limactl create --cpus=2 --memory=2
-
-      To create an instance "default" with yq expressions:
+    \b
+      An instance "dev" from the Debian 12 template, with 2 CPUs and 4 GiB:
+      $ limactl create --name=dev --cpus=2 --memory=4 template:debian-12
+    \b
+      Changing the template with yq expressions:
       $ limactl create --set='.cpus = 2 | .memory = "2GiB"'
-
-      To see the template list:
+    \b
+      The templates there are:
       $ limactl create --list-templates
-
-      To create an instance "default" from a local file:
-      $ limactl create --name=default /usr/local/share/lima/templates/fedora.yaml
-
-      To create an instance "default" from a remote URL (use carefully, with a trustable source):
-      $ limactl create --name=default https://raw.githubusercontent.com/lima-vm/lima/master/templates/alpine.yaml
-
-      To create an instance "local" from a template passed to stdin (--name parameter is required):
+    \b
+      From a local file, or a URL (only from a source you trust):
+      $ limactl create --name=mine ./mine.yaml
+      $ limactl create --name=web https://example.com/templates/web.yaml
+    \b
+      From standard input (--name is required):
       $ cat template.yaml | limactl create --name=local -
     """
+
     if list_templates:
         from pylima.config.locator import list_template_names
 

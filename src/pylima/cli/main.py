@@ -95,13 +95,13 @@ def cli(ctx: click.Context, debug: bool, log_level: str | None, log_format: str)
     Examples:
       Start the default instance:
       $ limactl start
-
+    \b
       Open a shell:
       $ lima
-
+    \b
       Run a command:
       $ lima uname -a
-
+    \b
       List instances:
       $ limactl list
     """

@@ -126,7 +126,7 @@ def shell_hint(name: str) -> str:
 
 
 @click.command("start", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("target", required=False, metavar="NAME|FILE.yaml|URL")
+@click.argument("target", required=False, metavar="[NAME|FILE.yaml|URL]")
 @click.option("--name", help="Override the instance name")
 @click.option("--timeout", default="10m0s", show_default=True,
               help="Duration to wait for the instance to be running before timing out")
