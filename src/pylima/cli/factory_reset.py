@@ -13,7 +13,7 @@ _KEEP = {"lima.yaml", "lima-version", "protected"}
 
 
 @click.command("factory-reset", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("name", required=False, default="default", metavar="INSTANCE")
+@click.argument("name", required=False, default="default", metavar="[INSTANCE]")
 def factory_reset(name: str) -> None:
     """Factory reset an instance of Lima: stop it and remove its disk and runtime files,
     keeping lima.yaml."""

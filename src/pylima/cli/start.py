@@ -190,7 +190,7 @@ def _looks_like_name(arg: str) -> bool:
 
 
 @click.command("restart", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("name", required=False, default="default")
+@click.argument("name", required=False, default="default", metavar="[INSTANCE]")
 @click.option("-f", "--force", is_flag=True, help="Force stop and restart the instance")
 @click.option("--timeout", default="10m0s", show_default=True,
               help="Duration to wait for the instance to be running before timing out")

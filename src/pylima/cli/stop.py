@@ -10,7 +10,7 @@ log = logging.getLogger("pylima")
 
 
 @click.command("stop", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("name", required=False, default="default", metavar="INSTANCE")
+@click.argument("name", required=False, default="default", metavar="[INSTANCE]")
 @click.option("-f", "--force", is_flag=True, help="Force stop the instance")
 def stop(name: str, force: bool) -> None:
     """Stop an instance."""
