@@ -44,7 +44,7 @@ class InstanceError(LimaError):
 
 
 class InstanceNotFound(InstanceError):
-    pass
+    """No instance of that name exists in `$LIMA_HOME`."""
 
 
 class LockError(InstanceError):

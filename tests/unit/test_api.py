@@ -367,3 +367,10 @@ def test_plugin_rejects_bad_marker_and_ini(pytester: pytest.Pytester, tmp_path: 
 def test_plugin_registers_marker(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.lima(*"])
+
+
+def test_api_reference_is_up_to_date() -> None:
+    """docs/api.md is generated from the docstrings (each public name must have one)."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gen_api_docs.py"
+    r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
