@@ -374,3 +374,15 @@ def test_api_reference_is_up_to_date() -> None:
     script = Path(__file__).resolve().parents[2] / "scripts" / "gen_api_docs.py"
     r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_async_lifecycle(lima_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inst = pylima.Instance.create("asy", "template:debian-12", images=[IMAGE])
+    fake = FakeLifecycle(monkeypatch)
+
+    async def main() -> None:
+        assert await inst.astart(timeout=5) is inst
+        await inst.astop(force=True)
+
+    asyncio.run(main())
+    assert fake.calls == ["start", "stop force=True"]
