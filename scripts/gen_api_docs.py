@@ -44,8 +44,11 @@ def _doc(obj: Any) -> str:
 
 def _sig(obj: Any) -> str:
     try:
-        sig = inspect.signature(obj, eval_str=True)
-    except (TypeError, ValueError, NameError):
+        try:
+            sig = inspect.signature(obj, eval_str=True)
+        except NameError:  # a name imported for type checking only
+            sig = inspect.signature(obj)
+    except (TypeError, ValueError):
         return ""
     params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
     text = str(sig.replace(parameters=params))
@@ -54,7 +57,7 @@ def _sig(obj: Any) -> str:
                         ("_pytest.mark.structures.", "pytest."), ("pathlib.", ""),
                         ("pylima.machine.", "")):
         text = text.replace(long, short)
-    return text
+    return text.replace("'", "") if "'" in text and "= '" not in text else text
 
 
 def _members(cls: type) -> list[tuple[str, Any]]:

@@ -24,18 +24,19 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pylima.machine import Instance, random_instance_name
-from pylima.store import dirs
+if TYPE_CHECKING:
+    # imported when a test asks for a VM: not on every pytest start-up
+    from pylima.machine import Instance
 
 ENV_INSTANCE = "PYLIMA_TEST_INSTANCE"
 LOG_TAIL_LINES = 40
 _MARKER_KEYS = {"template", "cpus", "memory", "disk", "set", "images", "mounts", "params",
                 "arch", "vm_type", "port_forwards"}
-_USED_VM = pytest.StashKey[Instance]()
+_USED_VM = pytest.StashKey["Instance"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -97,6 +98,8 @@ def spec_key(spec: Mapping[str, Any]) -> str:
 
 def create_vm(spec: Mapping[str, Any], timeout: float) -> Instance:
     """Create and start a VM for `spec` (a `vm_spec` result). Replaceable in tests."""
+    from pylima.machine import Instance, random_instance_name
+
     kwargs = dict(spec)
     template = kwargs.pop("template")
     inst = Instance.create(random_instance_name("pytest"), template, **kwargs)
@@ -120,6 +123,8 @@ class VMPool:
         """The VM for `spec`: the existing instance when one is configured, else the
         session's VM of that configuration (made on first request)."""
         if self.existing:
+            from pylima.machine import Instance
+
             inst = Instance.get(self.existing)
             if inst.status != "Running":
                 inst.start(self.timeout)
@@ -187,6 +192,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     inst = item.stash.get(_USED_VM, None)
     if inst is None or not report.failed:
         return
+    from pylima.store import dirs
+
     for name in (dirs.SERIAL_LOG, dirs.HA_STDERR_LOG):
         tail = log_tail(inst.dir / name)
         if tail:
