@@ -105,7 +105,13 @@ def create_vm(spec: Mapping[str, Any], timeout: float) -> Instance:
     inst = Instance.create(random_instance_name("pytest"), template, **kwargs)
     try:
         inst.start(timeout)
-    except BaseException:
+    except BaseException as e:
+        # the VM is deleted below: keep what its logs say about the failed boot
+        for name in ("serial.log", "ha.stderr.log"):
+            tail = log_tail(inst.dir / name)
+            if tail:
+                e.add_note(f"--- lima {inst.name}: {name} (last {LOG_TAIL_LINES} lines) ---\n"
+                           f"{tail}")
         inst._cleanup()
         raise
     return inst

@@ -259,9 +259,11 @@ def fake_create(spec, timeout):
     CREATED.append("create " + json.dumps(vm.spec, sort_keys=True))
     return vm
 
+REAL_CREATE = pytest_plugin.create_vm
 pytest_plugin.create_vm = fake_create
 
 def pytest_unconfigure(config):
+    pytest_plugin.create_vm = REAL_CREATE
     with open({out!r}, "w") as f:
         json.dump(CREATED, f)
 """
@@ -386,3 +388,19 @@ def test_async_lifecycle(lima_home: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
     asyncio.run(main())
     assert fake.calls == ["start", "stop force=True"]
+
+
+def test_plugin_create_vm_keeps_logs_of_a_failed_boot(
+        lima_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylima import pytest_plugin
+
+    def start(self: pylima.Instance, timeout: float = 600) -> None:
+        (self.dir / "serial.log").write_text("kernel panic\n")
+        raise InstanceError("did not boot")
+
+    monkeypatch.setattr(machine.Instance, "start", start)
+    monkeypatch.setattr(machine.Instance, "stop", lambda self, force=False: None)
+    with pytest.raises(InstanceError) as ei:
+        pytest_plugin.create_vm({"template": "template:debian-12", "images": [IMAGE]}, 5)
+    assert any("serial.log" in n and "kernel panic" in n for n in ei.value.__notes__)
+    assert not list(lima_home.glob("pytest-*"))
