@@ -7,9 +7,11 @@ import contextlib
 import logging
 import os
 import platform
+import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from pylima.hostinfo import host_facts
 from pylima.names import validate_instance_name
 from pylima.store import dirs
 from pylima.store.instance import (
+    STATUS_RUNNING,
     STATUS_STOPPED,
     Instance,
     inspect,
@@ -469,3 +472,91 @@ def _remove_runtime_files(inst: Instance) -> None:
     for f in (dirs.HA_PID, dirs.HA_SOCK, dirs.QEMU_PID, dirs.QMP_SOCK, dirs.SSH_SOCK):
         with contextlib.suppress(OSError):
             (inst.dir / f).unlink()
+
+
+_LOGRUS = re.compile(r'level=(\w+) msg="((?:[^"\\]|\\.)*)"')
+
+
+class HostAgentLogRelay:
+    """Pass the host agent's log lines (ha.stderr.log) on to logging as
+    `[hostagent] ...` while a start waits, as `limactl start` shows them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HostAgentLogRelay:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+
+    def _run(self) -> None:
+        import json
+
+        # the CLI's logger, so that the lines look the same as the CLI's own
+        relay_log = logging.getLogger("pylima")
+        offset = 0
+        while True:
+            stopping = self.stop.is_set()
+            try:
+                with open(self.path) as f:
+                    f.seek(offset)
+                    data = f.read()
+                    offset = f.tell()
+            except FileNotFoundError:
+                data = ""
+            for line in data.splitlines():
+                m = _LOGRUS.search(line)
+                if not m:
+                    continue
+                level, msg = m.group(1), json.loads(f'"{m.group(2)}"')
+                lvl = {"debug": logging.DEBUG, "warning": logging.WARNING,
+                       "error": logging.ERROR, "fatal": logging.ERROR}.get(level, logging.INFO)
+                relay_log.log(lvl, "[hostagent] %s", msg)
+            if stopping:
+                return
+            self.stop.wait(0.2)
+
+
+def prepare_start(inst: Instance, on_progress: Any = None) -> Instance:
+    """Everything a start does before the host agent runs: refuse an instance whose
+    host agent is alive, clear stale runtime files of a crash, fetch the image and
+    make the disk. Returns the instance inspected afresh."""
+    if inst.host_agent_pid:
+        raise InstanceError(f"instance `{inst.name}` seems running (hint: remove "
+                            f"`{inst.dir / dirs.HA_PID}` if the instance is not actually "
+                            "running)")
+    stop_instance(inst, force=True)  # stale pid/socket files from a crash
+    prepare_instance(inst, on_progress=on_progress)
+    inst = inspect(inst.name)
+    logging.getLogger("pylima").info("Starting the instance `%s` with internal VM driver "
+                                     "`%s`", inst.name, inst.vm_type)
+    return inst
+
+
+def start_instance(inst: Instance, timeout: float = 600.0, *, debug: bool = False,
+                   on_progress: Any = None, on_event: Any = None) -> Instance:
+    """Start a stopped instance and wait (up to `timeout` seconds) until the guest is
+    ready: the work of `limactl start`. Does nothing when it is already running.
+    Raises InstanceError when the host agent exits, the guest comes up degraded or
+    the timeout passes. Returns the instance inspected afresh."""
+    if inst.status == STATUS_RUNNING:
+        return inst
+    inst = prepare_start(inst, on_progress=on_progress)
+    pid = spawn_host_agent(inst, debug=debug)
+    with HostAgentLogRelay(inst.dir / dirs.HA_STDERR_LOG):
+        ev = watch_events(inst, timeout, on_event=on_event, agent_pid=pid)
+    st = ev["status"]
+    if st.get("exiting"):
+        raise InstanceError(f"exiting, status={st}",
+                            hint=f"see `{inst.dir / dirs.HA_STDERR_LOG}`")
+    if st.get("degraded"):
+        logging.getLogger("pylima").warning(
+            "DEGRADED. The VM seems running, but file sharing and port forwarding may not "
+            "work. (hint: see `%s`)", inst.dir / dirs.HA_STDERR_LOG)
+        raise InstanceError(f"degraded, status={st}")
+    return inspect(inst.name)

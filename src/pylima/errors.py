@@ -44,7 +44,7 @@ class InstanceError(LimaError):
 
 
 class InstanceNotFound(InstanceError):
-    pass
+    """No instance of that name exists in `$LIMA_HOME`."""
 
 
 class LockError(InstanceError):
@@ -61,6 +61,26 @@ class CommandError(LimaError):
         tail = "\n".join(stderr.strip().splitlines()[-5:])
         self.stderr_tail = tail
         msg = f"command {self.argv[0]!r} failed with exit code {returncode}"
+        if tail:
+            msg += f": {tail}"
+        super().__init__(msg, hint)
+
+
+class GuestCommandError(LimaError):
+    """A command run in a guest (`pylima.Instance.run`) exited non-zero. Carries argv,
+    the exit code and the command's stdout and stderr."""
+
+    def __init__(self, argv: Sequence[str] | str, returncode: int,
+                 stdout: str | bytes = "", stderr: str | bytes = "",
+                 hint: str | None = None) -> None:
+        self.argv = argv if isinstance(argv, str) else list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        err = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+        tail = "\n".join(err.strip().splitlines()[-5:])
+        shown = argv if isinstance(argv, str) else " ".join(self.argv)
+        msg = f"command `{shown}` failed in the guest with exit code {returncode}"
         if tail:
             msg += f": {tail}"
         super().__init__(msg, hint)

@@ -9,6 +9,7 @@ key checking off.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,45 @@ def master_argv(inst_dir: Path, name: str) -> list[str]:
     """Start the persistent master connection (run with stdio on /dev/null)."""
     return ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG), "-o", "ControlMaster=yes",
             "-o", "ControlPersist=yes", "-o", "ConnectTimeout=10", "-N", "-f", f"lima-{name}"]
+
+
+def _change_dir_command(cfg: dict[str, Any], workdir: str | None) -> str:
+    """Lima's rule: --workdir wins; else the host cwd when a mount contains it (falling
+    back to the host home); else the host home (which fails harmlessly when unmounted)."""
+    home = os.path.expanduser("~")
+    if workdir:
+        return f"cd {shlex.quote(workdir)} || exit 1"
+    cwd = os.getcwd()
+    for m in cfg.get("mounts") or []:
+        loc = str(m.get("location") or "")
+        if loc and (cwd == loc or cwd.startswith(loc.rstrip("/") + "/")):
+            return f"cd {shlex.quote(cwd)} || cd {shlex.quote(home)}"
+    return f"cd {shlex.quote(home)}"
+
+
+def remote_script(cfg: dict[str, Any], command: str | None, workdir: str | None,
+                  shell: str | None) -> str:
+    """The script ssh runs in the guest: change to the working directory, then the
+    user's login shell, running `command` (shell syntax) when one is given."""
+    shell = shell or (cfg.get("user") or {}).get("shell") or "/bin/bash"
+    script = f"{_change_dir_command(cfg, workdir)} 2>/dev/null ; exec {shell} -l"
+    if command:
+        script += " -c " + shlex.quote(command)
+    return script
+
+
+def build_remote_script(cfg: dict[str, Any], argv: list[str], workdir: str | None,
+                        shell: str | None) -> str:
+    """`remote_script` for an argument list (each argument quoted), as `limactl shell`
+    runs it."""
+    command = " ".join(shlex.quote(a) for a in argv) if argv else None
+    return remote_script(cfg, command, workdir, shell)
+
+
+def scp_argv(config: Path, sources: list[str], target: str, recursive: bool) -> list[str]:
+    """scp through the instance's ssh.config; guest paths are `lima-NAME:PATH`.
+    Never the ssh master: see `ssh_argv`."""
+    argv = ["scp", "-F", str(config), "-o", "ControlMaster=no", "-q"]
+    if recursive:
+        argv.append("-r")
+    return [*argv, "--", *sources, target]

@@ -35,11 +35,9 @@ def scp_argv(sources: tuple[str, ...], target: str, recursive: bool) -> list[str
             out.append(path)
     if config is None:
         raise LimaError("at least one of the paths must be an instance path (INSTANCE:PATH)")
-    # never become the ssh master: see sshutil.ssh_argv
-    argv = ["scp", "-F", str(config), "-o", "ControlMaster=no", "-q"]
-    if recursive:
-        argv.append("-r")
-    return [*argv, "--", *out]
+    from pylima.sshutil import scp_argv as build_scp_argv
+
+    return build_scp_argv(config, out[:-1], out[-1], recursive)
 
 
 @click.command("copy", context_settings={"help_option_names": ["-h", "--help"]})

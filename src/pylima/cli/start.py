@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from pathlib import Path
 from typing import Any
 
 import click
@@ -16,7 +14,6 @@ from pylima.cli.create import TTY_OPTION, YES_OPTION
 log = logging.getLogger("pylima")
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-_LOGRUS = re.compile(r'level=(\w+) msg="((?:[^"\\]|\\.)*)"')
 
 
 def parse_duration(text: str) -> float:
@@ -34,49 +31,6 @@ def parse_duration(text: str) -> float:
     return total
 
 
-class HostAgentLogRelay:
-    """Show the host agent's log lines (ha.stderr.log) as `[hostagent] ...` while
-    `limactl start` waits, as Lima does."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> HostAgentLogRelay:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=2)
-
-    def _run(self) -> None:
-        import json
-
-        offset = 0
-        while True:
-            stopping = self.stop.is_set()
-            try:
-                with open(self.path) as f:
-                    f.seek(offset)
-                    data = f.read()
-                    offset = f.tell()
-            except FileNotFoundError:
-                data = ""
-            for line in data.splitlines():
-                m = _LOGRUS.search(line)
-                if not m:
-                    continue
-                level, msg = m.group(1), json.loads(f'"{m.group(2)}"')
-                lvl = {"debug": logging.DEBUG, "warning": logging.WARNING,
-                       "error": logging.ERROR, "fatal": logging.ERROR}.get(level, logging.INFO)
-                log.log(lvl, "[hostagent] %s", msg)
-            if stopping:
-                return
-            self.stop.wait(0.2)
-
-
 def _on_event(ev: dict[str, Any]) -> None:
     st = ev.get("status") or {}
     if st.get("sshLocalPort") and not st.get("running") and st.get("phase") == "booting":
@@ -86,37 +40,20 @@ def _on_event(ev: dict[str, Any]) -> None:
 def start_instance_cli(inst: Any, timeout: float, foreground: bool, debug: bool) -> int:
     from pylima import api
     from pylima.cli.progress import download_progress
-    from pylima.errors import InstanceError
     from pylima.store import dirs
-    from pylima.store.instance import STATUS_RUNNING, inspect
+    from pylima.store.instance import STATUS_RUNNING
 
     if inst.status == STATUS_RUNNING:
         log.info("The instance `%s` is already running. Run `%s` to open the shell.",
                  inst.name, shell_hint(inst.name))
         return 0
-    if inst.host_agent_pid:
-        raise InstanceError(f"instance `{inst.name}` seems running (hint: remove "
-                            f"`{inst.dir / dirs.HA_PID}` if the instance is not actually "
-                            "running)")
-    api.stop_instance(inst, force=True)  # stale pid/socket files from a crash
-    api.prepare_instance(inst, on_progress=download_progress())
-    inst = inspect(inst.name)
-    log.info("Starting the instance `%s` with internal VM driver `%s`", inst.name, inst.vm_type)
     if foreground:
         from pylima.hostagent.agent import main as agent_main
 
+        inst = api.prepare_start(inst, on_progress=download_progress())
         return agent_main(inst.name, str(inst.dir / dirs.HA_PID), str(inst.dir / dirs.HA_SOCK))
-    pid = api.spawn_host_agent(inst, debug=debug)
-    with HostAgentLogRelay(inst.dir / dirs.HA_STDERR_LOG):
-        ev = api.watch_events(inst, timeout, on_event=_on_event, agent_pid=pid)
-    st = ev["status"]
-    if st.get("exiting"):
-        raise InstanceError(f"exiting, status={st}",
-                            hint=f"see `{inst.dir / dirs.HA_STDERR_LOG}`")
-    if st.get("degraded"):
-        log.warning("DEGRADED. The VM seems running, but file sharing and port forwarding "
-                    "may not work. (hint: see `%s`)", inst.dir / dirs.HA_STDERR_LOG)
-        raise InstanceError(f"degraded, status={st}")
+    api.start_instance(inst, timeout, debug=debug, on_progress=download_progress(),
+                       on_event=_on_event)
     log.info("READY. Run `%s` to open the shell.", shell_hint(inst.name))
     return 0
 
