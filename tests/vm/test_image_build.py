@@ -38,16 +38,13 @@ def image() -> builder.BuiltImage:
 
 
 def _seed_iso(tmp: Path, user_data: str) -> Path:
-    tool = shutil.which("genisoimage") or shutil.which("mkisofs")
-    if tool is None:
-        pytest.skip("genisoimage is needed for the NoCloud seed (apt-get install genisoimage)")
-    src = tmp / "seed"
-    src.mkdir()
-    (src / "meta-data").write_text("instance-id: iid-pylima-test\nlocal-hostname: pylima-test\n")
-    (src / "user-data").write_text(user_data)
+    """A minimal NoCloud seed, written by pylima's own ISO writer."""
+    from pylima.cidata.iso import write_cidata_iso
+
     iso = tmp / "seed.iso"
-    subprocess.run([tool, "-quiet", "-output", str(iso), "-volid", "cidata", "-joliet",
-                    "-rock", str(src / "user-data"), str(src / "meta-data")], check=True)
+    write_cidata_iso({"meta-data": b"instance-id: iid-pylima-test\n"
+                                   b"local-hostname: pylima-test\n",
+                      "user-data": user_data.encode()}, iso)
     return iso
 
 

@@ -295,23 +295,19 @@ def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A real guest: the NoCloud seed on a virtio disk is found by cloud-init (its
     bootcmd runs) and the guest writes to ttyS0 (serial.log) and hvc0 (serialv.log)."""
+    from pylima.cidata.iso import write_cidata_iso
     from pylima.drivers.qemu import QemuDriver
 
     image = find_built_image()
-    genisoimage = shutil.which("genisoimage")
-    if image is None or genisoimage is None:
-        pytest.skip("no locally built guest image in the cache, or no genisoimage")
+    if image is None:
+        pytest.skip("no locally built guest image in the cache")
     qemu_img = need("qemu-img")
     monkeypatch.setenv(probe.ACCEL_ENV, "tcg")
-    seed = inst_dir.parent / "seed"
-    seed.mkdir()
-    (seed / "user-data").write_text(
-        "#cloud-config\nbootcmd:\n  - [sh, -c, \"echo PYLIMA-CIDATA > /dev/ttyS0; "
-        "echo PYLIMA-HVC0 > /dev/hvc0\"]\n")
-    (seed / "meta-data").write_text("instance-id: smoke\nlocal-hostname: smoke\n")
-    subprocess.run([genisoimage, "-quiet", "-volid", "cidata", "-joliet", "-rock", "-o",
-                    str(inst_dir / dirs.CIDATA_ISO), str(seed / "user-data"),
-                    str(seed / "meta-data")], check=True)
+    write_cidata_iso({
+        "user-data": b"#cloud-config\nbootcmd:\n  - [sh, -c, \"echo PYLIMA-CIDATA > "
+                     b"/dev/ttyS0; echo PYLIMA-HVC0 > /dev/hvc0\"]\n",
+        "meta-data": b"instance-id: smoke\nlocal-hostname: smoke\n",
+    }, inst_dir / dirs.CIDATA_ISO)
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(image / "disk.qcow2"), str(inst_dir / dirs.DISK)], check=True)
     os.symlink(image / "vmlinuz", inst_dir / dirs.KERNEL)
