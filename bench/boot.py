@@ -26,21 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import median_seconds
+
 BIN = Path(sys.executable).parent
 
 
 def run(*argv: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), env=env, text=True, capture_output=True, check=check)
-
-
-def timed(argv: list[str], env: dict[str, str], n: int) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def raw_boot(inst_dir: Path, cfg: dict, work: Path) -> float:
@@ -106,11 +98,11 @@ def main() -> None:
             run(limactl, "stop", name, env=env)
             raws.append(raw_boot(inst_dir, cfg, tmp / f"raw{i}"))
         # shell latency on the running instance, against ssh over the same master
-        lima_t = timed([str(BIN / "lima"), "true"], {**env, "LIMA_INSTANCE": name}, 15)
+        lima_t = median_seconds([str(BIN / "lima"), "true"], {**env, "LIMA_INSTANCE": name}, 15)
         ssh = ["ssh", "-F", str(inst_dir / "ssh.config"), "-S", str(inst_dir / "ssh.sock"),
                f"lima-{name}"]
-        ssh_t = timed([*ssh, "true"], env, 15)
-        login_t = timed([*ssh, "cd ~ ; exec /bin/bash -l -c true"], env, 15)
+        ssh_t = median_seconds([*ssh, "true"], env, 15)
+        login_t = median_seconds([*ssh, "cd ~ ; exec /bin/bash -l -c true"], env, 15)
         ha_pid = int((inst_dir / "ha.pid").read_text())
         rss_kb = next(int(ln.split()[1]) for ln in open(f"/proc/{ha_pid}/status")
                       if ln.startswith("VmRSS:"))
