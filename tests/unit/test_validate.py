@@ -73,3 +73,19 @@ def test_param_must_be_used():
     assert validate_param_is_used({"param": {"X": "1"},
                                    "provision": [{"script": "echo $PARAM_X"}]}) is None
     assert "field `param` key `Y` is not used" in validate_param_is_used({"param": {"Y": "1"}})
+
+
+def test_port_forward_port_and_range_must_agree():
+    errs = errors_of({"images": IMG, "portForwards": [
+        {"guestPort": 80, "guestPortRange": [81, 81], "hostPort": 8080,
+         "hostPortRange": [8081, 8081]},
+        {"guestPort": 80, "guestSocket": "/run/x.sock"},
+        {"guestPort": 90, "hostPort": 9090, "hostSocket": "/tmp/x.sock"}]})
+    assert "field `portForwards[0].guestPort` must match field " \
+        "`portForwards[0].guestPortRange[0]`" in errs
+    assert "field `portForwards[0].hostPort` must match field " \
+        "`portForwards[0].hostPortRange[0]`" in errs
+    assert "field `portForwards[1].guestPort` must be 0 when field " \
+        "`portForwards[1].guestSocket` is set" in errs
+    assert "field `portForwards[2].hostPort` must be 0 when field " \
+        "`portForwards[2].hostSocket` is set" in errs

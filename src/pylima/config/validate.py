@@ -248,18 +248,16 @@ def _validate_port_forward(field: str, rule: dict[str, Any], errs: list[str]) ->
                     f"`{field}.guestIP` is 0.0.0.0")
     gpr = list(rule.get("guestPortRange") or [0, 0])
     hpr = list(rule.get("hostPortRange") or [0, 0])
-    if rule.get("guestPort"):
-        if rule.get("guestSocket"):
-            errs.append(f"field `{field}.guestPort` must be 0 when field `{field}.guestSocket` "
-                        "is set")
-        elif rule["guestPort"] != gpr[0]:
-            errs.append(f"field `{field}.guestPort` must match field `{field}.guestPortRange[0]`")
-    if rule.get("hostPort"):
-        if rule.get("hostSocket"):
-            errs.append(f"field `{field}.hostPort` must be 0 when field `{field}.hostSocket` "
-                        "is set")
-        elif rule["hostPort"] != hpr[0]:
-            errs.append(f"field `{field}.hostPort` must match field `{field}.hostPortRange[0]`")
+    for side, port_range in (("guest", gpr), ("host", hpr)):
+        port = rule.get(f"{side}Port")
+        if not port:
+            continue
+        if rule.get(f"{side}Socket"):
+            errs.append(f"field `{field}.{side}Port` must be 0 when field "
+                        f"`{field}.{side}Socket` is set")
+        elif port != port_range[0]:
+            errs.append(f"field `{field}.{side}Port` must match field "
+                        f"`{field}.{side}PortRange[0]`")
     if len(gpr) != 2 or len(hpr) != 2:
         errs.append(f"field `{field}.guestPortRange` and `{field}.hostPortRange` must have two "
                     "elements")
