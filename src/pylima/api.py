@@ -351,6 +351,13 @@ def _can_fall_back_to_local_image(cfg: dict[str, Any]) -> bool:
                                    for loc in locations)
 
 
+def local_image_variant(cfg: dict[str, Any]) -> str:
+    """Which variant of the local Debian image (see `builder.VARIANTS`) an instance
+    whose cloud image cannot be downloaded gets: the base image unless its
+    configuration needs packages baked in."""
+    return ""
+
+
 def prepare_instance(inst: Instance, on_progress: Any = None) -> None:
     """Make sure the instance has its base image (downloaded, or built locally when
     offline) and its disk. Idempotent; runs before the host agent so that download
@@ -377,10 +384,12 @@ def prepare_instance(inst: Instance, on_progress: Any = None) -> None:
         log.warning("No image could be downloaded for %s; using a Debian 12 image built "
                     "locally from the host's apt mirror instead (built once, then cached)",
                     cfg["arch"])
-        built = builder.find_cached_image(arch=cfg["arch"])
+        variant = local_image_variant(cfg)
+        built = builder.find_cached_image(arch=cfg["arch"], variant=variant)
         if built is None:
-            log.info("Building the Debian 12 image (a few minutes, once)")
-            built = builder.build_debian_image(arch=cfg["arch"],
+            log.info("Building the Debian 12 image%s (a few minutes, once)",
+                     f" (variant `{variant}`)" if variant else "")
+            built = builder.build_debian_image(arch=cfg["arch"], variant=variant,
                                                on_phase=lambda p: log.info("Image build: %s", p))
         ensure_instance_image([builder.images_entry(built)], cfg["arch"], inst.dir,
                               on_progress=on_progress)

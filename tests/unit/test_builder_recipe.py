@@ -300,3 +300,17 @@ def test_complete_cached_result_is_reused_without_tools(monkeypatch: pytest.Monk
     assert b.images_entry(img)["digest"] == "sha256:" + img.digests[b.DISK_FILE]
     # Another recipe (suite) is not served from this result.
     assert b.find_cached_image(suite="trixie", cache_root=tmp_path) is None
+
+
+def test_variants_extend_the_base_recipe_without_changing_it(monkeypatch):
+    base = b.make_recipe("x86_64")
+    monkeypatch.setitem(b.VARIANTS, "extra", ("hello",))
+    variant = b.make_recipe("x86_64", variant="extra")
+    assert "hello" in variant.packages and "hello" not in base.packages
+    assert variant.digest() != base.digest()
+    assert b.make_recipe("x86_64", variant="").digest() == base.digest()
+
+
+def test_unknown_variant_is_one_clear_error():
+    with pytest.raises(LimaError, match="unknown image variant `nope`"):
+        b.make_recipe("x86_64", variant="nope")

@@ -25,7 +25,10 @@ def image() -> None:
               help="Debian mirror URL (default: the one the host's apt sources name, "
               "or $PYLIMA_DEBIAN_MIRROR)")
 @click.option("--force", is_flag=True, help="Rebuild even when a cached image exists")
-def build(name: str, arch: str | None, mirror: str | None, force: bool) -> None:
+@click.option("--variant", default="", metavar="NAME",
+              help="Bake extra packages in (a named variant of the base image)")
+def build(name: str, arch: str | None, mirror: str | None, force: bool,
+          variant: str) -> None:
     """Build (once; cached) a bootable Debian cloud-style image.
 
     Instances created from template:default or template:debian-12 use it when no
@@ -42,12 +45,14 @@ def build(name: str, arch: str | None, mirror: str | None, force: bool) -> None:
     if name not in SUITES:
         raise LimaError(f"unknown image `{name}`", hint=f"one of: {', '.join(SUITES)}")
     arch = arch or host_arch()
+    builder.variant_packages(variant)  # an unknown variant fails before anything runs
     ok, why = builder.can_build(arch)
-    if not ok and not force and builder.find_cached_image(arch, SUITES[name]) is None:
+    if not ok and not force and builder.find_cached_image(arch, SUITES[name],
+                                                                  variant=variant) is None:
         raise LimaError(f"cannot build the image here: {why}")
     t0 = time.monotonic()
     img = builder.build_debian_image(arch, SUITES[name], mirror, force=force,
-                                     on_phase=lambda p: log.info("%s", p))
+                                     variant=variant, on_phase=lambda p: log.info("%s", p))
     log.info("Image `%s` (%s) ready in %.0f s: %s", name, arch, time.monotonic() - t0,
              img.disk)
     import json

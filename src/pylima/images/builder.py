@@ -416,14 +416,33 @@ class Recipe:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# Image variants: the base image plus packages baked in, so that a template which
+# needs them (a container engine, user-mode emulation) does not install them at every
+# boot under emulation. "" is the base image. Each variant is its own recipe (and so
+# its own cache entry); the base recipe's digest does not change when variants are
+# added here.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "": (),
+}
+
+
+def variant_packages(variant: str) -> tuple[str, ...]:
+    try:
+        return VARIANTS[variant]
+    except KeyError:
+        raise LimaError(f"unknown image variant `{variant}`",
+                        hint="one of: " + ", ".join(v for v in VARIANTS if v)) from None
+
+
 def package_list(spec: ArchSpec, extra: Iterable[str] = ()) -> tuple[str, ...]:
     return tuple(sorted({spec.kernel_package, *BASE_PACKAGES, *extra}))
 
 
 def make_recipe(arch: str = "x86_64", suite: str = DEFAULT_SUITE,
                 tuning: Tuning | None = None,
-                extra_packages: Iterable[str] = ()) -> Recipe:
+                extra_packages: Iterable[str] = (), variant: str = "") -> Recipe:
     spec = arch_spec(arch)
+    extra_packages = (*extra_packages, *variant_packages(variant))
     tuning = tuning or Tuning()
     return Recipe(
         arch=spec.name,
@@ -776,8 +795,8 @@ def load_built_image(directory: Path) -> BuiltImage | None:
 
 
 def find_cached_image(arch: str = "x86_64", suite: str = DEFAULT_SUITE, *,
-                      cache_root: Path | None = None) -> BuiltImage | None:
-    recipe = make_recipe(arch, suite)
+                      cache_root: Path | None = None, variant: str = "") -> BuiltImage | None:
+    recipe = make_recipe(arch, suite, variant=variant)
     return load_built_image(images_root(cache_root) / recipe.digest())
 
 
@@ -990,13 +1009,15 @@ def build_debian_image(arch: str = "x86_64", suite: str = DEFAULT_SUITE,
                        on_phase: PhaseCallback | None = None,
                        on_line: LineCallback | None = None,
                        force: bool = False,
-                       cache_root: Path | None = None) -> BuiltImage:
+                       cache_root: Path | None = None,
+                       variant: str = "") -> BuiltImage:
     """Build (or reuse) the Debian image for `arch`/`suite` and return it.
 
     An existing complete result for the same recipe is returned at once unless
     `force`. Raises LimaError naming the packages to install when tools are missing.
+    `variant` names a set of extra packages baked in (see `VARIANTS`).
     """
-    recipe = make_recipe(arch, suite)
+    recipe = make_recipe(arch, suite, variant=variant)
     digest = recipe.digest()
     root = images_root(cache_root)
     final = root / digest
