@@ -21,7 +21,7 @@ from typing import Any
 from pylima import LIMA_COMPAT_VERSION
 from pylima.config.editflags import EditFlags, yq_expressions
 from pylima.config.load import Loaded, load_document, validate_or_raise
-from pylima.config.locator import Template, embed_bases, read_template
+from pylima.config.locator import Template, embed_bases, embed_scripts, read_template
 from pylima.config.yamlio import apply_changes, dump_roundtrip, load_roundtrip, parse_yaml, to_plain
 from pylima.config.yq import evaluate_one
 from pylima.errors import ConfigError, InstanceError, InstanceNotFound, LimaError
@@ -62,7 +62,9 @@ def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate
     """Resolve `base:` and apply yq expressions, keeping the template's comments."""
     what = f"template `{tmpl.locator}`"
     original = parse_yaml(tmpl.data, what)
-    plain = embed_bases(original, tmpl.locator) if original.get("base") else original
+    plain = embed_scripts(original, tmpl.locator)
+    if plain.get("base"):
+        plain = embed_bases(plain, tmpl.locator)
     if expressions:
         plain = evaluate_one(" | ".join(expressions), plain, what="yq expression")
         if not isinstance(plain, dict):
@@ -351,10 +353,27 @@ def _can_fall_back_to_local_image(cfg: dict[str, Any]) -> bool:
                                    for loc in locations)
 
 
+# Guest sockets whose forwarding marks a configuration as running a container engine.
+_ENGINE_SOCKETS = ("docker.sock", "podman.sock")
+
+
 def local_image_variant(cfg: dict[str, Any]) -> str:
     """Which variant of the local Debian image (see `builder.VARIANTS`) an instance
     whose cloud image cannot be downloaded gets: the base image unless its
-    configuration needs packages baked in."""
+    configuration needs packages baked in.
+
+    "docker" (docker.io, podman, containerd, rootlesskit, ...): the configuration
+    forwards a docker or podman socket (a `portForwards[].guestSocket` ending in
+    docker.sock or podman.sock), as template:docker, docker-rootful, podman and
+    podman-rootful do, or asks for `containerd.system` (the distro's containerd
+    stands in when the nerdctl archive cannot be downloaded).
+    """
+    for rule in cfg.get("portForwards") or []:
+        if isinstance(rule, dict) and str(rule.get("guestSocket") or "").endswith(
+                _ENGINE_SOCKETS):
+            return "docker"
+    if (cfg.get("containerd") or {}).get("system"):
+        return "docker"
     return ""
 
 
@@ -394,6 +413,9 @@ def prepare_instance(inst: Instance, on_progress: Any = None) -> None:
         ensure_instance_image([builder.images_entry(built)], cfg["arch"], inst.dir,
                               on_progress=on_progress)
     ensure_instance_disk(inst.dir, parse_size(cfg["disk"]))
+    from pylima.containers.archive import ensure_archive
+
+    ensure_archive(cfg, on_progress=on_progress)
 
 
 def spawn_host_agent(inst: Instance, debug: bool = False) -> int:

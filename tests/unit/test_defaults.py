@@ -150,7 +150,16 @@ def test_plain_mode_drops_mounts_and_dynamic_forwards():
               "portForwards": [{"guestPort": 1}, {"guestPort": 2, "static": True}]})
     assert c["mounts"] == []
     assert [r["guestPort"] for r in c["portForwards"]] == [2]
-    assert c["containerd"] == {"system": False, "user": False, "archives": []}
+    assert c["containerd"]["system"] is False and c["containerd"]["user"] is False
+
+
+def test_containerd_archives_default_to_limas_pinned_nerdctl_full():
+    archives = fill({})["containerd"]["archives"]
+    assert [a["arch"] for a in archives] == ["x86_64", "aarch64"]
+    assert all(a["location"].endswith(".tar.gz") and a["digest"].startswith("sha256:")
+               for a in archives)
+    own = [{"location": "http://127.0.0.1/n.tgz", "arch": "x86_64"}]
+    assert fill({"containerd": {"archives": own}})["containerd"]["archives"] == own
 
 
 def test_9p_unsupported_falls_back_to_reverse_sshfs():

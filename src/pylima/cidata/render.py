@@ -56,6 +56,8 @@ class SlirpNet:
 SLIRP = SlirpNet()
 
 HOST_INTERNAL_NAME = "host.lima.internal"
+# The name of the containerd archive on the seed (Lima's).
+CONTAINERD_ARCHIVE_NAME = "nerdctl-full.tgz"
 PROXY_VARS = ("ftp_proxy", "http_proxy", "https_proxy", "no_proxy")
 
 # Files on the seed that must be executable (mode 0755); everything else is 0644.
@@ -94,7 +96,8 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
                   guest_agent: bytes | None = None,
                   host_env: Mapping[str, str] | None = None,
                   ca_cert_files: Sequence[str] = (),
-                  host_home: str | None = None) -> dict[str, bytes]:
+                  host_home: str | None = None,
+                  containerd_archive: bytes | None = None) -> dict[str, bytes]:
     """Return the seed's files (path on the ISO -> content) for a filled lima.yaml.
 
     `instance_id` must be new on every boot (cloud-init then re-runs its per-instance
@@ -105,12 +108,15 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
     `caCerts.files`, read by the caller. `mount_tags` maps an index in `mounts` to the
     tag the VM driver gave that share (Lima's tag by default). `host_home` (the
     host user's home) finds the mount of the host's home for LIMA_CIDATA_HOSTHOME_*.
+    `containerd_archive` is the nerdctl-full archive for `containerd.system/user` (None
+    when the host could not get one).
     """
     if not user_pubkeys:
         raise ConfigError("no SSH public key for the guest user",
                           hint="run `ssh-keygen` or check $LIMA_HOME/_config/user.pub")
     seed = _Seed(cfg, instance_name, instance_id, slirp, dict(mount_tags or {}),
                  dict(host_env or {}))
+    seed.has_containerd_archive = containerd_archive is not None
     files: dict[str, str | bytes] = {
         "meta-data": render_meta_data(instance_id, instance_name),
         "user-data": seed.user_data(list(user_pubkeys), host_key_private, host_key_public,
@@ -134,6 +140,10 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
         files["lima-guestagent"] = guest_agent
     if seed.needs_dependency_step():
         files["boot/30-dependencies.sh"] = scripts.DEPENDENCIES_SH
+    if seed.needs_containerd_step():
+        files["boot/40-containerd.sh"] = scripts.CONTAINERD_SH
+        if containerd_archive is not None:
+            files[CONTAINERD_ARCHIVE_NAME] = containerd_archive
     files.update(seed.provision_files())
     return {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
 
@@ -273,6 +283,7 @@ class _Seed:
         self.mount_type = str(cfg.get("mountType") or "9p")
         self.mounts = [m for m in (cfg.get("mounts") or []) if isinstance(m, dict)]
         self.provision = [p for p in (cfg.get("provision") or []) if isinstance(p, dict)]
+        self.has_containerd_archive = False
 
     # -- cloud-init ------------------------------------------------------------
 
@@ -378,6 +389,13 @@ class _Seed:
 
     # -- pylima's own files -----------------------------------------------------
 
+    def needs_containerd_step(self) -> bool:
+        """boot/40 has work with an archive, or for containerd.system (the distro's)."""
+        containerd = self.cfg.get("containerd") or {}
+        if not (containerd.get("system") or containerd.get("user")):
+            return False
+        return self.has_containerd_archive or bool(containerd.get("system"))
+
     def needs_dependency_step(self) -> bool:
         """Whether boot/30 has work: dependency scripts, or packages pylima needs."""
         if any(p.get("mode") == "dependency" for p in self.provision):
@@ -430,15 +448,14 @@ class _Seed:
                         (f"LIMA_CIDATA_DATAFILE_{n}_PATH", p.get("path") or ""),
                         (f"LIMA_CIDATA_DATAFILE_{n}_PERMISSIONS",
                          p.get("permissions") or "644")]
-        archive = "nerdctl-full.tgz"
         env += [
             ("LIMA_CIDATA_GUEST_INSTALL_PREFIX", cfg.get("guestInstallPrefix") or "/usr/local"),
             ("LIMA_CIDATA_UPGRADE_PACKAGES", _flag(cfg.get("upgradePackages"))),
             ("LIMA_CIDATA_CONTAINERD_USER", _flag(containerd.get("user"))),
             ("LIMA_CIDATA_CONTAINERD_SYSTEM", _flag(containerd.get("system"))),
         ]
-        if containerd.get("user") or containerd.get("system"):
-            env.append(("LIMA_CIDATA_CONTAINERD_ARCHIVE", archive))
+        if (containerd.get("user") or containerd.get("system")) and self.has_containerd_archive:
+            env.append(("LIMA_CIDATA_CONTAINERD_ARCHIVE", CONTAINERD_ARCHIVE_NAME))
         env += [
             ("LIMA_CIDATA_SLIRP_DNS", self.slirp.dns),
             ("LIMA_CIDATA_SLIRP_GATEWAY", self.slirp.gateway),
@@ -457,6 +474,8 @@ class _Seed:
             # pylima's additions.
             ("LIMA_CIDATA_SSH_LOCAL_PORT", ssh_local_port),
             ("LIMA_CIDATA_PARAM_NAMES", ",".join(f"PARAM_{k}" for k in self.params)),
+            ("LIMA_CIDATA_YQ_PROVISIONS",
+             sum(1 for p in self.provision if p.get("mode") == "yq")),
         ]
         return "".join(f"{k}={shell_quote(v)}\n" for k, v in env)
 

@@ -282,7 +282,20 @@ if [ -d "$LIMA_CIDATA_MNT/provision.data" ]; then
 \tdone
 fi
 
-# "yq" mode provisioning is applied by the host over SSH, not here.
+# "yq" mode provisioning is applied by the host over SSH (the guest has no yq): it
+# does so once this boot's SSH is ready and then writes this boot's instance id into
+# /run/lima-yq-done. Waiting here keeps Lima's order: data, yq, system, user.
+if [ "${LIMA_CIDATA_YQ_PROVISIONS:-0}" -gt 0 ] && on_guest; then
+	log "waiting for the host to apply $LIMA_CIDATA_YQ_PROVISIONS yq provisioning step(s)"
+	i=0
+	while [ "$(cat /run/lima-yq-done 2>/dev/null)" != "$LIMA_CIDATA_IID" ] && [ "$i" -lt 600 ]; do
+		sleep 1
+		i=$((i + 1))
+	done
+	if [ "$(cat /run/lima-yq-done 2>/dev/null)" != "$LIMA_CIDATA_IID" ]; then
+		record_error "the host did not apply the yq provisioning steps within 600 s"
+	fi
+fi
 
 if [ -d "$LIMA_CIDATA_MNT/provision.system" ]; then
 \tfor f in "$LIMA_CIDATA_MNT"/provision.system/*; do
@@ -431,6 +444,86 @@ if on_guest && [ "$LIMA_CIDATA_MOUNTTYPE" = reverse-sshfs ] && [ "$LIMA_CIDATA_M
 \telse
 \t\twarn "no known package manager to install sshfs"
 \t\tcode=1
+\tfi
+fi
+exit "$code"
+"""
+
+CONTAINERD_SH = """\
+#!/bin/sh
+# containerd.system / containerd.user: containerd, nerdctl and friends from the
+# archive the host put on the seed (the first `containerd.archives` entry of this
+# architecture that it could download, digest checked), extracted into the install
+# prefix once per archive. Without an archive (the host could not download one and
+# said so) the distribution's containerd is used for containerd.system when the image
+# has it; otherwise containerd is skipped.
+set -u
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+on_guest || exit 0
+if ! command -v systemctl >/dev/null 2>&1; then
+\tlog "containerd: no systemd in this guest, skipped"
+\texit 0
+fi
+prefix=$LIMA_CIDATA_GUEST_INSTALL_PREFIX
+archive="$LIMA_CIDATA_MNT/${LIMA_CIDATA_CONTAINERD_ARCHIVE:-none}"
+if [ -z "${LIMA_CIDATA_CONTAINERD_ARCHIVE:-}" ] || [ ! -f "$archive" ]; then
+\tif [ "$LIMA_CIDATA_CONTAINERD_SYSTEM" = 1 ] && command -v containerd >/dev/null 2>&1; then
+\t\tlog "containerd: no archive on the seed; using the distribution's containerd"
+\t\tsystemctl enable --now containerd.service
+\t\texit $?
+\tfi
+\tlog "containerd: no archive on the seed and none in the image; skipped"
+\texit 0
+fi
+stamp="$prefix/share/lima/containerd-archive.sha256"
+sum=$(sha256sum "$archive" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
+\tlog "containerd: extracting the archive into $prefix"
+\tmkdir -p "$prefix" "$(dirname "$stamp")"
+\ttar -C "$prefix" -xf "$archive" || exit 1
+\tprintf '%s\\n' "$sum" >"$stamp"
+\tsystemctl daemon-reload
+fi
+code=0
+if [ "$LIMA_CIDATA_CONTAINERD_SYSTEM" = 1 ]; then
+\tif [ ! -e /etc/containerd/config.toml ]; then
+\t\tmkdir -p /etc/containerd
+\t\tprintf 'version = 2\\n' >/etc/containerd/config.toml
+\tfi
+\tunits=""
+\tfor u in containerd buildkit stargz-snapshotter; do
+\t\tif [ -e "$prefix/lib/systemd/system/$u.service" ] ||
+\t\t\t[ -e "/etc/systemd/system/$u.service" ]; then
+\t\t\tunits="$units $u.service"
+\t\tfi
+\tdone
+\tif [ -z "$units" ]; then
+\t\twarn "containerd: the archive has no lib/systemd/system/containerd.service"
+\t\tcode=1
+\telse
+\t\tlog "containerd: starting$units"
+\t\t# shellcheck disable=SC2086
+\t\tsystemctl enable --now $units || code=1
+\tfi
+fi
+if [ "$LIMA_CIDATA_CONTAINERD_USER" = 1 ]; then
+\ttool="$prefix/bin/containerd-rootless-setuptool.sh"
+\tif [ ! -x "$tool" ]; then
+\t\twarn "containerd.user: the archive has no bin/containerd-rootless-setuptool.sh"
+\t\tcode=1
+\telif [ ! -e "$LIMA_CIDATA_HOME/.config/systemd/user/containerd.service" ]; then
+\t\tloginctl enable-linger "$LIMA_CIDATA_USER" || true
+\t\ti=0
+\t\twhile [ ! -e "/run/user/$LIMA_CIDATA_UID/systemd/private" ] && [ "$i" -lt 60 ]; do
+\t\t\tsleep 1
+\t\t\ti=$((i + 1))
+\t\tdone
+\t\tlog "containerd: setting up rootless containerd for $LIMA_CIDATA_USER"
+\t\trun_as_user env "PATH=$prefix/bin:$PATH" "$tool" install || code=1
+\t\tif [ -e "$prefix/bin/buildkitd" ]; then
+\t\t\trun_as_user env "PATH=$prefix/bin:$PATH" "$tool" install-buildkit-containerd || code=1
+\t\tfi
 \tfi
 fi
 exit "$code"

@@ -55,7 +55,25 @@ def start_instance_cli(inst: Any, timeout: float, foreground: bool, debug: bool)
     api.start_instance(inst, timeout, debug=debug, on_progress=download_progress(),
                        on_event=_on_event)
     log.info("READY. Run `%s` to open the shell.", shell_hint(inst.name))
+    from pylima.containers.docker import setup_instance_context
+    from pylima.store.instance import inspect
+
+    inst = inspect(inst.name)
+    setup_instance_context(inst)
+    show_message(inst)
     return 0
+
+
+def show_message(inst: Any) -> None:
+    """The instance's `message` (rendered), after READY, as Lima prints it: a log line,
+    then the text unprefixed on stderr, for copying and pasting."""
+    import sys
+
+    if not inst.message:
+        return
+    log.info("Message from the instance `%s`:", inst.name)
+    sys.stderr.write(inst.message if inst.message.endswith("\n") else inst.message + "\n")
+    sys.stderr.flush()
 
 
 def shell_hint(name: str) -> str:

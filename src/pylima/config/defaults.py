@@ -31,6 +31,17 @@ DEFAULT_9P_CACHE_RW = "mmap"
 DEFAULT_VIRTIOFS_QUEUE_SIZE = 1024
 DEFAULT_DISK = "100GiB"
 DEFAULT_GUEST_INSTALL_PREFIX = "/usr/local"
+
+# Lima's pinned nerdctl-full archives (containerd, nerdctl, buildkit, ...), used when a
+# configuration names none in `containerd.archives`.
+DEFAULT_CONTAINERD_ARCHIVES: tuple[tuple[str, str, str], ...] = (
+    ("https://github.com/containerd/nerdctl/releases/download/v2.3.5/"
+     "nerdctl-full-2.3.5-linux-amd64.tar.gz", "x86_64",
+     "sha256:b697295c623639734aaab737523c808fd3cc8d3046039fd94fff1744e4c317aa"),
+    ("https://github.com/containerd/nerdctl/releases/download/v2.3.5/"
+     "nerdctl-full-2.3.5-linux-arm64.tar.gz", "aarch64",
+     "sha256:6e4b687f1d138e750a3c8372abc0f81d3d7490b6359c48c0562fc7dfe98859b2"),
+)
 FALLBACK_USER = "lima"
 FALLBACK_UID = 1000
 _VALID_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
@@ -258,6 +269,9 @@ def fill_defaults(y_in: dict[str, Any] | None, d_in: dict[str, Any] | None,
     scalar("containerd.user", os_name == "Linux" and arch in ("x86_64", "aarch64"))
     archives = (_list(o, "containerd.archives") + _list(y, "containerd.archives")
                 + _list(d, "containerd.archives"))
+    if not archives:
+        archives = [{"location": loc, "arch": a, "digest": dg}
+                    for loc, a, dg in DEFAULT_CONTAINERD_ARCHIVES]
     for a in archives:
         if isinstance(a, dict) and not a.get("arch"):
             a["arch"] = arch

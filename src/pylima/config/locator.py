@@ -198,10 +198,64 @@ def embed_bases(doc: dict[str, Any], locator: str,
         doc["base"] = bases[1:]
         base_tmpl = read_template(ref, name="-")
         base_doc = parse_yaml(base_tmpl.data, f"base template `{ref}`")
-        base_doc = embed_bases(base_doc, base_tmpl.locator, seen)
+        base_doc = embed_bases(embed_scripts(base_doc, base_tmpl.locator), base_tmpl.locator,
+                               seen)
         doc = merge_base(doc, base_doc)
         if not doc.get("base"):
             doc.pop("base", None)
     if _seen is None:
         doc = combine_list_entries(doc)
     return doc
+
+
+def embed_scripts(doc: dict[str, Any], locator: str) -> dict[str, Any]:
+    """Replace the `file:` of `provision` and `probes` entries by the text it names (a
+    path relative to the template, a URL or template:NAME), as Lima does when it
+    creates an instance: into `script`, or `content` (data) or `expression` (yq).
+    An entry that already has that text keeps it."""
+    import hashlib
+
+    def has_file(section: str) -> bool:
+        entries = doc.get(section)
+        return isinstance(entries, list) and any(
+            isinstance(e, dict) and e.get("file") not in (None, "") for e in entries)
+
+    if not (has_file("provision") or has_file("probes")):
+        return doc
+    out = dict(doc)
+    for section in ("provision", "probes"):
+        entries = doc.get(section)
+        if not isinstance(entries, list):
+            continue
+        new = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or entry.get("file") in (None, ""):
+                new.append(entry)
+                continue
+            ref = entry["file"]
+            url = str(ref.get("url") or "") if isinstance(ref, dict) else str(ref)
+            digest = str(ref.get("digest") or "") if isinstance(ref, dict) else ""
+            key = "script"
+            if section == "provision" and entry.get("mode") == "data":
+                key = "content"
+            elif section == "provision" and entry.get("mode") == "yq":
+                key = "expression"
+            if entry.get(key):
+                new.append(entry)
+                continue
+            data = read_template(_abs_locator(url, locator), name="-").data
+            if digest:
+                algo, _, want = digest.partition(":")
+                try:
+                    got = hashlib.new(algo, data).hexdigest()
+                except ValueError:
+                    raise TemplateError(f"field `{section}[{i}].file.digest` has an unknown "
+                                        f"algorithm `{algo}`") from None
+                if got != want:
+                    raise TemplateError(f"`{section}[{i}].file` `{url}` does not match its "
+                                        f"digest: expected {digest}, got {algo}:{got}")
+            entry = {k: v for k, v in entry.items() if k != "file"}
+            entry[key] = data.decode()
+            new.append(entry)
+        out[section] = new
+    return out

@@ -28,7 +28,14 @@ BOOT_ERRORS = "/run/lima-boot-errors"
 # sessions when they change it, which would take a master connection down with them.
 SSH_READY = "/run/lima-ssh-ready"
 POWERDOWN_TIMEOUT = 90.0
-PROBE_TIMEOUT = 600.0
+PROBE_TIMEOUT = 600.0  # Lima: 200 tries, 3 s apart; PYLIMA_PROBE_TIMEOUT overrides
+
+
+def probe_timeout() -> float:
+    try:
+        return float(os.environ.get("PYLIMA_PROBE_TIMEOUT") or PROBE_TIMEOUT)
+    except ValueError:
+        return PROBE_TIMEOUT
 
 
 class HostAgent:
@@ -76,11 +83,15 @@ class HostAgent:
                 ca_files.append(Path(os.path.expanduser(f)).read_text())
             except OSError as e:
                 raise LimaError(f"cannot read `caCerts.files` entry `{f}`: {e.strerror}") from e
+        from pylima.containers.archive import cached_archive
+
+        archive = cached_archive(cfg)
         files = render_cidata(cfg, instance_name=self.name, instance_id=self.instance_id,
                               user_pubkeys=pubkeys, host_key_private=host_priv,
                               host_key_public=host_pub, ssh_local_port=self.ssh_port,
                               mount_tags=tags, host_env=dict(os.environ),
-                              ca_cert_files=ca_files, host_home=str(Path.home()))
+                              ca_cert_files=ca_files, host_home=str(Path.home()),
+                              containerd_archive=archive.read_bytes() if archive else None)
         write_cidata_iso(files, self.dir / dirs.CIDATA_ISO)
 
         host, reason = probe_qemu(cfg["arch"], firmware=not self._direct_kernel())
@@ -160,6 +171,9 @@ class HostAgent:
         finally:
             if server is not None:
                 server.close()
+            from pylima.hostagent.provision import delete_copies
+
+            delete_copies(self.cfg)
             await self._close_ssh_master()
             for p in (self.socket_path, self.pidfile, self.dir / dirs.QEMU_PID,
                       self.dir / dirs.QMP_SOCK):
@@ -203,12 +217,17 @@ class HostAgent:
         events.emit(sshLocalPort=self.ssh_port, phase="boot scripts")
         await self._wait_for_marker(SSH_READY)
         await self._start_ssh_master()
+        from pylima.hostagent import provision
+
+        errors: list[str] = []
+        if provision.yq_entries(self.cfg):
+            errors += await provision.apply_yq(self._ssh, self.cfg, self.instance_id)
         await self._wait_for_marker(BOOT_DONE)
         log.info("The guest's boot scripts have finished")
-        errors: list[str] = []
         rc, out, _ = await self._ssh(f"cat {BOOT_ERRORS} 2>/dev/null || true")
         errors += [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()]
         errors += await self._run_probes()
+        errors += await provision.copy_to_host(self._ssh, self.cfg)
         self.errors = errors
         if errors:
             for e in errors:
@@ -228,10 +247,10 @@ class HostAgent:
     async def _run_probes(self) -> list[str]:
         errors = []
         probes = self.cfg.get("probes") or []
-        for probe in probes:
+        for n, probe in enumerate(probes, 1):
             desc = probe.get("description") or "probe"
             log.info("Waiting for the readiness probe: %s", desc)
-            deadline = asyncio.get_running_loop().time() + PROBE_TIMEOUT
+            deadline = asyncio.get_running_loop().time() + probe_timeout()
             script = str(probe.get("script") or "").encode()
             runner = ('f=$(mktemp) && cat >"$f" && chmod +x "$f" && "$f"; rc=$?; '
                       'rm -f "$f"; exit $rc')
@@ -241,7 +260,10 @@ class HostAgent:
                     break
                 if asyncio.get_running_loop().time() > deadline:
                     hint = probe.get("hint") or ""
-                    errors.append(f"readiness probe `{desc}` failed"
+                    why = err.decode(errors="replace").strip().splitlines()[-1:] or [
+                        f"exit status {rc}"]
+                    errors.append(f"failed to satisfy the readiness probe {n} of "
+                                  f"{len(probes)} `{desc}`: {why[0]}"
                                   + (f" (Hint: {hint})" if hint else ""))
                     break
                 await asyncio.sleep(3)

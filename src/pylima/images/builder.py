@@ -423,6 +423,13 @@ class Recipe:
 # added here.
 VARIANTS: dict[str, tuple[str, ...]] = {
     "": (),
+    # The container engines of template:docker, docker-rootful, podman, podman-rootful
+    # and of `containerd` from the distro: Debian's docker.io (with containerd and
+    # runc), what rootless docker and podman need (rootlesskit, slirp4netns, newuidmap,
+    # a D-Bus user session), podman itself, and busybox-static to make small local
+    # images without a registry.
+    "docker": ("docker.io", "containerd", "rootlesskit", "slirp4netns", "uidmap",
+               "dbus-user-session", "podman", "busybox-static", "iptables"),
 }
 
 
