@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.unit.test_cidata import filled, render, text
 
 from pylima.api import local_image_variant, prepare_template
 from pylima.cidata.iso import write_cidata_dir
@@ -19,8 +20,6 @@ from pylima.config.locator import embed_scripts, read_template
 from pylima.errors import TemplateError
 from pylima.hostagent.provision import yq_apply_text, yq_format
 from pylima.images.builder import VARIANTS, make_recipe
-from tests.unit.test_cidata import filled, render, text
-
 
 # -- provision/probe `file:` --------------------------------------------------------------
 

@@ -93,6 +93,10 @@ def test_x86_64_tcg_direct_kernel_boot_with_9p_mount() -> None:
                    "id=lima-f872001c91a4f2cf,readonly=on",
         "-chardev", "socket,id=char-qmp,path=/home/u/.lima/dev/qmp.sock,server=on,wait=off",
         "-qmp", "chardev:char-qmp",
+        "-chardev", "socket,id=char-ga,path=/home/u/.lima/dev/ga.sock,server=on,wait=off",
+        "-device", "virtio-serial-pci,id=virtio-serial1",
+        "-device",
+        "virtserialport,bus=virtio-serial1.0,chardev=char-ga,name=io.lima-vm.guest_agent.0",
         "-pidfile", "/home/u/.lima/dev/qemu.pid",
     ]
 
@@ -130,6 +134,10 @@ def test_x86_64_kvm_firmware_boot() -> None:
         "-device", "virtconsole,chardev=char-serial-virtio,id=console0",
         "-chardev", "socket,id=char-qmp,path=/home/u/.lima/dev/qmp.sock,server=on,wait=off",
         "-qmp", "chardev:char-qmp",
+        "-chardev", "socket,id=char-ga,path=/home/u/.lima/dev/ga.sock,server=on,wait=off",
+        "-device", "virtio-serial-pci,id=virtio-serial1",
+        "-device",
+        "virtserialport,bus=virtio-serial1.0,chardev=char-ga,name=io.lima-vm.guest_agent.0",
         "-pidfile", "/home/u/.lima/dev/qemu.pid",
     ]
 
@@ -169,6 +177,10 @@ def test_aarch64_tcg_firmware_boot() -> None:
         "-device", "virtconsole,chardev=char-serial-virtio,id=console0",
         "-chardev", "socket,id=char-qmp,path=/home/u/.lima/dev/qmp.sock,server=on,wait=off",
         "-qmp", "chardev:char-qmp",
+        "-chardev", "socket,id=char-ga,path=/home/u/.lima/dev/ga.sock,server=on,wait=off",
+        "-device", "virtio-serial-pci,id=virtio-serial1",
+        "-device",
+        "virtserialport,bus=virtio-serial1.0,chardev=char-ga,name=io.lima-vm.guest_agent.0",
         "-pidfile", "/home/u/.lima/dev/qemu.pid",
     ]
 
@@ -206,6 +218,10 @@ def test_cpu_type_override() -> None:
         "-device", "virtconsole,chardev=char-serial-virtio,id=console0",
         "-chardev", "socket,id=char-qmp,path=/home/u/.lima/dev/qmp.sock,server=on,wait=off",
         "-qmp", "chardev:char-qmp",
+        "-chardev", "socket,id=char-ga,path=/home/u/.lima/dev/ga.sock,server=on,wait=off",
+        "-device", "virtio-serial-pci,id=virtio-serial1",
+        "-device",
+        "virtserialport,bus=virtio-serial1.0,chardev=char-ga,name=io.lima-vm.guest_agent.0",
         "-pidfile", "/home/u/.lima/dev/qemu.pid",
     ]
 
@@ -243,6 +259,10 @@ def test_legacy_bios() -> None:
         "-device", "virtconsole,chardev=char-serial-virtio,id=console0",
         "-chardev", "socket,id=char-qmp,path=/home/u/.lima/dev/qmp.sock,server=on,wait=off",
         "-qmp", "chardev:char-qmp",
+        "-chardev", "socket,id=char-ga,path=/home/u/.lima/dev/ga.sock,server=on,wait=off",
+        "-device", "virtio-serial-pci,id=virtio-serial1",
+        "-device",
+        "virtserialport,bus=virtio-serial1.0,chardev=char-ga,name=io.lima-vm.guest_agent.0",
         "-pidfile", "/home/u/.lima/dev/qemu.pid",
 
     ]

@@ -41,6 +41,7 @@ from pylima.cidata import scripts
 from pylima.config.defaults import mount_tag
 from pylima.config.units import parse_size
 from pylima.errors import ConfigError
+from pylima.store import dirs
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
         "user-data": seed.user_data(list(user_pubkeys), host_key_private, host_key_public,
                                     list(ca_cert_files)),
         "network-config": seed.network_config(),
-        "lima.env": seed.lima_env(ssh_local_port, host_home),
+        "lima.env": seed.lima_env(ssh_local_port, host_home,
+                                  dirs.VIRTIO_PORT if guest_agent is not None else ""),
         "param.env": render_param_env(seed.params),
         "etc_environment": render_etc_environment(seed.env),
         "etc_hosts": seed.etc_hosts(),
@@ -405,7 +407,8 @@ class _Seed:
     def _mount_point(self, m: Mapping[str, Any]) -> str:
         return str(m.get("mountPoint") or m.get("location") or "")
 
-    def lima_env(self, ssh_local_port: int, host_home: str | None) -> str:
+    def lima_env(self, ssh_local_port: int, host_home: str | None,
+                 virtio_port: str = "") -> str:
         cfg = self.cfg
         containerd = cfg.get("containerd") or {}
         host_home_mp = next((self._mount_point(m) for m in self.mounts
@@ -467,7 +470,7 @@ class _Seed:
             ("LIMA_CIDATA_SKIP_DEFAULT_DEPENDENCY_RESOLUTION", _flag(skip_deps)),
             ("LIMA_CIDATA_VMTYPE", cfg.get("vmType") or "qemu"),
             ("LIMA_CIDATA_VSOCK_PORT", 0),
-            ("LIMA_CIDATA_VIRTIO_PORT", ""),
+            ("LIMA_CIDATA_VIRTIO_PORT", virtio_port),
             ("LIMA_CIDATA_PLAIN", _flag(cfg.get("plain"))),
             ("LIMA_CIDATA_NO_CLOUD_INIT", ""),
             ("LIMA_CIDATA_PASSWORDLESS_SUDO", _flag(self.sudo)),

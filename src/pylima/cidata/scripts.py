@@ -392,21 +392,53 @@ printf '%s\\n' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-ssh-ready"
 
 GUEST_AGENT_SH = """\
 #!/bin/sh
-# Install the guest agent shipped on the seed (when there is one).
+# Install the guest agent shipped on the seed and run it as a systemd service on the
+# virtio-serial port. Without systemd or without the port, the host agent runs it
+# over SSH instead (`lima-guestagent stdio`), so nothing here is fatal.
 set -eu
 # shellcheck source=/dev/null
 . "$LIMA_CIDATA_MNT/lib.sh"
 src="$LIMA_CIDATA_MNT/lima-guestagent"
 [ -f "$src" ] || exit 0
-dest="$ROOT$LIMA_CIDATA_GUEST_INSTALL_PREFIX/bin/lima-guestagent"
-if ! cmp -s "$src" "$dest"; then
-\tmkdir -p "$(dirname "$dest")"
-\tinstall -m 755 "$src" "$dest"
-\tlog "installed $LIMA_CIDATA_GUEST_INSTALL_PREFIX/bin/lima-guestagent"
+bin="$LIMA_CIDATA_GUEST_INSTALL_PREFIX/bin/lima-guestagent"
+changed=0
+if ! cmp -s "$src" "$ROOT$bin"; then
+\tmkdir -p "$(dirname "$ROOT$bin")"
+\tinstall -m 755 "$src" "$ROOT$bin"
+\tlog "installed $bin"
+\tchanged=1
 fi
-# HOOK(guest agent): start or restart the agent service here (systemd unit or
-# OpenRC script) so that it serves the host on $LIMA_CIDATA_VIRTIO_PORT or
-# $LIMA_CIDATA_VSOCK_PORT.
+[ -n "$LIMA_CIDATA_VIRTIO_PORT" ] || exit 0
+unit="$ROOT/etc/systemd/system/lima-guestagent.service"
+mkdir -p "$(dirname "$unit")"
+cat >"$unit.new" <<EOF
+[Unit]
+Description=pylima guest agent (listening ports, time sync)
+ConditionPathExists=/dev/virtio-ports/$LIMA_CIDATA_VIRTIO_PORT
+
+[Service]
+ExecStart=$bin daemon
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+EOF
+if cmp -s "$unit.new" "$unit"; then
+\trm -f "$unit.new"
+else
+\tmv "$unit.new" "$unit"
+\tchanged=1
+fi
+on_guest || exit 0
+[ -d /run/systemd/system ] || exit 0
+if [ "$changed" = 1 ]; then
+\tsystemctl daemon-reload
+\tsystemctl enable --quiet lima-guestagent.service
+\tsystemctl restart lima-guestagent.service
+else
+\tsystemctl start lima-guestagent.service
+fi
 """
 
 DEPENDENCIES_SH = """\

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 from pylima.errors import LimaError
 from pylima.hostagent import events
+from pylima.hostagent.portfwd import GuestAgentLink, GuestPort, PortForwarder
 from pylima.store import dirs
 
 log = logging.getLogger("pylima.hostagent")
@@ -29,6 +31,11 @@ BOOT_ERRORS = "/run/lima-boot-errors"
 SSH_READY = "/run/lima-ssh-ready"
 POWERDOWN_TIMEOUT = 90.0
 PROBE_TIMEOUT = 600.0  # Lima: 200 tries, 3 s apart; PYLIMA_PROBE_TIMEOUT overrides
+# How long after the boot scripts finish the guest agent may take to answer on its
+# virtio-serial port before the host agent runs it over SSH instead.
+GUEST_AGENT_GRACE = 20.0
+TIME_SYNC_DELAY = 5.0
+TIME_SYNC_INTERVAL = 10.0  # as Lima
 
 
 def probe_timeout() -> float:
@@ -50,6 +57,12 @@ class HostAgent:
         self.stop_requested = asyncio.Event()
         self.errors: list[str] = []
         self.cfg: dict[str, Any] = {}
+        self.status: dict[str, Any] = {}
+        self.boot_done = asyncio.Event()
+        self.qmp_lock = asyncio.Lock()
+        self.forwarder: PortForwarder | None = None
+        self.ssh_forwards: list[dict[str, Any]] = []
+        self.guest_agent_alive = asyncio.Event()
 
     # ---- preparation (synchronous, before the event loop does real work) ----
 
@@ -59,6 +72,7 @@ class HostAgent:
         from pylima.cidata.render import mount_tag, render_cidata
         from pylima.drivers.qemu.argv import BootFiles, build_qemu_argv
         from pylima.drivers.qemu.probe import probe_qemu
+        from pylima.guestagent import guest_agent_bytes
         from pylima.images.disk import boot_disk_path
         from pylima.sshutil import ensure_host_key, free_port, write_ssh_files
         from pylima.store.instance import inspect
@@ -91,6 +105,7 @@ class HostAgent:
                               host_key_public=host_pub, ssh_local_port=self.ssh_port,
                               mount_tags=tags, host_env=dict(os.environ),
                               ca_cert_files=ca_files, host_home=str(Path.home()),
+                              guest_agent=guest_agent_bytes(),
                               containerd_archive=archive.read_bytes() if archive else None)
         write_cidata_iso(files, self.dir / dirs.CIDATA_ISO)
 
@@ -143,15 +158,17 @@ class HostAgent:
             self.qemu = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, cwd=str(self.dir), start_new_session=True)
-            events.emit(sshLocalPort=self.ssh_port, phase="booting")
+            self._emit(sshLocalPort=self.ssh_port, phase="booting")
             output = asyncio.create_task(self._relay_qemu_output())
             boot = asyncio.create_task(self._boot_sequence())
+            guest_agent = asyncio.create_task(self._guest_agent())
             qemu_exit = asyncio.create_task(self.qemu.wait())
             stop = asyncio.create_task(self.stop_requested.wait())
             done, _ = await asyncio.wait({qemu_exit, stop}, return_when=asyncio.FIRST_COMPLETED)
-            boot.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await boot
+            for task in (guest_agent, boot):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             if stop in done and not qemu_exit.done():
                 log.info("Shutting down the VM")
                 await self._shutdown_qemu()
@@ -176,7 +193,9 @@ class HostAgent:
             delete_copies(self.cfg)
             await self._close_ssh_master()
             for p in (self.socket_path, self.pidfile, self.dir / dirs.QEMU_PID,
-                      self.dir / dirs.QMP_SOCK):
+                      self.dir / dirs.QMP_SOCK, self.dir / dirs.PORT_FORWARDS,
+                      *(Path(r["hostAddr"]) for r in self.ssh_forwards
+                        if r["protocol"] == "unix" and not r.get("reverse"))):
                 with contextlib.suppress(OSError):
                     p.unlink()
 
@@ -214,15 +233,17 @@ class HostAgent:
             log.debug("ssh not ready: %s", err.decode(errors="replace").strip())
             await asyncio.sleep(1)
         log.info("SSH is ready")
-        events.emit(sshLocalPort=self.ssh_port, phase="boot scripts")
+        self._emit(sshLocalPort=self.ssh_port, phase="boot scripts")
         await self._wait_for_marker(SSH_READY)
         await self._start_ssh_master()
+        await self._start_ssh_forwards()
         from pylima.hostagent import provision
 
         errors: list[str] = []
         if provision.yq_entries(self.cfg):
             errors += await provision.apply_yq(self._ssh, self.cfg, self.instance_id)
         await self._wait_for_marker(BOOT_DONE)
+        self.boot_done.set()
         log.info("The guest's boot scripts have finished")
         rc, out, _ = await self._ssh(f"cat {BOOT_ERRORS} 2>/dev/null || true")
         errors += [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()]
@@ -232,8 +253,8 @@ class HostAgent:
         if errors:
             for e in errors:
                 log.error("%s", e)
-        events.emit(running=True, degraded=bool(errors), errors=errors,
-                    sshLocalPort=self.ssh_port)
+        self._emit(running=True, degraded=bool(errors), errors=errors,
+                   sshLocalPort=self.ssh_port)
 
     async def _wait_for_marker(self, path: str) -> None:
         """Wait until the guest file `path` holds this boot's instance-id (a marker left
@@ -270,14 +291,9 @@ class HostAgent:
         return errors
 
     async def _shutdown_qemu(self) -> None:
-        from pylima.drivers.qemu.qmp import QMPClient
-
         assert self.qemu is not None
         try:
-            client = QMPClient(str(self.dir / dirs.QMP_SOCK))
-            await client.connect()
-            await client.execute("system_powerdown")
-            await client.close()
+            await self._qmp("system_powerdown")
         except (OSError, LimaError) as e:
             log.warning("ACPI power-down over QMP failed: %s", e)
         try:
@@ -288,6 +304,180 @@ class HostAgent:
                         int(POWERDOWN_TIMEOUT))
         with contextlib.suppress(ProcessLookupError):
             self.qemu.kill()
+
+    def _emit(self, **status: Any) -> None:
+        """A status event; port-forward events repeat the last status, as Lima's do."""
+        self.status = {k: v for k, v in status.items() if k != "portForward"}
+        events.emit(**status)
+
+    async def _qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        from pylima.drivers.qemu.qmp import QMPClient
+
+        async with self.qmp_lock:  # QEMU serves one monitor client at a time
+            client = QMPClient(str(self.dir / dirs.QMP_SOCK))
+            await client.connect()
+            try:
+                return await client.execute(command, arguments)
+            finally:
+                await client.close()
+
+    async def _hmp(self, command_line: str) -> str:
+        try:
+            out = await self._qmp("human-monitor-command", {"command-line": command_line})
+        except (OSError, LimaError) as e:
+            return f"QMP: {e}"
+        return str(out or "")
+
+    # ---- the guest agent and port forwarding ----
+
+    def _on_port_event(self, ev: dict[str, Any]) -> None:
+        events.emit(**self.status, portForward=ev)
+
+    def _write_forwards(self) -> None:
+        from pylima.hostagent.portfwd import write_state
+
+        forwards = self.forwarder.forwards() if self.forwarder else []
+        forwards += self.ssh_forwards
+        with contextlib.suppress(OSError):
+            write_state(self.dir / dirs.PORT_FORWARDS, forwards)
+
+    async def _on_guest_message(self, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "snapshot":
+            if not self.guest_agent_alive.is_set():
+                log.info("The guest agent is running (version %s)", msg.get("version"))
+                self.guest_agent_alive.set()
+            if self.forwarder is not None:
+                await self.forwarder.snapshot(
+                    [GuestPort.from_json(p) for p in msg.get("ports") or []],
+                    str(msg.get("session") or ""))
+        elif msg.get("op") == "ports" and self.forwarder is not None:
+            await self.forwarder.update(
+                [GuestPort.from_json(p) for p in msg.get("added") or []],
+                [GuestPort.from_json(p) for p in msg.get("removed") or []])
+
+    async def _guest_agent(self) -> None:
+        """Talk to the guest agent: over its virtio-serial port (ga.sock), or over SSH
+        when it does not answer there."""
+        link = await self._virtio_link()
+        tasks = []
+        if link is not None:
+            tasks = [asyncio.create_task(link.run()),
+                     asyncio.create_task(link.hello_until_answered())]
+            await self.boot_done.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.snapshot_seen.wait(), GUEST_AGENT_GRACE)
+        else:
+            await self.boot_done.wait()
+        proc = None
+        if link is None or not link.snapshot_seen.is_set():
+            for t in tasks:
+                t.cancel()
+            log.warning("The guest agent does not answer on the virtio-serial port %s; "
+                        "running it over SSH instead", dirs.VIRTIO_PORT)
+            link, proc = await self._ssh_link()
+            tasks = [asyncio.create_task(link.run()),
+                     asyncio.create_task(link.hello_until_answered())]
+        sync = asyncio.create_task(self._time_sync(link))
+        try:
+            await tasks[0]
+            log.warning("The guest agent's connection has closed")
+        finally:
+            for t in (*tasks, sync):
+                t.cancel()
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
+    def _make_forwarder(self, link: GuestAgentLink) -> None:
+        if self.cfg.get("plain"):
+            return  # plain mode: static forwards only
+        self.forwarder = PortForwarder(
+            self.cfg.get("portForwards") or [], self.ssh_port, self._hmp, link.request,
+            self._on_port_event, self._write_forwards)
+
+    async def _virtio_link(self) -> GuestAgentLink | None:
+        path = self.dir / dirs.GA_SOCK
+        for _ in range(100):
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(path))
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            return None
+        link = GuestAgentLink(reader, writer, self._on_guest_message)
+        self._make_forwarder(link)
+        return link
+
+    async def _ssh_link(self) -> tuple[GuestAgentLink, asyncio.subprocess.Process]:
+        from pylima.sshutil import ssh_argv
+
+        prefix = self.cfg.get("guestInstallPrefix") or "/usr/local"
+        proc = await asyncio.create_subprocess_exec(
+            *ssh_argv(self.dir, self.name, "--", "sudo", "-n",
+                      f"{prefix}/bin/lima-guestagent", "stdio"),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stdin is not None
+        link = GuestAgentLink(proc.stdout, proc.stdin, self._on_guest_message)
+        self._make_forwarder(link)
+        return link, proc
+
+    async def _time_sync(self, link: GuestAgentLink) -> None:
+        """Keep the guest's clock on the host's (it stops while the host sleeps)."""
+        import time
+
+        await link.snapshot_seen.wait()
+        await asyncio.sleep(TIME_SYNC_DELAY)
+        while True:
+            try:
+                r = await link.request("sync-time", time=time.time(), timeout=10)
+                if r.get("error"):
+                    log.warning("Time sync: the guest could not set its clock: %s "
+                                "(drift was %s ms)", r["error"], r.get("driftMs"))
+                elif r.get("adjusted"):
+                    log.info("Time sync: guest clock adjusted (was %s ms off)",
+                             r.get("driftMs"))
+            except (TimeoutError, OSError, ConnectionError) as e:
+                log.debug("Time sync failed: %s", e)
+            await asyncio.sleep(TIME_SYNC_INTERVAL)
+
+    async def _start_ssh_forwards(self) -> None:
+        """Unix-socket rules and `static` rules, over the SSH master (as Lima)."""
+        from pylima.hostagent.portfwd import socket_rules, ssh_forward_args, static_rules
+        from pylima.sshutil import ssh_argv
+
+        rules = [*socket_rules(self.cfg.get("portForwards") or []),
+                 *static_rules(self.cfg.get("portForwards") or [])]
+        if self.cfg.get("plain"):
+            rules = [r for r in rules if r.get("static")]
+        for rule in rules:
+            for spec, record in ssh_forward_args(rule):
+                if rule.get("hostSocket") and not rule.get("reverse"):
+                    Path(rule["hostSocket"]).parent.mkdir(parents=True, exist_ok=True)
+                    with contextlib.suppress(FileNotFoundError):
+                        Path(rule["hostSocket"]).unlink()
+                if rule.get("reverse"):
+                    await self._ssh(f"rm -f {shlex.quote(rule['guestSocket'])}")
+                proc = await asyncio.create_subprocess_exec(
+                    *ssh_argv(self.dir, self.name, "-O", "forward", *spec),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                _, err = await proc.communicate()
+                ev = {"protocol": record["protocol"], "guestAddr": record["guestAddr"],
+                      "hostAddr": record["hostAddr"]}
+                if proc.returncode:
+                    msg = err.decode(errors="replace").strip()
+                    log.warning("failed to set up forwarding %s from %s to %s: %s",
+                                record["protocol"].upper(), record["guestAddr"],
+                                record["hostAddr"], msg)
+                    self._on_port_event({"type": "failed", **ev, "error": msg})
+                    continue
+                log.info("Forwarding %s from %s to %s (over SSH)", record["protocol"].upper(),
+                         record["guestAddr"], record["hostAddr"])
+                self._on_port_event({"type": "forwarding", **ev})
+                self.ssh_forwards.append(record)
+        if self.ssh_forwards:
+            self._write_forwards()
 
     async def _start_ssh_master(self) -> None:
         from pylima.sshutil import master_argv
@@ -326,7 +516,11 @@ class HostAgent:
             parts = request.decode(errors="replace").split()
             path = parts[1] if len(parts) > 1 else ""
             if path == "/v1/info":
-                body = json.dumps({"sshLocalPort": self.ssh_port}).encode()
+                forwards = (self.forwarder.forwards() if self.forwarder else []) \
+                    + self.ssh_forwards
+                # Lima's field; pylima adds the active forwards.
+                body = json.dumps({"sshLocalPort": self.ssh_port,
+                                   "portForwards": forwards}).encode()
                 status = "200 OK"
             else:
                 body = json.dumps({"message": "not found"}).encode()

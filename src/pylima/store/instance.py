@@ -100,6 +100,21 @@ class Instance:
         return self.dir / dirs.SSH_CONFIG
 
     @property
+    def port_forwards(self) -> list[dict[str, Any]]:
+        """The active port forwards of a running instance (pylima; the host agent
+        keeps them in ha.portforwards.json)."""
+        if not self.host_agent_pid:
+            return []
+        import json
+
+        try:
+            with open(self.dir / dirs.PORT_FORWARDS) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return []
+        return data if isinstance(data, list) else []
+
+    @property
     def param(self) -> dict[str, str]:
         return dict((self.config or {}).get("param") or {})
 
@@ -138,6 +153,9 @@ class Instance:
         out["limaVersion"] = self.lima_version
         if self.param:
             out["param"] = self.param
+        forwards = self.port_forwards
+        if forwards:
+            out["portForwards"] = forwards  # pylima
         return out
 
     def format_data(self) -> dict[str, Any]:
@@ -157,6 +175,7 @@ class Instance:
             "SSHAddress": "127.0.0.1" if cfg is not None else "",
             "Protected": self.protected, "LimaVersion": self.lima_version,
             "Param": self.param, "AutoStartedIdentifier": "",
+            "PortForwards": self.port_forwards,
         }
         data.update(global_fields())
         return data

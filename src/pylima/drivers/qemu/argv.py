@@ -261,6 +261,11 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
 
     args += ["-chardev", _chardev_socket("char-qmp", inst_dir, dirs.QMP_SOCK, None),
              "-qmp", "chardev:char-qmp"]
+    # The guest agent's port, on a bus of its own (the console's bus has one port).
+    args += ["-chardev", _chardev_socket("char-ga", inst_dir, dirs.GA_SOCK, None),
+             "-device", "virtio-serial-pci,id=virtio-serial1",
+             "-device",
+             f"virtserialport,bus=virtio-serial1.0,chardev=char-ga,name={dirs.VIRTIO_PORT}"]
     args += ["-pidfile", os.path.join(inst_dir, dirs.QEMU_PID)]
     return args
 

@@ -1,0 +1,452 @@
+"""Port forwarding: Lima's `portForwards` rules applied to the listening sockets the
+guest agent reports.
+
+The rules are Lima's (first match wins; guest port 22 and the SSH port are never
+forwarded; an implicit last rule forwards guest loopback/any-address ports to the
+same port on the host's 127.0.0.1). pylima adds one safety rule: the implicit rule
+never makes the host listen on a privileged port (below 1024); that takes an
+explicit rule.
+
+The data path is QEMU's own user-mode port forwarding (`hostfwd_add` over QMP), which
+moves several times the bytes an SSH tunnel does under emulation (the guest's sshd
+is CPU-bound there): guest sockets bound to the guest's network address or to any
+address are reached directly; sockets bound to a guest loopback address are reached
+through a relay the guest agent opens on the guest's network address (splice(2)
+copies, in the guest kernel). QEMU binds the host side itself, so the host listens
+exactly on the rule's address and port, and nothing else. Unix-socket rules
+(`guestSocket`/`hostSocket`, `reverse`) and `static` rules go over the SSH master
+connection, as in Lima.
+
+The rule matching (`match_rule`, `effective_rules`, `data_path`) is pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("pylima.hostagent")
+
+SSH_GUEST_PORT = 22
+SLIRP_GUEST_IP = "192.168.5.15"
+FIRST_UNPRIVILEGED_PORT = 1024
+QEMU_NETDEV = "net0"
+
+
+# ---- the pure part ----
+
+
+@dataclass(frozen=True, order=True)
+class GuestPort:
+    """A listening socket in the guest, as the guest agent reports it."""
+
+    protocol: str  # tcp | udp
+    ip: str
+    port: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GuestPort:
+        return cls(str(d["protocol"]), str(d["ip"]), int(d["port"]))
+
+    @property
+    def addr(self) -> str:
+        return host_string(self.ip, self.port)
+
+
+def host_string(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+@dataclass(frozen=True)
+class Match:
+    rule: dict[str, Any]
+    host_ip: str
+    host_port: int
+
+
+def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(str(value))
+    except ValueError:
+        return None
+
+
+def effective_rules(rules: Sequence[dict[str, Any]], ssh_local_port: int) -> list[dict[str, Any]]:
+    """The instance's (filled) rules between Lima's two implicit parts: first the SSH
+    ports, ignored on every guest address, last the catch-all forward."""
+    def block(port: int) -> dict[str, Any]:
+        return {"guestIP": "0.0.0.0", "guestIPMustBeZero": False, "guestPortRange": [port, port],
+                "hostIP": "127.0.0.1", "hostPortRange": [port, port], "proto": "any",
+                "ignore": True}
+
+    out = [block(SSH_GUEST_PORT)]
+    if ssh_local_port and ssh_local_port != SSH_GUEST_PORT:
+        out.append(block(ssh_local_port))
+    out += [dict(r) for r in rules]
+    out.append({"guestIP": "127.0.0.1", "guestIPMustBeZero": False,
+                "guestPortRange": [1, 65535], "hostIP": "127.0.0.1",
+                "hostPortRange": [1, 65535], "proto": "any", "implicit": True})
+    return out
+
+
+def match_rule(rules: Sequence[dict[str, Any]], guest: GuestPort) -> Match | None:
+    """The forward for `guest` (Lima's first-match semantics), or None."""
+    gip = _ip(guest.ip)
+    if gip is None:
+        return None
+    for rule in rules:
+        if rule.get("guestSocket"):
+            continue
+        proto = rule.get("proto") or "any"
+        if proto != "any" and proto != guest.protocol:
+            continue
+        lo, hi = (int(x) for x in rule.get("guestPortRange") or [0, 0])
+        if not lo <= guest.port <= hi:
+            continue
+        rip = _ip(rule.get("guestIP") or "127.0.0.1")
+        must_be_zero = bool(rule.get("guestIPMustBeZero"))
+        if gip.is_unspecified or gip == rip:
+            pass
+        elif gip == ipaddress.IPv6Address("::1") and rip == ipaddress.IPv4Address("127.0.0.1"):
+            pass
+        elif rip is not None and rip.is_unspecified and not must_be_zero:
+            pass
+        else:
+            continue
+        if rule.get("ignore"):
+            if gip.is_unspecified and rip is not None and not rip.is_unspecified:
+                continue
+            return None
+        hlo = int((rule.get("hostPortRange") or [lo, hi])[0])
+        host_port = guest.port + hlo - lo
+        return Match(rule, str(rule.get("hostIP") or "127.0.0.1"), host_port)
+    return None
+
+
+def refusal(m: Match) -> str | None:
+    """Why pylima does not set up a forward that the rules allow (None: it does)."""
+    if m.rule.get("implicit") and m.host_port < FIRST_UNPRIVILEGED_PORT:
+        return (f"host port {m.host_port} is privileged; add a `portForwards` rule for it "
+                "to forward it")
+    if not 0 < m.host_port < 65536:
+        return f"host port {m.host_port} is out of range"
+    return None
+
+
+def data_path(guest: GuestPort) -> str:
+    """"direct" when QEMU's forwarding reaches the socket (bound to the guest's network
+    address or to any address), else "relay" (through the guest agent)."""
+    ip = _ip(guest.ip)
+    if ip is not None and (ip.is_unspecified or str(ip) == SLIRP_GUEST_IP):
+        return "direct"
+    return "relay"
+
+
+def hostfwd_spec(protocol: str, host_ip: str, host_port: int, guest_port: int) -> str:
+    host = f"[{host_ip}]" if ":" in host_ip else host_ip
+    return f"{protocol}:{host}:{host_port}-:{guest_port}"
+
+
+def socket_rules(rules: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rules if r.get("guestSocket") and not r.get("ignore")]
+
+
+def static_rules(rules: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rules if r.get("static") and not r.get("guestSocket")
+            and not r.get("ignore")]
+
+
+def is_static(rules: Iterable[dict[str, Any]], guest: GuestPort) -> bool:
+    for r in static_rules(rules):
+        lo, hi = (int(x) for x in r.get("guestPortRange") or [0, 0])
+        if lo <= guest.port <= hi:
+            return True
+    return False
+
+
+# ---- the forwarder ----
+
+
+@dataclass
+class Active:
+    guest: GuestPort
+    host_ip: str
+    host_port: int
+    via: str  # direct | relay
+    relay_port: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"protocol": self.guest.protocol, "guestAddr": self.guest.addr,
+                "hostAddr": host_string(self.host_ip, self.host_port), "via": self.via}
+
+
+Hmp = Callable[[str], Awaitable[str]]
+Request = Callable[..., Awaitable[dict[str, Any]]]
+EmitEvent = Callable[[dict[str, Any]], None]
+
+
+class PortForwarder:
+    """Applies the guest agent's reports: one QEMU forward per forwarded guest socket.
+
+    `hmp` runs a QEMU monitor command and returns its output (empty on success);
+    `request` asks the guest agent for something; `on_event` gets Lima's
+    `portForward` event objects; `on_change` is called when the set of active
+    forwards changes.
+    """
+
+    def __init__(self, rules: Sequence[dict[str, Any]], ssh_local_port: int, hmp: Hmp,
+                 request: Request, on_event: EmitEvent,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.rules = effective_rules(rules, ssh_local_port)
+        self.hmp = hmp
+        self.request = request
+        self.on_event = on_event
+        self.on_change = on_change
+        self.known: set[GuestPort] = set()
+        self.active: dict[GuestPort, Active] = {}
+        self.session = ""
+        self.lock = asyncio.Lock()
+
+    def forwards(self) -> list[dict[str, Any]]:
+        return [a.to_json() for a in sorted(self.active.values(), key=lambda a: a.guest)]
+
+    async def snapshot(self, ports: Iterable[GuestPort], session: str) -> None:
+        async with self.lock:
+            now = set(ports)
+            if session != self.session:
+                # A new guest agent: its relays (if any) are gone; set everything up again.
+                self.session = session
+                await self._remove(set(self.known))
+                self.known = set()
+            await self._remove(self.known - now)
+            await self._add(now - self.known)
+
+    async def update(self, added: Iterable[GuestPort], removed: Iterable[GuestPort]) -> None:
+        async with self.lock:
+            await self._remove(set(removed) & self.known)
+            await self._add(set(added) - self.known)
+
+    async def close(self) -> None:
+        async with self.lock:
+            await self._remove(set(self.known))
+
+    async def _add(self, ports: set[GuestPort]) -> None:
+        for guest in sorted(ports):
+            self.known.add(guest)
+            await self._forward(guest)
+        if ports:
+            self.on_change()
+
+    async def _remove(self, ports: set[GuestPort]) -> None:
+        for guest in sorted(ports):
+            self.known.discard(guest)
+            active = self.active.pop(guest, None)
+            if active is None:
+                continue
+            host = host_string(active.host_ip, active.host_port)
+            log.info("Stopping forwarding %s from %s to %s", guest.protocol.upper(),
+                     guest.addr, host)
+            self.on_event({"type": "stopping", "protocol": guest.protocol,
+                           "guestAddr": guest.addr, "hostAddr": host})
+            out = await self.hmp(f"hostfwd_remove {QEMU_NETDEV} {guest.protocol}:"
+                                 f"{_bracket(active.host_ip)}:{active.host_port}")
+            if out.strip():
+                log.debug("hostfwd_remove: %s", out.strip())
+            if active.relay_port:
+                with contextlib.suppress(Exception):
+                    await self.request("unrelay", protocol=guest.protocol,
+                                       port=active.relay_port)
+            # The same host address may now serve another guest socket waiting for it.
+            for other in sorted(self.known):
+                if other not in self.active and other.port == guest.port:
+                    await self._forward(other, quiet=True)
+        if ports:
+            self.on_change()
+
+    async def _forward(self, guest: GuestPort, quiet: bool = False) -> None:
+        if is_static(self.rules, guest):
+            return  # forwarded over SSH since the start
+        m = match_rule(self.rules, guest)
+        if m is None:
+            if not quiet:
+                log.info("Not forwarding %s %s", guest.protocol.upper(), guest.addr)
+                self.on_event({"type": "not-forwarding", "protocol": guest.protocol,
+                               "guestAddr": guest.addr})
+            return
+        why = refusal(m)
+        if why:
+            if not quiet:
+                log.info("Not forwarding %s %s: %s", guest.protocol.upper(), guest.addr, why)
+                self.on_event({"type": "not-forwarding", "protocol": guest.protocol,
+                               "guestAddr": guest.addr, "error": why})
+            return
+        host = host_string(m.host_ip, m.host_port)
+        for a in self.active.values():
+            if (a.guest.protocol, a.host_ip, a.host_port) == (guest.protocol, m.host_ip,
+                                                               m.host_port):
+                # e.g. the same server on 0.0.0.0 and ::, or 127.0.0.1 and ::1
+                log.debug("%s %s: %s is already forwarded from %s", guest.protocol,
+                          guest.addr, host, a.guest.addr)
+                return
+        via = data_path(guest)
+        target_port, relay_port = guest.port, 0
+        if via == "relay":
+            try:
+                reply = await self.request("relay", protocol=guest.protocol,
+                                           bind=SLIRP_GUEST_IP, target=guest.ip,
+                                           port=guest.port)
+            except (OSError, TimeoutError, ConnectionError) as e:
+                reply = {"error": str(e) or type(e).__name__}
+            if reply.get("error") or not reply.get("port"):
+                self._failed(guest, host, f"the guest agent could not relay: "
+                             f"{reply.get('error') or 'no port'}")
+                return
+            target_port = relay_port = int(reply["port"])
+        out = await self.hmp(f"hostfwd_add {QEMU_NETDEV} "
+                             + hostfwd_spec(guest.protocol, m.host_ip, m.host_port,
+                                            target_port))
+        if out.strip():
+            if relay_port:
+                with contextlib.suppress(Exception):
+                    await self.request("unrelay", protocol=guest.protocol, port=relay_port)
+            self._failed(guest, host, _hostfwd_error(out, host))
+            return
+        log.info("Forwarding %s from %s to %s", guest.protocol.upper(), guest.addr, host)
+        self.on_event({"type": "forwarding", "protocol": guest.protocol,
+                       "guestAddr": guest.addr, "hostAddr": host})
+        self.active[guest] = Active(guest, m.host_ip, m.host_port, via, relay_port)
+
+    def _failed(self, guest: GuestPort, host: str, why: str) -> None:
+        log.warning("failed to set up forwarding %s from %s to %s: %s",
+                    guest.protocol.upper(), guest.addr, host, why)
+        self.on_event({"type": "failed", "protocol": guest.protocol,
+                       "guestAddr": guest.addr, "hostAddr": host, "error": why})
+
+
+def _bracket(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def _hostfwd_error(out: str, host: str) -> str:
+    text = " ".join(out.split())
+    if "Could not set up host forwarding rule" in text:
+        return f"cannot listen on {host} (in use by another program, or not permitted)"
+    return text
+
+
+# ---- the guest agent link ----
+
+
+class GuestAgentLink:
+    """JSON lines with the guest agent over a byte stream (ga.sock, or SSH stdio)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 on_message: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        self.reader, self.writer = reader, writer
+        self.on_message = on_message
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.next_id = 1
+        self.snapshot_seen = asyncio.Event()
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        self.writer.write((json.dumps(msg, separators=(",", ":")) + "\n").encode())
+        await self.writer.drain()
+
+    async def request(self, op: str, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+        rid = self.next_id
+        self.next_id += 1
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        try:
+            await self.send({"op": op, "id": rid, **args})
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.pending.pop(rid, None)
+
+    async def run(self) -> None:
+        """Read messages until EOF. Reports are handled in order by a worker task, so
+        that a handler can await a reply (which this loop reads) without deadlock."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def worker() -> None:
+            while True:
+                msg = await queue.get()
+                try:
+                    await self.on_message(msg)
+                except Exception:  # one bad report must not stop forwarding
+                    log.exception("guest agent report %s", msg.get("op"))
+
+        task = asyncio.create_task(worker())
+        try:
+            await self._read(queue)
+        finally:
+            task.cancel()
+
+    async def _read(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                return
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                log.debug("guest agent: %s", line.decode(errors="replace").rstrip())
+                continue
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("op") == "reply":
+                fut = self.pending.get(msg.get("id") or 0)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                continue
+            if msg.get("op") == "snapshot":
+                self.snapshot_seen.set()
+            queue.put_nowait(msg)
+
+    async def hello_until_answered(self, interval: float = 2.0) -> None:
+        while not self.snapshot_seen.is_set():
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.send({"op": "hello"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.snapshot_seen.wait(), interval)
+
+
+def write_state(path: Path, forwards: list[dict[str, Any]]) -> None:
+    """The active forwards, for `limactl list` (written atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(forwards) + "\n")
+    os.replace(tmp, path)
+
+
+def ssh_forward_args(rule: dict[str, Any]) -> list[tuple[list[str], dict[str, Any]]]:
+    """The `ssh -O forward` arguments of a unix-socket or static rule, each with the
+    record `limactl list` shows for it."""
+    if rule.get("guestSocket"):
+        guest, host = str(rule["guestSocket"]), str(rule.get("hostSocket") or "")
+        if not host:
+            return []
+        record = {"protocol": "unix", "guestAddr": guest, "hostAddr": host, "via": "ssh"}
+        if rule.get("reverse"):
+            return [(["-R", f"{guest}:{host}"], {**record, "reverse": True})]
+        return [(["-L", f"{host}:{guest}"], record)]
+    lo, hi = (int(x) for x in rule.get("guestPortRange") or [0, 0])
+    hlo = int((rule.get("hostPortRange") or [lo, hi])[0])
+    gip = str(rule.get("guestIP") or "127.0.0.1")
+    if (_ip(gip) or ipaddress.IPv4Address("0.0.0.0")).is_unspecified:
+        gip = "127.0.0.1"  # sshd connects from inside the guest
+    hip = str(rule.get("hostIP") or "127.0.0.1")
+    out = []
+    for port in range(lo, hi + 1):
+        hp = port + hlo - lo
+        out.append((["-L", f"{_bracket(hip)}:{hp}:{_bracket(gip)}:{port}"],
+                    {"protocol": "tcp", "guestAddr": host_string(gip, port),
+                     "hostAddr": host_string(hip, hp), "via": "ssh", "static": True}))
+    return out

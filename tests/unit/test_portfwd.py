@@ -1,0 +1,254 @@
+"""Port-forwarding rules (Lima's first-match semantics) and the guest agent's
+socket table parsing: the pure parts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from typing import Any
+
+import pytest
+
+from pylima.guestagent import agent as ga
+from pylima.guestagent import guest_agent_bytes
+from pylima.hostagent import portfwd as pf
+from pylima.hostagent.portfwd import GuestPort
+
+
+def filled(**rule: Any) -> dict[str, Any]:
+    """A rule as FillDefault leaves it."""
+    rule.setdefault("proto", "any")
+    if "guestIP" not in rule:
+        rule["guestIP"] = "0.0.0.0" if rule.get("guestIPMustBeZero") else "127.0.0.1"
+    rule.setdefault("guestIPMustBeZero", rule["guestIP"] == "0.0.0.0")
+    rule.setdefault("hostIP", "127.0.0.1")
+    gp = rule.get("guestPort", 0)
+    rule.setdefault("guestPortRange", [1, 65535] if not gp else [gp, gp])
+    hp = rule.get("hostPort", 0)
+    rule.setdefault("hostPortRange", list(rule["guestPortRange"]) if not hp else [hp, hp])
+    return rule
+
+
+def host_of(rules: list[dict[str, Any]], proto: str, ip: str, port: int) -> str | None:
+    m = pf.match_rule(pf.effective_rules(rules, 60022), GuestPort(proto, ip, port))
+    return None if m is None else pf.host_string(m.host_ip, m.host_port)
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "0.0.0.0", "::", "::1"])
+def test_implicit_rule_forwards_loopback_and_any_to_host_loopback(ip: str) -> None:
+    assert host_of([], "tcp", ip, 8080) == "127.0.0.1:8080"
+    assert host_of([], "udp", ip, 5353) == "127.0.0.1:5353"
+
+
+def test_other_guest_addresses_are_not_forwarded_by_default() -> None:
+    assert host_of([], "tcp", "192.168.5.15", 8080) is None
+    assert host_of([], "tcp", "127.0.0.53", 53) is None
+
+
+@pytest.mark.parametrize("ip", ["0.0.0.0", "127.0.0.1", "::"])
+def test_ssh_ports_are_never_forwarded(ip: str) -> None:
+    assert host_of([filled(guestPort=22, hostPort=2222)], "tcp", ip, 22) is None
+    assert host_of([], "tcp", ip, 60022) is None
+
+
+def test_first_match_wins_and_host_port_range_shifts() -> None:
+    rules = [filled(guestPortRange=[8000, 8009], hostPortRange=[9000, 9009]),
+             filled(guestPort=8005, hostPort=7000)]
+    assert host_of(rules, "tcp", "127.0.0.1", 8005) == "127.0.0.1:9005"
+
+
+def test_ignore_rule() -> None:
+    rules = [filled(guestPort=8082, ignore=True)]
+    assert host_of(rules, "tcp", "127.0.0.1", 8082) is None
+    # Lima: an ignore rule for 127.0.0.1 does not hide a socket bound to any address
+    assert host_of(rules, "tcp", "0.0.0.0", 8082) == "127.0.0.1:8082"
+    rules = [filled(guestIP="0.0.0.0", guestIPMustBeZero=False, guestPort=8082, ignore=True)]
+    assert host_of(rules, "tcp", "0.0.0.0", 8082) is None
+
+
+def test_proto_and_guest_ip_must_be_zero() -> None:
+    rules = [filled(guestPort=53, hostPort=5300, proto="udp")]
+    assert host_of(rules, "udp", "127.0.0.1", 53) == "127.0.0.1:5300"
+    # tcp falls through to the implicit rule (which `refusal` then turns down: port 53)
+    assert host_of(rules, "tcp", "127.0.0.1", 53) == "127.0.0.1:53"
+    rules = [filled(guestIP="0.0.0.0", guestIPMustBeZero=True, guestPort=80, hostPort=8000)]
+    assert host_of(rules, "tcp", "0.0.0.0", 80) == "127.0.0.1:8000"
+    assert host_of(rules, "tcp", "127.0.0.1", 80) == "127.0.0.1:80"  # implicit rule
+
+
+def test_host_ip_from_the_rule() -> None:
+    rules = [filled(guestPort=8080, hostIP="0.0.0.0")]
+    assert host_of(rules, "tcp", "0.0.0.0", 8080) == "0.0.0.0:8080"
+
+
+def test_privileged_host_ports_need_an_explicit_rule() -> None:
+    rules = pf.effective_rules([filled(guestPort=80, hostPort=80)], 60022)
+    implicit = pf.match_rule(rules, GuestPort("tcp", "127.0.0.1", 443))
+    assert implicit is not None and "privileged" in (pf.refusal(implicit) or "")
+    explicit = pf.match_rule(rules, GuestPort("tcp", "127.0.0.1", 80))
+    assert explicit is not None and pf.refusal(explicit) is None
+
+
+def test_data_path_and_hostfwd_spec() -> None:
+    assert pf.data_path(GuestPort("tcp", "0.0.0.0", 1)) == "direct"
+    assert pf.data_path(GuestPort("tcp", "::", 1)) == "direct"
+    assert pf.data_path(GuestPort("tcp", "192.168.5.15", 1)) == "direct"
+    assert pf.data_path(GuestPort("tcp", "127.0.0.1", 1)) == "relay"
+    assert pf.data_path(GuestPort("tcp", "::1", 1)) == "relay"
+    assert pf.hostfwd_spec("tcp", "127.0.0.1", 8080, 41000) == "tcp:127.0.0.1:8080-:41000"
+    assert pf.hostfwd_spec("udp", "::1", 53, 53) == "udp:[::1]:53-:53"
+
+
+def test_ssh_forward_args_for_sockets_and_static_rules() -> None:
+    sock = {"guestSocket": "/run/docker.sock", "hostSocket": "/h/sock/docker.sock"}
+    assert pf.ssh_forward_args(sock)[0][0] == ["-L", "/h/sock/docker.sock:/run/docker.sock"]
+    rev = dict(sock, reverse=True)
+    assert pf.ssh_forward_args(rev)[0][0] == ["-R", "/run/docker.sock:/h/sock/docker.sock"]
+    static = filled(guestIP="0.0.0.0", guestPort=80, hostPort=8080, static=True)
+    [(argv, record)] = pf.ssh_forward_args(static)
+    assert argv == ["-L", "127.0.0.1:8080:127.0.0.1:80"] and record["static"]
+
+
+# ---- the forwarder against a fake QEMU monitor and guest agent ----
+
+
+class FakeQemu:
+    def __init__(self, taken: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.rules: set[str] = set()
+        self.taken = set(taken)
+
+    async def hmp(self, line: str) -> str:
+        verb, _, spec = line.split(" ", 2)
+        if verb == "hostfwd_add":
+            host = spec.split("-")[0]
+            if host.split(":", 1)[1] in self.taken:
+                return f"Could not set up host forwarding rule '{spec}'\r\n"
+            self.rules.add(host)
+        else:
+            self.rules.discard(spec)
+        return ""
+
+
+def run_forwarder(ops: Any, taken: set[str] = frozenset()) -> tuple[Any, FakeQemu, list]:  # type: ignore[assignment]
+    qemu, evs, relays = FakeQemu(taken), [], iter(range(41000, 42000))
+
+    async def request(op: str, **args: Any) -> dict[str, Any]:
+        return {"port": next(relays)} if op == "relay" else {}
+
+    async def main() -> Any:
+        f = pf.PortForwarder([], 60022, qemu.hmp, request, evs.append)
+        await ops(f)
+        return f
+
+    return asyncio.run(main()), qemu, evs
+
+
+def test_forwarder_adds_removes_and_dedupes() -> None:
+    async def ops(f: pf.PortForwarder) -> None:
+        await f.snapshot([GuestPort("tcp", "0.0.0.0", 8081), GuestPort("tcp", "::", 8081),
+                          GuestPort("tcp", "127.0.0.1", 8080)], "s1")
+        await f.update([], [GuestPort("tcp", "0.0.0.0", 8081)])
+
+    f, qemu, evs = run_forwarder(ops)
+    # the :: socket took over the host address when the 0.0.0.0 one went away
+    assert qemu.rules == {"tcp:127.0.0.1:8080", "tcp:127.0.0.1:8081"}
+    assert {a["hostAddr"]: a["via"] for a in f.forwards()} == {
+        "127.0.0.1:8080": "relay", "127.0.0.1:8081": "direct"}
+    assert [e["type"] for e in evs].count("stopping") == 1
+
+
+def test_forwarder_reports_a_taken_port_and_goes_on() -> None:
+    async def ops(f: pf.PortForwarder) -> None:
+        await f.snapshot([GuestPort("tcp", "127.0.0.1", 8085),
+                          GuestPort("tcp", "127.0.0.1", 8086)], "s1")
+
+    f, qemu, evs = run_forwarder(ops, taken={"127.0.0.1:8085"})
+    assert qemu.rules == {"tcp:127.0.0.1:8086"}
+    failed = [e for e in evs if e["type"] == "failed"]
+    assert failed and "in use" in failed[0]["error"]
+
+
+def test_a_new_guest_agent_session_sets_forwards_up_again() -> None:
+    async def ops(f: pf.PortForwarder) -> None:
+        await f.snapshot([GuestPort("tcp", "127.0.0.1", 8080)], "s1")
+        await f.snapshot([GuestPort("tcp", "127.0.0.1", 8080)], "s2")
+
+    f, qemu, evs = run_forwarder(ops)
+    assert [e["type"] for e in evs] == ["forwarding", "stopping", "forwarding"]
+    assert qemu.rules == {"tcp:127.0.0.1:8080"}
+
+
+# ---- the guest agent ----
+
+PROC_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000
+   1: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000
+   2: 0F05A8C0:0016 0205A8C0:D2F4 01 00000000:00000000 02:0008D8C6 00000000     0
+"""
+PROC_TCP6 = """\
+  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:1F92 00000000000000000000000000000000:0000 0A
+   1: 00000000000000000000000001000000:1F93 00000000000000000000000000000000:0000 0A
+   2: 0000000000000000FFFF00000100007F:1F94 00000000000000000000000000000000:0000 0A
+"""
+PROC_UDP = """\
+  sl  local_address rem_address   st
+  10: 0100007F:2355 00000000:0000 07
+  11: 0F05A8C0:0044 0205A8C0:0043 01
+"""
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="fixtures are little-endian")
+def test_guest_agent_parses_proc_net() -> None:
+    assert ga.parse_proc_net(PROC_TCP, "tcp") == {("tcp", "127.0.0.1", 8080),
+                                                  ("tcp", "0.0.0.0", 8081)}
+    assert ga.parse_proc_net(PROC_TCP6, "tcp") == {("tcp", "::", 8082), ("tcp", "::1", 8083),
+                                                   ("tcp", "127.0.0.1", 8084)}
+    assert ga.parse_proc_net(PROC_UDP, "udp") == {("udp", "127.0.0.1", 9045)}
+
+
+def test_guest_agent_sees_a_real_listener_and_relays_to_it() -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    try:
+        assert ("tcp", "127.0.0.1", port) in ga.scan()
+        relay = ga.TcpRelay("127.0.0.1", "127.0.0.1", port)
+        assert ("tcp", relay.port) not in {(p[0], p[2]) for p in ga.scan({("tcp", relay.port)})}
+        c = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+        conn, _ = srv.accept()
+        c.sendall(b"x" * 100000)
+        got = b""
+        while len(got) < 100000:
+            got += conn.recv(65536)
+        conn.sendall(b"back")
+        assert c.recv(10) == b"back"
+        c.close()
+        conn.close()
+        relay.close()
+    finally:
+        srv.close()
+
+
+def test_guest_agent_is_stdlib_only_and_runs_on_old_pythons() -> None:
+    import ast
+
+    tree = ast.parse(guest_agent_bytes(), feature_version=(3, 8))
+    mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+            for a in n.names}
+    mods |= {n.module.split(".")[0] for n in ast.walk(tree)
+             if isinstance(n, ast.ImportFrom) and n.module}
+    assert mods <= set(sys.stdlib_module_names)
+
+
+def test_time_sync_adjusts_only_beyond_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    called = []
+    monkeypatch.setattr(time, "clock_settime", lambda clk, t: called.append(t))
+    assert ga.sync_time(time.time())["adjusted"] is False
+    r = ga.sync_time(time.time() + 30)
+    assert r["adjusted"] is True and r["driftMs"] < -29000 and called
