@@ -44,12 +44,14 @@ def docker_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     tmp = tmp_path_factory.mktemp("containers")
     env = _env(tmp)
     t0 = time.monotonic()
-    r = _run(env, "limactl", "start", "--tty=false", "template:docker")
+    r = _run(env, "limactl", "start", "--tty=false", "--timeout=30m", "template:docker",
+             timeout=2400)
     env["START_SECONDS"] = f"{time.monotonic() - t0:.0f}"
     env["START_STDERR"] = r.stderr
     if r.returncode != 0:
-        log = Path(env["LIMA_HOME"], "docker", "ha.stderr.log")
-        pytest.fail(f"start failed: {r.stderr[-3000:]}\n{log.read_text()[-3000:]}")
+        log = Path(env["LIMA_HOME"], "docker", "ha.stderr.log").read_text()[-3000:]
+        _run(env, "limactl", "delete", "-f", "docker", timeout=300)
+        pytest.fail(f"start failed: {r.stderr[-3000:]}\n{log}")
     env["DOCKER_HOST"] = f"unix://{env['LIMA_HOME']}/docker/sock/docker.sock"
     yield env
     _run(env, "limactl", "delete", "-f", "docker", timeout=300)
@@ -132,7 +134,8 @@ def test_published_port_reaches_the_host(docker_vm: dict[str, str]) -> None:
 
 def test_colima_round_trip(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    r = _run(env, "colima", "start", "--cpu", "2", "--memory", "2", "--disk", "10")
+    r = _run(env, "colima", "start", "--cpu", "2", "--memory", "2", "--disk", "10",
+             "--timeout", "1800", timeout=2400)
     assert r.returncode == 0, r.stderr[-3000:]
     sock = tmp_path / "colima" / "default" / "docker.sock"
     try:
@@ -209,7 +212,8 @@ def test_provision_modes_and_a_failing_probe(tmp_path: Path) -> None:
     env = {**_env(tmp_path), "PYLIMA_PROBE_TIMEOUT": "15"}
     yaml_path = tmp_path / "prov.yaml"
     yaml_path.write_text(PROVISION_YAML)
-    r = _run(env, "limactl", "start", "--tty=false", "--name=prov", str(yaml_path))
+    r = _run(env, "limactl", "start", "--tty=false", "--timeout=30m", "--name=prov",
+             str(yaml_path), timeout=2400)
     inst_dir = Path(env["LIMA_HOME"], "prov")
     try:
         # a failing probe: a degraded start, exit 1, with the probe's hint
@@ -292,7 +296,7 @@ def test_containerd_system_from_a_served_archive(tmp_path: Path) -> None:
     for s in sets:
         argv += ["--set", s]
     try:
-        r = _run(env, *argv, "template:default")
+        r = _run(env, *argv, "--timeout=30m", "template:default", timeout=2400)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "could not be downloaded" not in r.stderr
         r = _run(env, "limactl", "shell", "ctrd", "sudo", "sh", "-c",
