@@ -57,7 +57,7 @@ def main() -> int:
                 time.sleep(0.5)
 
         threading.Thread(target=poll, daemon=True).start()
-        proc = subprocess.Popen([str(BIN / "limactl"), "start", "--tty=false",
+        proc = subprocess.Popen([str(BIN / "limactl"), "start", "--tty=false", "--timeout=30m",
                                  "template:docker"], env=env, stderr=subprocess.PIPE,
                                 text=True)
         assert proc.stderr is not None
