@@ -477,6 +477,7 @@ class _Seed:
             # pylima's additions.
             ("LIMA_CIDATA_SSH_LOCAL_PORT", ssh_local_port),
             ("LIMA_CIDATA_PARAM_NAMES", ",".join(f"PARAM_{k}" for k in self.params)),
+            ("LIMA_CIDATA_ENV_NAMES", ",".join(self.env)),
             ("LIMA_CIDATA_YQ_PROVISIONS",
              sum(1 for p in self.provision if p.get("mode") == "yq")),
         ]

@@ -197,9 +197,15 @@ replace_block() {
 
 # Run a command as the guest user, with PARAM_* and XDG_RUNTIME_DIR passed along.
 run_as_user() {
+\t# PARAM_* and `env` pass through (a login shell under sudo may not read
+\t# /etc/environment).
+\t_keep="${LIMA_CIDATA_PARAM_NAMES:-}"
+\tif [ -n "${LIMA_CIDATA_ENV_NAMES:-}" ]; then
+\t\t_keep="${_keep:+$_keep,}$LIMA_CIDATA_ENV_NAMES"
+\tfi
 \tif command -v sudo >/dev/null 2>&1; then
 \t\tsudo -iu "$LIMA_CIDATA_USER" \\
-\t\t\t${LIMA_CIDATA_PARAM_NAMES:+"--preserve-env=$LIMA_CIDATA_PARAM_NAMES"} \\
+\t\t\t${_keep:+"--preserve-env=$_keep"} \\
 \t\t\t"XDG_RUNTIME_DIR=/run/user/$LIMA_CIDATA_UID" "$@"
 \telse
 \t\t_cmd="XDG_RUNTIME_DIR=/run/user/$LIMA_CIDATA_UID; export XDG_RUNTIME_DIR;"
