@@ -110,10 +110,11 @@ def test_host_agent_api(guest: Host) -> None:
 
 # ---- port forwarding (the guest agent reports listening sockets; the host forwards) ----
 
-SERVE = ("import http.server,sys,functools,socketserver;"
+SERVE = ("import http.server,sys,functools,socket;"
          "d=sys.argv[3];H=functools.partial(http.server.SimpleHTTPRequestHandler,directory=d);"
-         "socketserver.TCPServer.allow_reuse_address=True;"
-         "http.server.ThreadingHTTPServer((sys.argv[1],int(sys.argv[2])),H).serve_forever()")
+         "S=http.server.ThreadingHTTPServer;"
+         "S.address_family=socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET;"
+         "S((sys.argv[1],int(sys.argv[2])),H).serve_forever()")
 UDP_ECHO = ("import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
             "s.bind((sys.argv[1],int(sys.argv[2])))\n"
             "while True:\n d,a=s.recvfrom(2048);s.sendto(b'echo:'+d,a)")
@@ -122,12 +123,12 @@ UNIX_ECHO = ("import socket,sys,os;p=sys.argv[1];os.path.exists(p) and os.unlink
              "while True:\n c,_=s.accept();c.sendall(b'unix:'+c.recv(100));c.close()")
 
 
-def in_guest_background(h: Host, *argv: str) -> None:
+def in_guest_background(h: Host, *argv: str, name: str = NAME) -> None:
     """Start a long-running guest process that outlives the SSH session."""
     import shlex
 
     cmd = "setsid -f " + " ".join(shlex.quote(a) for a in argv) + " >/dev/null 2>&1"
-    r = h.limactl("shell", NAME, "sh", "-c", cmd)
+    r = h.limactl("shell", name, "sh", "-c", cmd)
     assert r.returncode == 0, r.stderr
 
 
@@ -285,11 +286,21 @@ def test_stop_force(guest: Host) -> None:
 def test_runs_as_root(tmp_path: Path, built_image: dict) -> None:
     root = Host("root", Path("/root"), {"LIMA_HOME": str(tmp_path / "lima")})
     r = root.limactl("start", "--name=rootvm", "--tty=false", "--cpus=2", "--memory=2",
-                     "--set", images_set(built_image), "template:debian-12", timeout=1500)
+                     "--set", images_set(built_image), "template:debian-12", timeout=1500,
+                     env={"PYLIMA_GUEST_AGENT_TRANSPORT": "ssh"})
     try:
         assert r.returncode == 0, r.stderr
         r = root.limactl("shell", "rootvm", "id", "-un")
         assert r.stdout.strip() == "lima"
         assert root.limactl("shell", "rootvm", "id", "-u").stdout.strip() == "1000"
+        # This guest's agent runs over SSH (the fallback for guests without the
+        # virtio-serial port): forwarding works the same.
+        r = root.limactl("shell", "rootvm", "sh", "-c",
+                         "mkdir -p /tmp/www && echo page > /tmp/www/hello.txt")
+        in_guest_background(root, "python3", "-c", SERVE, "127.0.0.1", "8090", "/tmp/www",
+                            name="rootvm")
+        assert eventually(lambda: http_get(8090) == "page\n")
+        log = (tmp_path / "lima" / "rootvm" / "ha.stderr.log").read_text()
+        assert "Running the guest agent over SSH" in log
     finally:
         root.limactl("delete", "-f", "rootvm")

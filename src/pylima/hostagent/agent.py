@@ -358,7 +358,8 @@ class HostAgent:
     async def _guest_agent(self) -> None:
         """Talk to the guest agent: over its virtio-serial port (ga.sock), or over SSH
         when it does not answer there."""
-        link = await self._virtio_link()
+        forced_ssh = os.environ.get("PYLIMA_GUEST_AGENT_TRANSPORT") == "ssh"
+        link = None if forced_ssh else await self._virtio_link()
         tasks = []
         if link is not None:
             tasks = [asyncio.create_task(link.run()),
@@ -372,8 +373,11 @@ class HostAgent:
         if link is None or not link.snapshot_seen.is_set():
             for t in tasks:
                 t.cancel()
-            log.warning("The guest agent does not answer on the virtio-serial port %s; "
-                        "running it over SSH instead", dirs.VIRTIO_PORT)
+            if forced_ssh:
+                log.info("Running the guest agent over SSH (PYLIMA_GUEST_AGENT_TRANSPORT=ssh)")
+            else:
+                log.warning("The guest agent does not answer on the virtio-serial port %s; "
+                            "running it over SSH instead", dirs.VIRTIO_PORT)
             link, proc = await self._ssh_link()
             tasks = [asyncio.create_task(link.run()),
                      asyncio.create_task(link.hello_until_answered())]

@@ -214,6 +214,7 @@ class PortForwarder:
         self.active: dict[GuestPort, Active] = {}
         self.session = ""
         self.lock = asyncio.Lock()
+        self.failed: set[tuple[str, str]] = set()  # (protocol, host address) warned about
 
     def forwards(self) -> list[dict[str, Any]]:
         return [a.to_json() for a in sorted(self.active.values(), key=lambda a: a.guest)]
@@ -325,6 +326,11 @@ class PortForwarder:
         self.active[guest] = Active(guest, m.host_ip, m.host_port, via, relay_port)
 
     def _failed(self, guest: GuestPort, host: str, why: str) -> None:
+        if (guest.protocol, host) in self.failed:
+            # e.g. the same server on 0.0.0.0 and ::: one warning is enough
+            log.debug("not forwarding %s %s either: %s", guest.protocol, guest.addr, why)
+            return
+        self.failed.add((guest.protocol, host))
         log.warning("failed to set up forwarding %s from %s to %s: %s",
                     guest.protocol.upper(), guest.addr, host, why)
         self.on_event({"type": "failed", "protocol": guest.protocol,
