@@ -73,7 +73,10 @@ def arm_guest(unprivileged_host: Host) -> Iterator[SlowGuest]:
     host_port = _free_port()
     mounts = [{"location": str(share), "mountPoint": GUEST_SHARE, "writable": True}]
     forwards = [{"guestPort": GUEST_HTTP_PORT, "hostPort": host_port}]
+    # 9p (virtio-9p on the virt board); the Debian template otherwise picks
+    # reverse-sshfs, since Debian's cloud kernels lack 9p (the local image has it).
     expr = (f".images = [{json.dumps(entry)}] | .mounts = {json.dumps(mounts)}"
+            ' | .mountType = "9p"'
             f" | .portForwards = {json.dumps(forwards)}")
     r = h.limactl("start", f"--name={ARM}", "--tty=false", "--arch=aarch64", "--cpus=2",
                   "--memory=2", "--set", expr, "template:debian-12", timeout=2400)
