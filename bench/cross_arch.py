@@ -42,7 +42,7 @@ def kernel_boot(arch: str, cpu: str, kernel: Path, initrd: Path) -> float:
             "-smp", "2", "-m", "2048", "-nodefaults", "-display", "none",
             "-serial", "null", "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
             "-append", f"console={console} quiet loglevel=3 panic=-1 rdinit=/pylima-none "
-            "init=/pylima-none root=/dev/pylima-none rootwait=0"]
+            "init=/pylima-none"]
     t0 = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300,
                    check=False)

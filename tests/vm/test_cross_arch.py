@@ -76,7 +76,7 @@ def arm_guest(unprivileged_host: Host) -> Iterator[SlowGuest]:
     # 9p (virtio-9p on the virt board); the Debian template otherwise picks
     # reverse-sshfs, since Debian's cloud kernels lack 9p (the local image has it).
     expr = (f".images = [{json.dumps(entry)}] | .mounts = {json.dumps(mounts)}"
-            ' | .mountType = "9p"'
+            ' | .mountType = "9p" | .mountTypesUnsupported = []'
             f" | .portForwards = {json.dumps(forwards)}")
     r = h.limactl("start", f"--name={ARM}", "--tty=false", "--arch=aarch64", "--cpus=2",
                   "--memory=2", "--set", expr, "template:debian-12", timeout=2400)
