@@ -56,6 +56,10 @@ def _check_driver_can_run(cfg: dict[str, Any]) -> None:
     from pylima.drivers import check_vm_type_supported
 
     check_vm_type_supported(cfg, platform.system(), platform.machine())
+    if (cfg.get("vmType") or "qemu") == "qemu":
+        from pylima.drivers.qemu.probe import check_arch_runnable
+
+        check_arch_runnable(str(cfg.get("arch")))
 
 
 def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate:
@@ -374,6 +378,11 @@ def local_image_variant(cfg: dict[str, Any]) -> str:
             return "docker"
     if (cfg.get("containerd") or {}).get("system"):
         return "docker"
+    scripts = [str(p.get("script") or "") for p in cfg.get("provision") or []
+               if isinstance(p, dict)]
+    # Fast mode (template:binfmt) installs QEMU user-mode emulation at boot.
+    if any("qemu-user-static" in s for s in scripts):
+        return "qemu-user"
     return ""
 
 
@@ -395,18 +404,19 @@ def prepare_instance(inst: Instance, on_progress: Any = None) -> None:
             raise
         from pylima.images import builder
 
-        ok, why = builder.can_build()
-        if not ok:
-            raise DownloadError(f"{e.message}; and no image can be built locally: {why}",
-                                hint="run `limactl image build debian-12`, or give "
-                                "`--set '.images=[...]'` with an image you have") from e
-        log.warning("No image could be downloaded for %s; using a Debian 12 image built "
-                    "locally from the host's apt mirror instead (built once, then cached)",
-                    cfg["arch"])
         variant = local_image_variant(cfg)
         built = builder.find_cached_image(arch=cfg["arch"], variant=variant)
         if built is None:
-            log.info("Building the Debian 12 image%s (a few minutes, once)",
+            ok, why = builder.can_build(cfg["arch"])
+            if not ok:
+                raise DownloadError(f"{e.message}; and no image can be built locally: {why}",
+                                    hint="run `limactl image build debian-12`, or give "
+                                    "`--set '.images=[...]'` with an image you have") from e
+        log.warning("No image could be downloaded for %s; using a Debian 12 image built "
+                    "locally from the host's apt mirror instead (built once, then cached)",
+                    cfg["arch"])
+        if built is None:
+            log.info("Building the Debian 12 %s image%s (a few minutes, once)", cfg["arch"],
                      f" (variant `{variant}`)" if variant else "")
             built = builder.build_debian_image(arch=cfg["arch"], variant=variant,
                                                on_phase=lambda p: log.info("Image build: %s", p))

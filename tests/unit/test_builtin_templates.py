@@ -19,6 +19,7 @@ EXPECTED_LISTED = [
     "alpine",
     "alpine-3.23",
     "archlinux",
+    "binfmt",
     "debian",
     "debian-12",
     "debian-13",

@@ -143,14 +143,14 @@ def test_x86_64_kvm_firmware_boot() -> None:
 
 
 def test_aarch64_tcg_firmware_boot() -> None:
-    # Memory in MiB (1.5GiB), the PCI serial beside the PL011, pauth-impdef for TCG speed.
+    # Memory in MiB (1.5GiB), the PCI serial beside the PL011, neoverse-n1 for TCG speed.
     cfg = config(arch="aarch64", memory="1.5GiB")
     assert build_qemu_argv(cfg, ARM_TCG, INST, firmware_boot(), ssh_local_port=60022) == [
         "/usr/bin/qemu-system-aarch64",
         "-name", "lima-dev",
         "-nodefaults",
         "-m", "1536",
-        "-cpu", "max,pauth-impdef=on",
+        "-cpu", "neoverse-n1",
         "-machine", "virt",
         "-accel", "tcg,thread=multi,tb-size=512",
         "-smp", "2,sockets=1,cores=2,threads=1",
@@ -358,7 +358,8 @@ def test_extra_networks_are_refused() -> None:
 def test_default_cpu_types() -> None:
     assert default_cpu_type("x86_64", "tcg", (7, 2, 0)) == "max"
     assert default_cpu_type("x86_64", "kvm", (7, 2, 0)) == "host"
-    assert default_cpu_type("aarch64", "tcg", (7, 2, 0)) == "max,pauth-impdef=on"
+    assert default_cpu_type("aarch64", "tcg", (7, 2, 0)) == "neoverse-n1"
+    assert default_cpu_type("aarch64", "tcg", (7, 0, 0)) == "cortex-a72"
     assert default_cpu_type("aarch64", "tcg", (5, 2, 0)) == "cortex-a72"
 
 

@@ -148,3 +148,32 @@ def test_probe_qemu_is_the_host_agents_entry(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(probe, "probe_qemu_host", fake)
     probe.probe_qemu("x86_64", firmware=False)
     assert seen == [("x86_64", False)]
+
+
+def test_host_architectures_native_and_emulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    have = {"qemu-system-x86_64", "qemu-system-aarch64"}
+    monkeypatch.setattr(probe.process, "which",
+                        lambda name: f"/usr/bin/{name}" if name in have else None)
+    support = probe.host_architectures("x86_64")
+    assert list(support) == ["x86_64", "aarch64"]
+    assert support["x86_64"].mode == "native" and support["x86_64"].user_mode
+    assert support["aarch64"].mode == "emulated"
+    assert support["aarch64"].qemu == "/usr/bin/qemu-system-aarch64"
+    assert probe.describe_architectures(support) == "x86_64 (native), aarch64 (emulated)"
+    # the same code on an aarch64 host
+    support = probe.host_architectures("aarch64")
+    assert support["aarch64"].mode == "native" and support["x86_64"].mode == "emulated"
+
+
+def test_an_arch_without_qemu_is_refused_with_the_runnable_list(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe.process, "which",
+                        lambda name: f"/usr/bin/{name}" if name == "qemu-system-x86_64" else None)
+    probe.check_arch_runnable("x86_64", "x86_64")
+    with pytest.raises(LimaError) as e:
+        probe.check_arch_runnable("riscv64", "x86_64")
+    assert e.value.message == ("this host cannot run `riscv64` guests: `qemu-system-riscv64` "
+                               "not found; it can run: x86_64 (native)")
+    assert e.value.hint == "install the Debian package `qemu-system-misc`"
+    with pytest.raises(LimaError, match="it can run: x86_64 \\(native\\)"):
+        probe.check_arch_runnable("s390x", "x86_64")

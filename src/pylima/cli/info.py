@@ -41,7 +41,18 @@ def lima_info() -> dict[str, Any]:
         "libexecPaths": [],
         "sharePaths": [],
         "pylimaVersion": __version__,
+        # pylima: the guest architectures this host can run, and how (Lima has no
+        # such field): "native" or "emulated" (QEMU TCG); userMode says whether the
+        # host itself runs that architecture's binaries (binfmt_misc).
+        "pylimaArchitectures": _architectures(),
     }
+
+
+def _architectures() -> dict[str, Any]:
+    from pylima.drivers.qemu.probe import host_architectures
+
+    return {a.arch: {"mode": a.mode, "qemu": a.qemu, "userMode": a.user_mode}
+            for a in host_architectures().values()}
 
 
 @click.command("info", context_settings={"help_option_names": ["-h", "--help"]})

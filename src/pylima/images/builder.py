@@ -28,6 +28,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -45,6 +46,8 @@ from typing import Any
 from pylima import process
 from pylima.errors import LimaError
 from pylima.store.dirs import cache_dir
+
+log = logging.getLogger("pylima")
 
 # Bump when the build procedure changes in a way the hashed recipe does not show.
 RECIPE_VERSION = 1
@@ -430,6 +433,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # images without a registry.
     "docker": ("docker.io", "containerd", "rootlesskit", "slirp4netns", "uidmap",
                "dbus-user-session", "podman", "busybox-static", "iptables"),
+    # Fast mode (template:binfmt): QEMU user-mode emulation for other architectures'
+    # binaries; its binfmt.d files make systemd-binfmt register them at every boot.
+    "qemu-user": ("qemu-user-static",),
 }
 
 
@@ -853,7 +859,9 @@ def missing_requirements(arch: str = "x86_64") -> list[tuple[str, str]]:
     """(what is missing, Debian package that provides it) for building `arch`."""
     spec = arch_spec(arch)
     missing = [(tool, pkg) for tool, pkg in _TOOLS if find_tool(tool) is None]
-    if not Path(f"/usr/lib/grub/{spec.grub_platform}").is_dir():
+    if grub_dir(spec) is None and spec.uname_machine == os.uname().machine:
+        # A foreign arch's GRUB is not installable beside the host's (Debian ships it
+        # for that arch only): its image boots by direct kernel boot without it.
         missing.append((f"GRUB modules for {spec.grub_platform}", spec.grub_host_package))
     if not Path(_KEYRING).is_file():
         missing.append(("the Debian archive keyring", "debian-archive-keyring"))
@@ -863,11 +871,65 @@ def missing_requirements(arch: str = "x86_64") -> list[tuple[str, str]]:
             if find_tool(tool) is None:
                 missing.append((tool, pkg))
     if os.uname().machine != spec.uname_machine:
-        binfmt = Path(f"/proc/sys/fs/binfmt_misc/qemu-{spec.uname_machine}")
-        if not binfmt.exists():
-            missing.append((f"binfmt support for {spec.uname_machine}",
-                            "qemu-user-static binfmt-support"))
+        if not Path(qemu_user_static(spec)).is_file():
+            missing.append((f"qemu-{spec.uname_machine}-static", "qemu-user-static"))
+        elif (binfmt_entry(spec) is None and os.geteuid() != 0
+              and find_tool("update-binfmts") is None):
+            missing.append((f"binfmt support for {spec.uname_machine}", "binfmt-support"))
     return missing
+
+
+def grub_dir(spec: ArchSpec) -> Path | None:
+    path = Path(f"/usr/lib/grub/{spec.grub_platform}")
+    return path if path.is_dir() else None
+
+
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+
+
+def qemu_user_static(spec: ArchSpec) -> str:
+    return f"/usr/bin/qemu-{spec.uname_machine}-static"
+
+
+def binfmt_entry(spec: ArchSpec) -> Path | None:
+    """The enabled binfmt_misc entry that runs `spec`'s binaries on this host."""
+    for name in (f"qemu-{spec.uname_machine}", f"qemu-{spec.uname_machine}-static"):
+        path = BINFMT_DIR / name
+        try:
+            if path.read_text().splitlines()[0].strip() == "enabled":
+                return path
+        except (OSError, IndexError):
+            continue
+    return None
+
+
+def ensure_binfmt(spec: ArchSpec, say: Callable[[str], None] | None = None) -> None:
+    """Make the host run `spec`'s binaries through qemu-user-static (mmdebstrap runs
+    the foreign packages' scripts that way): mount binfmt_misc and enable Debian's
+    registration when they are missing, saying so. Needs root for either step."""
+    if binfmt_entry(spec) is not None:
+        return
+    what = f"binfmt_misc registration for {spec.uname_machine} binaries"
+    if os.geteuid() != 0:
+        raise LimaError(f"cannot build the {spec.name} image: no {what}",
+                        hint=f"as root: mount -t binfmt_misc binfmt_misc {BINFMT_DIR}; "
+                        f"update-binfmts --enable qemu-{spec.uname_machine}")
+    if not (BINFMT_DIR / "register").exists():
+        if say:
+            say(f"mounting binfmt_misc on {BINFMT_DIR} (it was not mounted)")
+        process.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)],
+                    hint="binfmt_misc is needed to run foreign binaries while building")
+    if binfmt_entry(spec) is None:
+        update = find_tool("update-binfmts")
+        if update is None:
+            raise LimaError(f"cannot build the {spec.name} image: no {what}",
+                            hint="apt-get install binfmt-support qemu-user-static")
+        if say:
+            say(f"enabling the {what} (update-binfmts --enable qemu-{spec.uname_machine})")
+        process.run([update, "--enable", f"qemu-{spec.uname_machine}"], check=False)
+    if binfmt_entry(spec) is None:
+        raise LimaError(f"cannot build the {spec.name} image: could not set up the {what}",
+                        hint=f"check `update-binfmts --display qemu-{spec.uname_machine}`")
 
 
 def install_hint(packages: Iterable[str]) -> str:
@@ -1040,6 +1102,9 @@ def build_debian_image(arch: str = "x86_64", suite: str = DEFAULT_SUITE,
     ok, reason = can_build(arch)
     if not ok:
         raise LimaError(f"cannot build the Debian image: {reason}")
+    spec = arch_spec(arch)
+    if spec.uname_machine != os.uname().machine:
+        ensure_binfmt(spec, lambda msg: log.warning("Image build: %s", msg))
     choice = choose_mirror(read_host_sources(), suite, mirror, os.environ)
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f"{digest}.lock"):
@@ -1216,19 +1281,25 @@ def _build_into(work: Path, recipe: Recipe, digest: str, mirror: MirrorChoice,
 
 def _make_esp(work: Path, esp_img: Path, spec: ArchSpec, ids: DiskIds, cmdline: str,
               esp_mib: int) -> None:
+    process.run([find_tool("mkfs.vfat") or "mkfs.vfat", "-F", "32", "-s", "1",
+                 "-n", ESP_LABEL, "-i", ids.esp_volume_id, "-C", str(esp_img),
+                 str(esp_mib * 1024)])
+    grub = grub_dir(spec)
+    if grub is None:
+        log.warning("Image build: no GRUB for %s on this host (%s is not installable "
+                    "beside the host's): the %s image boots by direct kernel boot only",
+                    spec.grub_platform, spec.grub_host_package, spec.name)
+        return
     grub_cfg = work / "grub.cfg"
     grub_cfg.write_text(render_grub_cfg(ids, cmdline))
     efi = work / spec.efi_boot_file
     modules = " ".join(GRUB_MODULES)
     process.run([find_tool("grub-mkstandalone") or "grub-mkstandalone",
                  "-O", spec.grub_platform,
-                 f"--directory=/usr/lib/grub/{spec.grub_platform}",
+                 f"--directory={grub}",
                  f"--modules={modules}", f"--install-modules={modules}",
                  "--locales=", "--themes=", "--fonts=",
                  "-o", str(efi), f"boot/grub/grub.cfg={grub_cfg}"])
-    process.run([find_tool("mkfs.vfat") or "mkfs.vfat", "-F", "32", "-s", "1",
-                 "-n", ESP_LABEL, "-i", ids.esp_volume_id, "-C", str(esp_img),
-                 str(esp_mib * 1024)])
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
     process.run([find_tool("mmd") or "mmd", "-i", str(esp_img), "::/EFI", "::/EFI/BOOT"],
                 env=env)

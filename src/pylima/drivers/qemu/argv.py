@@ -90,10 +90,12 @@ def default_cpu_type(arch: str, accel: str, version: tuple[int, int, int]) -> st
     if accel != "tcg":
         return "host"
     if arch == "aarch64":
-        # Under TCG the architected pointer-authentication algorithm (QARMA) dominates
-        # guest time; the implementation-defined one boots a guest about twice as fast.
-        # The option exists since QEMU 6.0; before that cortex-a72 is the quick choice.
-        return "max,pauth-impdef=on" if version >= (6, 0, 0) else "cortex-a72"
+        # Measured under TCG (bench/cross_arch.py): `max` spends most of the guest's
+        # time in pointer authentication (QARMA), `max,pauth-impdef=on` less; a v8.2
+        # core without pointer authentication (Debian's arm64 code runs its PAC
+        # instructions as NOPs there) boots the kernel about twice as fast as either.
+        # neoverse-n1 exists since QEMU 7.1; before that cortex-a72 is the quick one.
+        return "neoverse-n1" if version >= (7, 1, 0) else "cortex-a72"
     return "max"
 
 

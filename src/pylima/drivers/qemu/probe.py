@@ -109,6 +109,79 @@ def find_qemu_binary(arch: str) -> str:
     return found
 
 
+# The guest architectures pylima's QEMU driver runs, in the order they are listed.
+GUEST_ARCHES = ("x86_64", "aarch64", "armv7l", "riscv64")
+
+
+@dataclass(frozen=True)
+class ArchSupport:
+    """How this host runs guests of one architecture."""
+
+    arch: str
+    mode: str            # "native" (same architecture as the host) or "emulated" (TCG)
+    qemu: str            # the qemu-system binary
+    user_mode: bool      # foreign binaries of this arch run on the host (binfmt_misc)
+
+
+def qemu_package(arch: str) -> str | None:
+    """The Debian package that provides `qemu-system-<arch>`."""
+    return _QEMU_PACKAGE.get(arch)
+
+
+def firmware_package(arch: str) -> str | None:
+    return _FIRMWARE_PACKAGE.get(arch)
+
+
+def _binfmt_enabled(arch: str) -> bool:
+    name = {"armv7l": "arm"}.get(arch, arch)
+    for entry in (f"qemu-{name}", f"qemu-{name}-static"):
+        try:
+            with open(f"/proc/sys/fs/binfmt_misc/{entry}") as f:
+                if f.readline().strip() == "enabled":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def host_architectures(host_arch: str | None = None) -> dict[str, ArchSupport]:
+    """The guest architectures this host can run now, and how: its own natively (with
+    KVM when it works, else TCG), the others emulated by QEMU's TCG. An architecture
+    whose qemu-system binary is missing is left out (see `arch_unavailable_hint`)."""
+    host_arch = host_arch or lima_arch()
+    out: dict[str, ArchSupport] = {}
+    for arch in GUEST_ARCHES:
+        base = qemu_binary_name(arch)
+        env = os.environ.get("QEMU_SYSTEM_" + base.removeprefix("qemu-system-").upper())
+        found = process.which(env or base)
+        if not found:
+            continue
+        native = arch == host_arch
+        out[arch] = ArchSupport(arch, "native" if native else "emulated", found,
+                                arch == host_arch or _binfmt_enabled(arch))
+    return out
+
+
+def describe_architectures(support: dict[str, ArchSupport]) -> str:
+    """`x86_64 (native), aarch64 (emulated)`."""
+    return ", ".join(f"{a.arch} ({a.mode})" for a in support.values()) or "none"
+
+
+def check_arch_runnable(arch: str, host_arch: str | None = None) -> None:
+    """Refuse (at create) a guest architecture this host has no QEMU for, naming the
+    package to install and the architectures it can run."""
+    support = host_architectures(host_arch)
+    if arch in support:
+        return
+    runnable = describe_architectures(support)
+    if arch not in GUEST_ARCHES:
+        raise LimaError(f"this host cannot run `{arch}` guests; it can run: {runnable}")
+    package = qemu_package(arch)
+    raise LimaError(f"this host cannot run `{arch}` guests: `{qemu_binary_name(arch)}` not "
+                    f"found; it can run: {runnable}",
+                    hint=f"install the Debian package `{package}`" if package else None)
+
+
 def find_qemu_img() -> str:
     found = process.which("qemu-img")
     if not found:
