@@ -430,13 +430,16 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # and of `containerd` from the distro: Debian's docker.io (with containerd and
     # runc), what rootless docker and podman need (rootlesskit, slirp4netns, newuidmap,
     # a D-Bus user session), podman itself, and busybox-static to make small local
-    # images without a registry.
+    # images without a registry. Also QEMU user-mode emulation (fast mode, below), so
+    # that `docker run --platform` can run other architectures' images.
     "docker": ("docker.io", "containerd", "rootlesskit", "slirp4netns", "uidmap",
-               "dbus-user-session", "podman", "busybox-static", "iptables"),
-    # Fast mode (template:binfmt): QEMU user-mode emulation for other architectures'
-    # binaries; its binfmt.d files make systemd-binfmt register them at every boot.
-    "qemu-user": ("qemu-user-static",),
+               "dbus-user-session", "podman", "busybox-static", "iptables",
+               "qemu-user-static"),
 }
+# Fast mode (template:binfmt): QEMU user-mode emulation for other architectures'
+# binaries; its binfmt.d files make systemd-binfmt register them at every boot. The
+# same package list as "docker", so one image (one build) serves both.
+VARIANTS["qemu-user"] = VARIANTS["docker"]
 
 
 def variant_packages(variant: str) -> tuple[str, ...]:
