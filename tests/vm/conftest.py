@@ -132,13 +132,16 @@ def unprivileged_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host
         if p != Path("/"):
             os.chmod(p, os.stat(p).st_mode | 0o005)
     subprocess.run(["chmod", "-R", "o+rX", str(REPO)], check=True)
-    lima_home = home / ".lima-test"
+    # One LIMA_HOME per test session: sessions may run side by side (two checkouts).
+    lima_home = home / f".lima-test-{os.getpid()}"
     shutil.rmtree(lima_home, ignore_errors=True)
     env = {"HOME": str(home), "USER": TEST_USER, "LOGNAME": TEST_USER,
            "LIMA_HOME": str(lima_home), "XDG_CACHE_HOME": str(home / ".cache"),
            "PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin"}
     yield Host(TEST_USER, home, env)
-    subprocess.run(["pkill", "-9", "-u", TEST_USER], check=False)
+    # Only this session's processes (their command lines name its LIMA_HOME).
+    subprocess.run(["pkill", "-9", "-u", TEST_USER, "-f", str(lima_home)], check=False)
+    shutil.rmtree(lima_home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -73,7 +73,7 @@ def _make_tree(base: Path, owner: str) -> None:
 
 def _mounts_set(image: dict, mount_type: str, mounts: list[dict]) -> str:
     return (f".images = [{json.dumps(image)}] | .mountType = {json.dumps(mount_type)} | "
-            f".mounts = {json.dumps(mounts)}")
+            f".mounts = {json.dumps(mounts)} | .mountTypesUnsupported = []")
 
 
 @pytest.fixture(scope="module", params=["9p", "reverse-sshfs", "virtiofs"])
