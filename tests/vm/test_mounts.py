@@ -101,8 +101,9 @@ def guest(request: pytest.FixtureRequest, unprivileged_host: Host,
     mounts: list[dict] = [{"location": str(base / "ro")},
                           {"location": str(base / "rw"), "writable": True}]
     if mount_type == "reverse-sshfs":
-        # the server resolves links itself here: they must still stay inside
-        mounts[1]["sshfs"] = {"followSymlinks": True}
+        # the server resolves links itself here: they must still stay inside (not on
+        # the writable mount: with follow_symlinks, sshfs cannot create links)
+        mounts[0]["sshfs"] = {"followSymlinks": True}
     if mount_type == "9p":
         mounts.append({"location": IMPOSSIBLE, "writable": True})
     if mount_type == "virtiofs":
