@@ -72,6 +72,10 @@ def bench_type(mount_type: str, image: dict, work: Path) -> list[str]:
     env = {**os.environ, "LIMA_HOME": str(work / "lima")}
     share = work / f"share-{mount_type}"
     share.mkdir()
+    if os.geteuid() == 0:
+        # as root the guest user is uid 1000: give it the shared directory
+        os.chmod(work, 0o755)
+        os.chown(share, 1000, 1000)
     name = "bench-" + mount_type.replace("reverse-", "r")
     expr = (f".images = [{json.dumps(image)}] | .mountType = {json.dumps(mount_type)} | "
             f".mountTypesUnsupported = [] | "
