@@ -591,27 +591,45 @@ mounted() {
 \tmountpoint -q "$1" 2>/dev/null
 }
 
+# A mount that fails is recorded under its tag (the host agent names the host
+# directory in its place) with mount's own message; the boot goes on.
+mount_failed() {
+	record_error "mount $1 on $2 ($3) failed in the guest: $(printf '%s' "$4" | tr '\\n' ' ')"
+}
+
 mount_9p() {
-\tprepare_mount_point "$2"
-\ton_guest || return 0
-\tmounted "$2" && return 0
-\tmodprobe 9pnet_virtio 2>/dev/null || true
-\tlog "mounting $1 on $2 (9p, $3)"
-\tmount -t 9p -o "$3" "$1" "$2"
+	prepare_mount_point "$2"
+	on_guest || return 0
+	mounted "$2" && return 0
+	modprobe 9pnet_virtio 2>/dev/null || true
+	log "mounting $1 on $2 (9p, $3)"
+	if ! _err=$(mount -t 9p -o "$3" "$1" "$2" 2>&1); then
+		mount_failed "$1" "$2" 9p "$_err"
+	fi
 }
 
 mount_virtiofs() {
-\tprepare_mount_point "$2"
-\ton_guest || return 0
-\tmounted "$2" && return 0
-\tmodprobe virtiofs 2>/dev/null || true
-\tlog "mounting $1 on $2 (virtiofs, $3)"
-\tmount -t virtiofs -o "$3" "$1" "$2"
+	prepare_mount_point "$2"
+	on_guest || return 0
+	mounted "$2" && return 0
+	modprobe virtiofs 2>/dev/null || true
+	log "mounting $1 on $2 (virtiofs, $3)"
+	if ! _err=$(mount -t virtiofs -o "$3" "$1" "$2" 2>&1); then
+		mount_failed "$1" "$2" virtiofs "$_err"
+	fi
 }
 
-# reverse-sshfs: the host agent mounts the directory over SSH once the guest is up;
-# the guest only provides the empty mount point.
+# reverse-sshfs: the host agent runs `sshfs -o slave ... -o allow_other` as the user
+# once the guest is up; the guest provides the mount point and lets FUSE users
+# share their mounts with root (user_allow_other).
 mount_reverse_sshfs() {
-\tprepare_mount_point "$2"
+	prepare_mount_point "$2"
+	for _conf in "$ROOT/etc/fuse.conf" "$ROOT/etc/fuse3.conf"; do
+		[ -f "$_conf" ] || continue
+		grep -q '^user_allow_other' "$_conf" || echo user_allow_other >>"$_conf"
+		return 0
+	done
+	mkdir -p "$ROOT/etc"
+	echo user_allow_other >>"$ROOT/etc/fuse.conf"
 }
 """

@@ -19,6 +19,7 @@ from typing import Any
 
 from pylima.errors import LimaError
 from pylima.hostagent import events
+from pylima.hostagent.mounts import MountManager
 from pylima.hostagent.portfwd import GuestAgentLink, GuestPort, PortForwarder
 from pylima.store import dirs
 
@@ -63,6 +64,7 @@ class HostAgent:
         self.forwarder: PortForwarder | None = None
         self.ssh_forwards: list[dict[str, Any]] = []
         self.guest_agent_alive = asyncio.Event()
+        self.mounts = MountManager(name, self.dir)
 
     # ---- preparation (synchronous, before the event loop does real work) ----
 
@@ -80,7 +82,7 @@ class HostAgent:
         inst = inspect(self.name)
         if inst.config is None:
             raise LimaError(f"instance `{self.name}` has errors: {inst.errors}")
-        cfg = self.cfg = inst.config
+        cfg = self.cfg = self.mounts.prepare(inst.config)  # less mounts that cannot work
         self.instance_id = f"iid-{uuid.uuid4().hex}"
         self.ssh_port = int((cfg.get("ssh") or {}).get("localPort") or 0) or free_port()
         host_priv, host_pub = ensure_host_key(self.dir)
@@ -128,9 +130,11 @@ class HostAgent:
             kernel=str(self.dir / dirs.KERNEL) if self._direct_kernel() else None,
             initrd=str(self.dir / dirs.INITRD) if (self.dir / dirs.INITRD).exists() else None,
             cmdline=cmdline, firmware_vars=str(vars_path) if vars_path else None)
-        mount_tags = [tags[i] for i in sorted(tags)] if cfg.get("mountType") == "9p" else []
+        mount_tags = [tags[i] for i in sorted(tags)] \
+            if cfg.get("mountType") in ("9p", "virtiofs") else []
         return build_qemu_argv(cfg, host, str(self.dir), boot, ssh_local_port=self.ssh_port,
-                               mount_tags=mount_tags)
+                               mount_tags=mount_tags,
+                               virtiofs_sockets=self.mounts.virtiofs_sockets)
 
     def _direct_kernel(self) -> bool:
         return (self.dir / dirs.KERNEL).exists()
@@ -191,6 +195,7 @@ class HostAgent:
             from pylima.hostagent.provision import delete_copies
 
             delete_copies(self.cfg)
+            await self.mounts.close()
             await self._close_ssh_master()
             for p in (self.socket_path, self.pidfile, self.dir / dirs.QEMU_PID,
                       self.dir / dirs.QMP_SOCK, self.dir / dirs.PORT_FORWARDS,
@@ -239,14 +244,16 @@ class HostAgent:
         await self._start_ssh_forwards()
         from pylima.hostagent import provision
 
-        errors: list[str] = []
+        errors: list[str] = list(self.mounts.errors)
         if provision.yq_entries(self.cfg):
             errors += await provision.apply_yq(self._ssh, self.cfg, self.instance_id)
         await self._wait_for_marker(BOOT_DONE)
         self.boot_done.set()
         log.info("The guest's boot scripts have finished")
         rc, out, _ = await self._ssh(f"cat {BOOT_ERRORS} 2>/dev/null || true")
-        errors += [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()]
+        errors += self.mounts.describe(
+            [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()])
+        errors += await self.mounts.mount_reverse_sshfs()
         errors += await self._run_probes()
         errors += await provision.copy_to_host(self._ssh, self.cfg)
         self.errors = errors

@@ -1,0 +1,358 @@
+"""The host agent's share of file sharing: host directories, virtiofsd and
+reverse-sshfs.
+
+- Before QEMU starts, `prepare` creates missing host directories (as Lima does) and,
+  for `mountType: virtiofs`, starts one QEMU virtiofsd per mount. A mount that
+  cannot be served is left out of the guest's configuration and reported: the start
+  is degraded, the instance still comes up.
+- Once the guest has booted, `mount_reverse_sshfs` runs the guest's `sshfs -o slave`
+  over SSH, its SFTP stream served on the host by pylima's SFTP server confined to
+  the mount's directory (see `sftpserver`), not by OpenSSH's sftp-server (which would
+  serve the whole host file system to the guest).
+- `describe` names the host directory in the guest's mount errors; `close` stops
+  everything this module started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pylima.config.defaults import mount_tag
+
+log = logging.getLogger("pylima.hostagent")
+
+VHOST_SOCK = "virtiofsd-{}.sock"  # Lima's file name, in the instance directory
+# Where Debian/Ubuntu (QEMU's C virtiofsd, qemu-system-common), Fedora and Arch put it.
+VIRTIOFSD_CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd",
+                        "/usr/libexec/qemu/virtiofsd", "/usr/lib/virtiofsd")
+VIRTIOFSD_SOCKET_TIMEOUT = 10.0
+SSHFS_MOUNT_TIMEOUT = 60.0
+
+
+def find_virtiofsd() -> tuple[str | None, bool]:
+    """(path, is QEMU's C virtiofsd) of the virtiofsd to use; PYLIMA_VIRTIOFSD wins."""
+    override = os.environ.get("PYLIMA_VIRTIOFSD")
+    candidates = [override] if override else [*VIRTIOFSD_CANDIDATES,
+                                              shutil.which("virtiofsd") or ""]
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            try:
+                out = subprocess.run([c, "--version"], capture_output=True, text=True,
+                                     timeout=10).stdout
+            except (OSError, subprocess.SubprocessError):
+                continue
+            # QEMU's C virtiofsd says "virtiofsd version 7.2.x"; the Rust one
+            # "virtiofsd 1.x.y".
+            return c, out.startswith("virtiofsd version") or "QEMU" in out
+    return None, False
+
+
+def virtiofsd_problem() -> tuple[str, str] | None:
+    """(cause, hint) when virtiofs mounts cannot be served on this host, else None."""
+    path, is_c = find_virtiofsd()
+    if path is None:
+        return ("virtiofsd was not found",
+                "install QEMU's virtiofsd (Debian/Ubuntu: qemu-system-common; elsewhere "
+                "the `virtiofsd` package), set PYLIMA_VIRTIOFSD, or use `--mount-type=9p`")
+    if is_c and os.geteuid() != 0:
+        return (f"{path} is QEMU's C virtiofsd, which needs root",
+                "run pylima as root, install the Rust virtiofsd, or use `--mount-type=9p`")
+    return None
+
+
+def _mount_desc(m: dict[str, Any], mount_type: str) -> str:
+    return f"mount `{m['location']}` on `{m['mountPoint']}` ({mount_type})"
+
+
+class MountManager:
+    def __init__(self, name: str, inst_dir: Path) -> None:
+        self.name = name
+        self.dir = inst_dir
+        self.mount_type = "9p"
+        self.mounts: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.virtiofs_sockets: list[str] | None = None
+        self._virtiofsd: list[subprocess.Popen[bytes]] = []
+        self._sshfs: list[tuple[asyncio.subprocess.Process, asyncio.subprocess.Process]] = []
+        self._guest_uid = 0
+
+    # ---- before QEMU (synchronous, from HostAgent.prepare) ----
+
+    def prepare(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """`cfg` less the mounts that cannot be served (their errors kept in `errors`);
+        starts virtiofsd for virtiofs mounts."""
+        self.mount_type = str(cfg.get("mountType") or "9p")
+        self._guest_uid = int((cfg.get("user") or {}).get("uid") or 0)
+        keep = []
+        for m in cfg.get("mounts") or []:
+            problem = self._host_directory_problem(m, self._guest_uid)
+            if problem:
+                self._fail(m, problem)
+            else:
+                keep.append(m)
+        if self.mount_type == "virtiofs" and keep:
+            keep = self._start_virtiofsd(keep)
+        if self.mount_type == "reverse-sshfs" and keep:
+            from pylima.hostagent.sftpserver import openat2_supported
+
+            if not openat2_supported():
+                for m in keep:
+                    self._fail(m, "pylima's confined SFTP server needs openat2(2) (Linux "
+                                  "5.6 or later)")
+                keep = []
+        self.mounts = keep
+        out = copy.deepcopy(cfg)
+        out["mounts"] = copy.deepcopy(keep)
+        return out
+
+    def _fail(self, m: dict[str, Any], cause: str) -> None:
+        msg = f"{_mount_desc(m, self.mount_type)} failed: {cause}"
+        log.error("%s", msg)
+        self.errors.append(msg)
+
+    @staticmethod
+    def _host_directory_problem(m: dict[str, Any], guest_uid: int) -> str | None:
+        loc = str(m.get("location") or "")
+        if os.path.isdir(loc):
+            return None
+        if os.path.lexists(loc):
+            return "the host path is not a directory"
+        # Lima creates a missing directory (writable or not) before it shares it.
+        try:
+            os.makedirs(loc, 0o755, exist_ok=True)
+        except OSError as e:
+            return f"the host directory does not exist and cannot be created: {e.strerror}"
+        log.info("Created the host directory %s for a mount", loc)
+        if m.get("writable") and os.geteuid() == 0 and guest_uid:
+            # pylima as root: a writable directory it creates belongs to the guest user
+            # (9p and virtiofs pass the guest's uid through), so that user can use it.
+            with contextlib.suppress(OSError):
+                os.chown(loc, guest_uid, guest_uid)
+        return None
+
+    def _start_virtiofsd(self, mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        problem = virtiofsd_problem()
+        if problem:
+            for m in mounts:
+                self._fail(m, f"{problem[0]} (Hint: {problem[1]})")
+            return []
+        path, is_c = find_virtiofsd()
+        assert path is not None
+        keep: list[dict[str, Any]] = []
+        sockets: list[str] = []
+        for m in mounts:
+            i = len(keep)
+            sock = self.dir / VHOST_SOCK.format(i)
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+            if is_c:
+                argv = [path, f"--socket-path={sock}", "-o", f"source={m['location']}",
+                        "-o", "cache=auto"]
+            else:
+                argv = [path, "--socket-path", str(sock), "--shared-dir", str(m["location"])]
+            log.debug("virtiofsd argv: %s", argv)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + VIRTIOFSD_SOCKET_TIMEOUT
+            while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not sock.exists():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                out = proc.communicate()[0].decode(errors="replace").strip().splitlines()
+                self._fail(m, "virtiofsd did not start" + (f": {out[-1]}" if out else ""))
+                continue
+            self._relay(proc, f"virtiofsd-{i}")
+            self._virtiofsd.append(proc)
+            keep.append(m)
+            sockets.append(str(sock))
+        self.virtiofs_sockets = sockets
+        return keep
+
+    @staticmethod
+    def _relay(proc: subprocess.Popen[bytes], prefix: str) -> None:
+        import threading
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.info("[%s] %s", prefix, line.decode(errors="replace").rstrip())
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    # ---- once the guest is up ----
+
+    def describe(self, guest_errors: list[str]) -> list[str]:
+        """The guest's boot errors, with each mount tag replaced by its host directory."""
+        tags = {mount_tag(str(m["location"]), str(m["mountPoint"])): str(m["location"])
+                for m in self.mounts}
+        out = []
+        for line in guest_errors:
+            for tag, loc in tags.items():
+                line = line.replace(tag, f"`{loc}`")
+            out.append(line)
+        return out
+
+    async def mount_reverse_sshfs(self) -> list[str]:
+        """Mount every reverse-sshfs mount; returns the errors."""
+        if self.mount_type != "reverse-sshfs":
+            return []
+        errors = []
+        for m in self.mounts:
+            try:
+                await self._mount_one(m)
+            except MountError as e:
+                msg = f"{_mount_desc(m, self.mount_type)} failed: {e}"
+                log.error("%s", msg)
+                errors.append(msg)
+        return errors
+
+    async def _mount_one(self, m: dict[str, Any]) -> None:
+        from pylima.sshutil import ssh_argv
+
+        loc, mp = str(m["location"]), str(m["mountPoint"])
+        sshfs = m.get("sshfs") or {}
+        driver = sshfs.get("sftpDriver") or ""
+        log.info("Mounting %s on %s (reverse-sshfs)", loc, mp)
+        opts = "allow_other"
+        if sshfs.get("cache") is False:
+            opts += ",cache=no"
+        if sshfs.get("followSymlinks"):
+            opts += ",follow_symlinks"
+        remote = ["sshfs", ":/", mp, "-o", "slave", "-o", opts]
+        if not m.get("writable"):
+            remote += ["-o", "ro"]
+        if driver == "openssh-sftp-server":
+            server_argv = self._openssh_sftp_server(loc)
+            remote[1] = ":" + loc
+        else:
+            server_argv = [sys.executable, "-m", "pylima.hostagent.sftpserver", loc]
+            if not m.get("writable"):
+                server_argv.append("--read-only")
+            if os.geteuid() == 0 and self._guest_uid:
+                # pylima as root: the guest user sees root's files as its own, so that
+                # a writable mount is usable without sudo (they stay root's on the host).
+                gid = await self._guest_gid()
+                server_argv += ["--owner", f"{self._guest_uid}:{gid}"]
+        host_end, guest_end = socket.socketpair()
+        try:
+            server = await asyncio.create_subprocess_exec(
+                *server_argv, stdin=host_end.fileno(), stdout=host_end.fileno(),
+                start_new_session=True)
+            ssh = await asyncio.create_subprocess_exec(
+                *ssh_argv(self.dir, self.name), "--", shlex.join(remote),
+                stdin=guest_end.fileno(), stdout=guest_end.fileno(),
+                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        finally:
+            host_end.close()
+            guest_end.close()
+        self._sshfs.append((ssh, server))
+        stderr_lines: list[str] = []
+        relay = asyncio.create_task(self._relay_stderr(ssh, stderr_lines, mp))
+        deadline = asyncio.get_running_loop().time() + SSHFS_MOUNT_TIMEOUT
+        check = f"grep -q {shlex.quote(' ' + mp + ' fuse.sshfs ')} /proc/mounts"
+        while True:
+            if ssh.returncode is not None or server.returncode is not None:
+                await asyncio.wait_for(relay, 5)
+                why = stderr_lines[-1] if stderr_lines else \
+                    f"sshfs exited with status {ssh.returncode}"
+                raise MountError(why)
+            rc, _, _ = await self._ssh_run(check)
+            if rc == 0:
+                log.info("Mounted %s on %s", loc, mp)
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise MountError("sshfs did not mount it in time")
+            await asyncio.sleep(0.5)
+
+    @staticmethod
+    def _openssh_sftp_server(loc: str) -> list[str]:
+        for c in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server",
+                  "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server"):
+            if os.access(c, os.X_OK):
+                log.warning("sftpDriver openssh-sftp-server serves the whole host file "
+                            "system to the guest, not only %s: for trusted guests only", loc)
+                return [c]
+        raise MountError("`sshfs.sftpDriver: openssh-sftp-server` but no sftp-server found "
+                         "(Hint: install openssh-sftp-server, or leave sftpDriver empty for "
+                         "pylima's own server)")
+
+    async def _relay_stderr(self, proc: asyncio.subprocess.Process, keep: list[str],
+                            mp: str) -> None:
+        assert proc.stderr is not None
+        while True:
+            line = await proc.stderr.readline()
+            if not line:
+                await proc.wait()
+                if proc.returncode not in (None, 0, -15):
+                    log.warning("reverse-sshfs on %s ended (status %s)", mp, proc.returncode)
+                return
+            text = line.decode(errors="replace").rstrip()
+            keep.append(text)
+            log.info("[sshfs %s] %s", mp, text)
+
+    async def _ssh_run(self, command: str) -> tuple[int, bytes, bytes]:
+        from pylima.sshutil import ssh_argv
+
+        proc = await asyncio.create_subprocess_exec(
+            *ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"), "--", command,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return 255, b"", b"timeout"
+        return proc.returncode or 0, out, err
+
+    async def _guest_gid(self) -> int:
+        rc, out, _ = await self._ssh_run("id -g")
+        try:
+            return int(out.strip()) if rc == 0 else self._guest_uid
+        except ValueError:
+            return self._guest_uid
+
+    # ---- shutdown ----
+
+    async def close(self) -> None:
+        for ssh, server in self._sshfs:
+            for p in (ssh, server):
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.terminate()
+            for p in (ssh, server):
+                try:
+                    await asyncio.wait_for(p.wait(), 5)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+                    await p.wait()
+        self._sshfs.clear()
+        for i, proc in enumerate(self._virtiofsd):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    await asyncio.to_thread(proc.wait, 5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    await asyncio.to_thread(proc.wait)
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / VHOST_SOCK.format(i)).unlink()
+        self._virtiofsd.clear()
+
+
+class MountError(Exception):
+    pass

@@ -1,0 +1,267 @@
+"""Host directories shared with a real guest, one guest per mount type (9p,
+reverse-sshfs, virtiofs), each started once and used by every test of its type.
+
+Each guest gets a read-only mount (`ro`) and a writable one (`rw`) of two
+directories that sit next to a file the guest must never read (`secret.txt`); the
+mounts' symbolic links point at it by absolute and relative paths. 9p and
+reverse-sshfs run as an unprivileged host user (the guest user has its uid);
+virtiofs needs QEMU's virtiofsd, which needs root, so that guest shows the root case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.vm.conftest import REPO, Host
+
+SECRET = "TOPSECRET"
+# A location that can never be created: that mount fails, the rest still work.
+IMPOSSIBLE = "/proc/pylima-no-such-dir"
+
+
+@dataclass
+class Guest:
+    host: Host
+    name: str
+    mount_type: str
+    base: Path
+    start_output: str
+
+    @property
+    def ro(self) -> Path:
+        return self.base / "ro"
+
+    @property
+    def rw(self) -> Path:
+        return self.base / "rw"
+
+    def sh(self, script: str, **kw: object) -> tuple[int, str, str]:
+        r = self.host.limactl("shell", "--workdir=/", self.name, "sh", "-c", script,
+                              **kw)  # type: ignore[arg-type]
+        return r.returncode, r.stdout, r.stderr
+
+    def host_sh(self, script: str) -> str:
+        r = self.host.run("sh", "-c", script)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+
+def _make_tree(base: Path, owner: str) -> None:
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "ro" / "sub").mkdir(parents=True)
+    (base / "rw").mkdir()
+    (base / "secret.txt").write_text(SECRET + "\n")
+    (base / "ro" / "hello.txt").write_text("hello from the host\n")
+    for d in ("ro", "rw"):
+        (base / d / "abs-link").symlink_to(base / "secret.txt")
+        (base / d / "rel-link").symlink_to("../secret.txt")
+        (base / d / "up-dir").symlink_to("..")
+    (base / "ro" / "inner-link").symlink_to("hello.txt")
+    pw = pwd.getpwnam(owner)
+    for p in [base, *base.rglob("*")]:
+        os.lchown(p, pw.pw_uid, pw.pw_gid)
+
+
+def _mounts_set(image: dict, mount_type: str, mounts: list[dict]) -> str:
+    return (f".images = [{json.dumps(image)}] | .mountType = {json.dumps(mount_type)} | "
+            f".mounts = {json.dumps(mounts)} | .mountTypesUnsupported = []")
+
+
+@pytest.fixture(scope="module", params=["9p", "reverse-sshfs", "virtiofs"])
+def guest(request: pytest.FixtureRequest, unprivileged_host: Host,
+          shared_image: dict, built_image: dict,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
+    mount_type: str = request.param
+    name = "mnt-" + mount_type.replace("reverse-", "r")
+    if mount_type == "virtiofs":
+        from pylima.hostagent.mounts import virtiofsd_problem
+
+        if os.getuid() != 0:
+            pytest.skip("QEMU's virtiofsd needs root (CI runs the tests as root)")
+        problem = virtiofsd_problem()
+        if problem:
+            pytest.skip(f"{problem[0]} ({problem[1]})")
+        host = Host("root", Path("/root"),
+                    {"LIMA_HOME": str(tmp_path_factory.mktemp("vm-root") / "lima")})
+        image = built_image
+        base = Path("/var/tmp/pylima-mounttest-virtiofs")
+    else:
+        host, image = unprivileged_host, shared_image
+        base = host.home / f"mounttest-{mount_type}"
+    _make_tree(base, host.user)
+    mounts: list[dict] = [{"location": str(base / "ro")},
+                          {"location": str(base / "rw"), "writable": True}]
+    if mount_type == "reverse-sshfs":
+        # the server resolves links itself here: they must still stay inside (not on
+        # the writable mount: with follow_symlinks, sshfs cannot create links)
+        mounts[0]["sshfs"] = {"followSymlinks": True}
+    if mount_type == "9p":
+        mounts.append({"location": IMPOSSIBLE, "writable": True})
+    if mount_type == "virtiofs":
+        # missing: pylima creates it, given to the guest user since pylima is root
+        shutil.rmtree(base / "rw")
+    r = host.limactl("start", f"--name={name}", "--tty=false", "--cpus=2", "--memory=2",
+                     "--set", _mounts_set(image, mount_type, mounts), "template:debian-12",
+                     timeout=1500)
+    out = r.stdout + r.stderr
+    if mount_type == "9p":
+        assert r.returncode != 0 and "DEGRADED" in out, out
+    else:
+        assert r.returncode == 0 and "READY" in out, out
+    if mount_type == "virtiofs":
+        for link, target in (("abs-link", str(base / "secret.txt")),
+                             ("rel-link", "../secret.txt"), ("up-dir", "..")):
+            (base / "rw" / link).symlink_to(target)
+    g = Guest(host, name, mount_type, base, out)
+    yield g
+    host.limactl("stop", "-f", name)
+    host.limactl("delete", "-f", name)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_host_file_visible_at_same_path(guest: Guest) -> None:
+    rc, out, err = guest.sh(f"cat {guest.ro}/hello.txt")
+    assert rc == 0 and out == "hello from the host\n", err
+    rc, out, _ = guest.sh(f"cat {guest.ro}/inner-link")  # a link inside the mount works
+    assert out == "hello from the host\n"
+    rc, out, _ = guest.sh(f"ls {guest.ro}")
+    assert out.split() == ["abs-link", "hello.txt", "inner-link", "rel-link", "sub", "up-dir"]
+
+
+def test_read_only_mount_refuses_writes(guest: Guest) -> None:
+    for cmd in (f"touch {guest.ro}/new", f"echo x >> {guest.ro}/hello.txt",
+                f"mkdir {guest.ro}/d", f"rm {guest.ro}/hello.txt",
+                f"sudo -n touch {guest.ro}/new-by-root"):
+        rc, _, _ = guest.sh(cmd)
+        assert rc != 0, cmd
+    assert sorted(os.listdir(guest.ro)) == ["abs-link", "hello.txt", "inner-link",
+                                            "rel-link", "sub", "up-dir"]
+    assert (guest.ro / "hello.txt").read_text() == "hello from the host\n"
+
+
+def test_writable_round_trip(guest: Guest) -> None:
+    rc, _, err = guest.sh(f"echo from-guest > {guest.rw}/from-guest.txt && "
+                          f"mkdir {guest.rw}/gdir && ln -s from-guest.txt {guest.rw}/glink")
+    assert rc == 0, err
+    assert (guest.rw / "from-guest.txt").read_text() == "from-guest\n"
+    assert os.readlink(guest.rw / "glink") == "from-guest.txt"
+    guest.host_sh(f"echo from-host > {shlex.quote(str(guest.rw / 'from-host.txt'))}")
+    rc, out, err = guest.sh(f"cat {guest.rw}/from-host.txt")
+    assert out == "from-host\n", err
+    rc, _, err = guest.sh(f"mv {guest.rw}/from-host.txt {guest.rw}/moved.txt && "
+                          f"rm {guest.rw}/from-guest.txt {guest.rw}/glink && rmdir {guest.rw}/gdir")
+    assert rc == 0, err
+    assert sorted(os.listdir(guest.rw)) == ["abs-link", "moved.txt", "rel-link", "up-dir"]
+
+
+def test_ownership(guest: Guest) -> None:
+    host_uid = pwd.getpwnam(guest.host.user).pw_uid
+    guest_uid = int(guest.sh("id -u")[1])
+    rc, out, _ = guest.sh(f"stat -c %u {guest.ro}/hello.txt")
+    shown = int(out)
+    rc, _, err = guest.sh(f"echo mine > {guest.rw}/owned.txt")
+    assert rc == 0, err
+    on_host = (guest.rw / "owned.txt").stat().st_uid
+    if host_uid != 0:
+        # Lima's normal case: the guest user has the host user's uid, both ways.
+        assert guest_uid == host_uid
+        assert shown == host_uid and on_host == host_uid
+    elif guest.mount_type == "reverse-sshfs":
+        # root's files are shown as the guest user's; on the host they stay root's
+        assert shown == guest_uid and on_host == 0
+    else:
+        # 9p/virtiofs as root: host files keep their owner (root here); what the guest
+        # user writes belongs on the host to the guest's uid. The writable directory
+        # pylima created is the guest user's.
+        assert shown == 0 and on_host == guest_uid
+        assert guest.rw.stat().st_uid == guest_uid
+    (guest.rw / "owned.txt").unlink()
+
+
+@pytest.mark.parametrize("d", ["ro", "rw"])
+def test_no_escape_through_links_or_dotdot(guest: Guest, d: str) -> None:
+    mnt = guest.base / d
+    for path in (f"{mnt}/abs-link", f"{mnt}/rel-link", f"{mnt}/../secret.txt",
+                 f"{mnt}/up-dir/secret.txt", f"{mnt}/up-dir/../secret.txt",
+                 f"{mnt}/../../{guest.base.name}/secret.txt"):
+        rc, out, err = guest.sh(f"cat {shlex.quote(path)}; sudo -n cat {shlex.quote(path)}")
+        assert SECRET not in out + err, path
+    rc, out, _ = guest.sh(f"ls -a {mnt}/.. {mnt}/up-dir/ 2>&1")
+    assert "secret.txt" not in out
+    if d == "rw":
+        # a link made in the guest and followed by whoever resolves it
+        rc, out, err = guest.sh(f"ln -s {guest.base}/secret.txt {mnt}/guest-link && "
+                                f"cat {mnt}/guest-link; ln -s ../secret.txt {mnt}/guest-rel && "
+                                f"cat {mnt}/guest-rel; rm -f {mnt}/guest-link {mnt}/guest-rel")
+        assert SECRET not in out + err
+
+
+def test_shell_lands_in_host_cwd_under_a_mount(guest: Guest) -> None:
+    r = guest.host.limactl("shell", guest.name, "pwd", cwd=str(guest.ro / "sub"))
+    assert r.stdout.strip() == str(guest.ro / "sub"), r.stderr
+
+
+def test_failed_mount_is_reported_by_name(guest: Guest) -> None:
+    if guest.mount_type != "9p":
+        assert "DEGRADED" not in guest.start_output
+        return
+    assert f"mount `{IMPOSSIBLE}`" in guest.start_output
+    info = json.loads(guest.host.limactl("list", "--json", guest.name).stdout)
+    assert info["status"] == "Running"
+
+
+ATTACK = r"""
+import ctypes, json, os, signal, sys
+sys.path.insert(0, "/tmp")
+from sftpclient import Client, escape_attempts
+mp, secret = sys.argv[1], sys.argv[2]
+pid = None
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        argv = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    if argv[0].endswith(b"sshfs") and mp.encode() in argv:
+        pid = int(d)
+os.kill(pid, signal.SIGSTOP)
+libc = ctypes.CDLL(None, use_errno=True)
+pidfd = libc.syscall(434, pid, 0)          # pidfd_open
+rfd = libc.syscall(438, pidfd, 0, 0)       # pidfd_getfd: sshfs's end of the channel
+wfd = libc.syscall(438, pidfd, 1, 0)
+c = Client(rfd, wfd, first_id=1 << 30)
+leaks = escape_attempts(c, secret, "secret.txt")
+c.write_file("/raw-write.txt", b"raw")
+print(json.dumps({"leaks": leaks, "listing": sorted(c.listdir("/"))}))
+os.kill(pid, signal.SIGKILL)
+"""
+
+
+def test_root_guest_speaking_raw_sftp_stays_inside(guest: Guest) -> None:
+    """The guest's root takes over sshfs's SFTP channel and asks the host directly."""
+    if guest.mount_type != "reverse-sshfs":
+        pytest.skip("only reverse-sshfs has an SFTP channel")
+    client = (REPO / "tests" / "sftpclient.py").read_text()
+    rc, _, err = guest.sh("cat > /tmp/sftpclient.py", input=client)
+    assert rc == 0, err
+    rc, _, err = guest.sh("cat > /tmp/attack.py", input=ATTACK)
+    assert rc == 0, err
+    rc, out, err = guest.sh(f"sudo -n python3 /tmp/attack.py {guest.rw} "
+                            f"{guest.base / 'secret.txt'}", timeout=120)
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["leaks"] == []
+    assert "raw-write.txt" in result["listing"]  # the channel did reach the host
+    assert (guest.rw / "raw-write.txt").read_text() == "raw"
+    assert (guest.base / "secret.txt").read_text() == SECRET + "\n"
+    assert not (guest.base / "written-outside").exists()
