@@ -425,8 +425,8 @@ class HostAgent:
 
         prefix = self.cfg.get("guestInstallPrefix") or "/usr/local"
         proc = await asyncio.create_subprocess_exec(
-            *ssh_argv(self.dir, self.name, "--", "sudo", "-n",
-                      f"{prefix}/bin/lima-guestagent", "stdio"),
+            *ssh_argv(self.dir, self.name), "--", "sudo", "-n",
+            f"{prefix}/bin/lima-guestagent", "stdio",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stdin is not None
