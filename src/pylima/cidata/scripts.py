@@ -82,6 +82,17 @@ on_guest() {
 \t[ -z "$ROOT" ]
 }
 
+# Start the guest user's systemd manager (lingering) and wait, bounded, until it
+# answers, so that `systemctl --user` works.
+start_user_manager() {
+\tloginctl enable-linger "$LIMA_CIDATA_USER" || true
+\ti=0
+\twhile [ ! -e "/run/user/$LIMA_CIDATA_UID/systemd/private" ] && [ "$i" -lt 60 ]; do
+\t\tsleep 1
+\t\ti=$((i + 1))
+\tdone
+}
+
 # Append one line to the boot error list the host agent reports after boot.
 record_error() {
 \twarn "$*"
@@ -315,12 +326,7 @@ if [ -d "$LIMA_CIDATA_MNT/provision.user" ] && on_guest; then
 \tif command -v loginctl >/dev/null 2>&1; then
 \t\t# User scripts may use `systemctl --user`: start the user's manager and wait
 \t\t# (bounded) until it answers.
-\t\tloginctl enable-linger "$LIMA_CIDATA_USER" || true
-\t\ti=0
-\t\twhile [ ! -e "/run/user/$LIMA_CIDATA_UID/systemd/private" ] && [ "$i" -lt 60 ]; do
-\t\t\tsleep 1
-\t\t\ti=$((i + 1))
-\t\tdone
+\t\tstart_user_manager
 \tfi
 \tuser_script="$LIMA_CIDATA_HOME/.lima-user-script"
 \t# Readable copy of the PARAM_* file for the su fallback of run_as_user.
@@ -551,12 +557,7 @@ if [ "$LIMA_CIDATA_CONTAINERD_USER" = 1 ]; then
 \t\twarn "containerd.user: the archive has no bin/containerd-rootless-setuptool.sh"
 \t\tcode=1
 \telif [ ! -e "$LIMA_CIDATA_HOME/.config/systemd/user/containerd.service" ]; then
-\t\tloginctl enable-linger "$LIMA_CIDATA_USER" || true
-\t\ti=0
-\t\twhile [ ! -e "/run/user/$LIMA_CIDATA_UID/systemd/private" ] && [ "$i" -lt 60 ]; do
-\t\t\tsleep 1
-\t\t\ti=$((i + 1))
-\t\tdone
+\t\tstart_user_manager
 \t\tlog "containerd: setting up rootless containerd for $LIMA_CIDATA_USER"
 \t\trun_as_user env "PATH=$prefix/bin:$PATH" "$tool" install || code=1
 \t\tif [ -e "$prefix/bin/buildkitd" ]; then
