@@ -187,9 +187,21 @@ def test_aarch64_uefi_firmware_reaches_its_boot_manager(inst_dir: Path) -> None:
     assert (inst_dir / "serialp.log").exists()
 
 
+def find_built_image() -> Path | None:
+    """The x86_64 Debian image from pylima's local image builder, if one is cached
+    (disk.qcow2, vmlinuz, initrd.img and cmdline side by side)."""
+    from pylima.images import builder
+
+    img = builder.find_cached_image("x86_64")
+    return img.directory if img is not None else None
+
+
 def find_kernel() -> str | None:
-    cached = sorted(glob.glob(str(dirs.cache_dir() / "images" / "*" / "vmlinuz")))
-    for path in cached + sorted(glob.glob("/boot/vmlinuz-*")):
+    """An x86_64 kernel: the local image's (the cache also holds other arches'), or
+    the host's."""
+    image = find_built_image()
+    for path in ([str(image / "vmlinuz")] if image else []) + sorted(
+            glob.glob("/boot/vmlinuz-*")):
         if os.access(path, os.R_OK):
             return path
     return None
@@ -279,16 +291,6 @@ def test_qemu_driver_start_reports_an_early_exit(inst_dir: Path,
     driver = QemuDriver()
     with pytest.raises(LimaError, match="QEMU exited with status 1 at start"):
         asyncio.run(driver.start(inst_dir, cfg, ssh_local_port=0))
-
-
-def find_built_image() -> Path | None:
-    """A Debian image from pylima's local image builder, if one is cached (disk.qcow2,
-    vmlinuz, initrd.img and cmdline side by side)."""
-    for disk in sorted(glob.glob(str(dirs.cache_dir() / "images" / "*" / "disk.qcow2"))):
-        d = Path(disk).parent
-        if all((d / n).is_file() for n in ("vmlinuz", "initrd.img", "cmdline")):
-            return d
-    return None
 
 
 def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
