@@ -394,9 +394,8 @@ class _Seed:
     def needs_containerd_step(self) -> bool:
         """boot/40 has work with an archive, or for containerd.system (the distro's)."""
         containerd = self.cfg.get("containerd") or {}
-        if not (containerd.get("system") or containerd.get("user")):
-            return False
-        return self.has_containerd_archive or bool(containerd.get("system"))
+        return bool(containerd.get("system")) or (
+            bool(containerd.get("user")) and self.has_containerd_archive)
 
     def needs_dependency_step(self) -> bool:
         """Whether boot/30 has work: dependency scripts, or packages pylima needs."""

@@ -340,13 +340,15 @@ class HostAgent:
     def _on_port_event(self, ev: dict[str, Any]) -> None:
         events.emit(**self.status, portForward=ev)
 
+    def _active_forwards(self) -> list[dict[str, Any]]:
+        """Every active forward: the guest agent's ones and those over SSH."""
+        return (self.forwarder.forwards() if self.forwarder else []) + self.ssh_forwards
+
     def _write_forwards(self) -> None:
         from pylima.hostagent.portfwd import write_state
 
-        forwards = self.forwarder.forwards() if self.forwarder else []
-        forwards += self.ssh_forwards
         with contextlib.suppress(OSError):
-            write_state(self.dir / dirs.PORT_FORWARDS, forwards)
+            write_state(self.dir / dirs.PORT_FORWARDS, self._active_forwards())
 
     async def _on_guest_message(self, msg: dict[str, Any]) -> None:
         if msg.get("op") == "snapshot":
@@ -527,11 +529,9 @@ class HostAgent:
             parts = request.decode(errors="replace").split()
             path = parts[1] if len(parts) > 1 else ""
             if path == "/v1/info":
-                forwards = (self.forwarder.forwards() if self.forwarder else []) \
-                    + self.ssh_forwards
                 # Lima's field; pylima adds the active forwards.
                 body = json.dumps({"sshLocalPort": self.ssh_port,
-                                   "portForwards": forwards}).encode()
+                                   "portForwards": self._active_forwards()}).encode()
                 status = "200 OK"
             else:
                 body = json.dumps({"message": "not found"}).encode()
