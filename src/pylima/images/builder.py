@@ -4,10 +4,10 @@ Cloud images cannot always be downloaded, so pylima can build a bootable Debian
 cloud-style image from the Debian mirror the host's apt sources name:
 
 1. `mmdebstrap --variant=minbase` bootstraps the packages (root mode as root,
-   unshare mode with subordinate ids otherwise). A setup hook puts the initramfs
-   configuration in place before the kernel is installed, so the initrd is built
-   small (MODULES=list) the first time; a customize hook tunes the guest, holds the
-   kernel and exports vmlinuz and the initrd.
+   unshare mode with subordinate ids otherwise), with INITRD=No so that no initrd
+   is built while packages go in. A setup hook puts the initramfs configuration
+   (MODULES=list: a small initrd) in place first; a customize hook tunes the guest,
+   holds the kernel, builds the initrd once and exports it with vmlinuz.
 2. `mkfs.ext4 -d` makes the root file system from the tree (no loop mounts), an ESP
    is made with `mkfs.vfat` + mtools holding a `grub-mkstandalone` BOOT*.EFI.
 3. Both are written into a GPT disk file (sfdisk, `dd conv=notrunc,sparse`) and
@@ -472,8 +472,8 @@ def make_recipe(arch: str = "x86_64", suite: str = DEFAULT_SUITE,
 
 
 def render_pre_files(tuning: Tuning) -> dict[str, GuestFile]:
-    """Files in place before any package is installed: the initramfs set-up (so the
-    kernel's postinst builds a small initrd once) and the module blacklist."""
+    """Files in place before any package is installed: the initramfs set-up (read
+    by the one initrd build of the customize script) and the module blacklist."""
     modules = " ".join(tuning.initrd_modules)
     hook = (
         "#!/bin/sh\n"
@@ -601,15 +601,16 @@ KVER=$(ls "$ROOT/lib/modules" | sort -V | tail -n 1)
 # The exported kernel must keep matching the modules on disk.
 chroot "$ROOT" apt-mark hold {q(spec.kernel_package)} "linux-image-$KVER" >/dev/null
 INITRD="$ROOT/boot/initrd.img-$KVER"
-MAGIC=$(od -An -tx1 -N4 "$INITRD" 2>/dev/null | tr -d ' \n' || true)
+# The one initrd build: packages were installed with INITRD=No, so neither the
+# kernel's postinst nor initramfs-tools' trigger built one (each build runs dozens
+# of programs, slow under user-mode emulation for a foreign architecture).
+echo "pylima: phase: building initrd"
+rm -f "$INITRD"
+chroot "$ROOT" update-initramfs -c -k "$KVER"
+MAGIC=$(od -An -tx1 -N4 "$INITRD" | tr -d ' \n')
 case "$MAGIC" in
   {magic}*) ;;
-  *)
-    # Built before pylima's initramfs settings or compressor were in place.
-    echo "pylima: phase: building initrd"
-    rm -f "$INITRD"
-    chroot "$ROOT" update-initramfs -c -k "$KVER"
-    ;;
+  *) echo "pylima: the initrd is not {tuning.initrd_compress}-compressed" >&2; exit 1 ;;
 esac
 mkdir -p "$STAGE/out"
 cp "$ROOT/boot/vmlinuz-$KVER" "$STAGE/out/{KERNEL_FILE}"
@@ -1197,7 +1198,10 @@ def _build_into(work: Path, recipe: Recipe, digest: str, mirror: MirrorChoice,
     progress.phase("bootstrapping packages")
     rootfs = work / "rootfs"
     target = rootfs if mode == "root" else work / "rootfs.tar"
+    # INITRD=No: the kernel's initramfs hook builds nothing while packages go in; the
+    # customize script builds the initrd once, with everything installed.
     process.run(_mmdebstrap_argv(recipe, mirror, mode, target, work), on_line=progress.line,
+                env=dict(os.environ, INITRD="No"),
                 hint="check that the Debian mirror "
                      f"{mirror.mirror} is reachable ({mirror.origin}); set "
                      f"{MIRROR_ENV} to use another one")
