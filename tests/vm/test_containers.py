@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.vm.binaries import arm64_busybox
+
 VENV_BIN = Path(sys.executable).parent
 BUSYBOX = shutil.which("busybox")
 
@@ -44,8 +46,9 @@ def docker_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     tmp = tmp_path_factory.mktemp("containers")
     env = _env(tmp)
     t0 = time.monotonic()
-    r = _run(env, "limactl", "start", "--tty=false", "--timeout=30m", "template:docker",
-             timeout=2400)
+    # Fast mode on (arm64 images through binfmt), as the README shows it.
+    r = _run(env, "limactl", "start", "--tty=false", "--timeout=30m",
+             "--set", ".param.binfmt = true", "template:docker", timeout=2400)
     env["START_SECONDS"] = f"{time.monotonic() - t0:.0f}"
     env["START_STDERR"] = r.stderr
     if r.returncode != 0:
@@ -57,11 +60,11 @@ def docker_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     _run(env, "limactl", "delete", "-f", "docker", timeout=300)
 
 
-def _busybox_rootfs(path: Path) -> Path:
-    assert BUSYBOX is not None
+def _busybox_rootfs(path: Path, busybox: str | None = BUSYBOX) -> Path:
+    assert busybox is not None
     with tarfile.open(path, "w") as tar:
-        tar.add(BUSYBOX, "bin/busybox")
-        for applet in ("sh", "echo", "httpd", "cat"):
+        tar.add(busybox, "bin/busybox")
+        for applet in ("sh", "echo", "httpd", "cat", "uname"):
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type = tarfile.SYMTYPE
             info.linkname = "busybox"
@@ -130,6 +133,35 @@ def test_published_port_reaches_the_host(docker_vm: dict[str, str]) -> None:
     else:
         pytest.fail(f"127.0.0.1:18089 never answered: {last}")
     _run(env, "docker", "rm", "-f", "web", timeout=120)
+
+
+def test_arm64_image_runs_through_binfmt(docker_vm: dict[str, str], tmp_path: Path) -> None:
+    """Fast mode under docker: the guest registers QEMU user-mode emulation with
+    binfmt_misc (the F flag, so containers need no interpreter of their own) and an
+    arm64 image runs in the x86_64 guest."""
+    from pylima.store.dirs import cache_dir
+
+    env = docker_vm
+    busybox = arm64_busybox(cache_dir() / "test-binaries")
+    tar = _busybox_rootfs(tmp_path / "rootfs-arm64.tar", str(busybox))
+    r = _run(env, "docker", "import", "--platform", "linux/arm64", str(tar),
+             "local/busybox-arm64:1", timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = _run(env, "docker", "image", "inspect", "-f", "{{.Os}}/{{.Architecture}}",
+             "local/busybox-arm64:1")
+    assert (r.returncode, r.stdout.strip()) == (0, "linux/arm64"), r.stderr
+    r = _run(env, "docker", "run", "--rm", "--platform=linux/arm64", "local/busybox-arm64:1",
+             "uname", "-m", timeout=300)
+    assert (r.returncode, r.stdout.strip()) == (0, "aarch64"), r.stderr
+    # The binary itself, outside any container: `lima ./some-arm64-binary`.
+    head = busybox.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and head[18:20] == b"\xb7\x00"  # EM_AARCH64
+    r = _run(env, "limactl", "copy", str(busybox), "docker:/tmp/busybox")
+    assert r.returncode == 0, r.stderr
+    r = _run(env, "limactl", "shell", "docker", "uname", "-m")
+    assert r.stdout.strip() == "x86_64", r.stderr
+    r = _run(env, "limactl", "shell", "--workdir=/tmp", "docker", "./busybox", "uname", "-m")
+    assert (r.returncode, r.stdout.strip()) == (0, "aarch64"), r.stderr
 
 
 def test_colima_round_trip(tmp_path: Path) -> None:

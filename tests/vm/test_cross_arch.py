@@ -2,18 +2,15 @@
 
 Slow mode: one aarch64 guest (the local Debian 12 arm64 image under
 qemu-system-aarch64) serves the slow-mode tests: `uname -m`, a 9p mount, a static
-port forward. Fast mode: one x86_64 guest from `template:binfmt` (the local image's
-`qemu-user` variant) runs a real arm64 binary, busybox from Debian's arm64
-busybox-static package. The two guests run one after the other (class-scoped).
+port forward. Fast mode (QEMU user-mode emulation registered with binfmt_misc in
+an x86_64 guest) is shown in the docker guest of test_containers, which has it on:
+a real arm64 binary both directly (`limactl shell`) and as an arm64 image.
 """
 
 from __future__ import annotations
 
 import json
-import lzma
 import os
-import shutil
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -133,67 +130,3 @@ class TestSlowMode:
                 last = e
                 time.sleep(2)
         pytest.fail(f"{url} not reachable from the host: {last}")
-
-
-# ------------------------------------------------------------------ fast mode
-
-
-def arm64_busybox(cache: Path) -> Path:
-    """busybox from Debian's arm64 busybox-static package (fetched from the host's
-    mirror once, cached)."""
-    from pylima.images import builder
-
-    out = cache / "busybox-arm64"
-    if out.is_file():
-        return out
-    mirror = builder.choose_mirror(builder.read_host_sources(), "bookworm", None,
-                                   os.environ).mirror
-    with urllib.request.urlopen(f"{mirror}/dists/bookworm/main/binary-arm64/Packages.xz",
-                                timeout=120) as resp:
-        packages = lzma.decompress(resp.read()).decode()
-    filename = next(
-        line.split(":", 1)[1].strip()
-        for stanza in packages.split("\n\n") if stanza.startswith("Package: busybox-static\n")
-        for line in stanza.splitlines() if line.startswith("Filename:"))
-    cache.mkdir(parents=True, exist_ok=True)
-    deb = cache / "busybox-static_arm64.deb"
-    with urllib.request.urlopen(f"{mirror}/{filename}", timeout=120) as resp:
-        deb.write_bytes(resp.read())
-    tree = cache / "busybox-static"
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
-    shutil.copyfile(tree / "bin" / "busybox", out)
-    out.chmod(0o755)
-    return out
-
-
-@pytest.fixture(scope="class")
-def fast_guest(unprivileged_host: Host) -> Iterator[Host]:
-    h = unprivileged_host
-    entry = _image_entry("x86_64", variant="qemu-user")
-    r = h.limactl("start", f"--name={FAST}", "--tty=false", "--cpus=2", "--memory=2",
-                  "--set", f".images = [{json.dumps(entry)}] | .mounts = []",
-                  "template:binfmt", timeout=1500)
-    if r.returncode != 0:
-        _stop_and_delete(h, FAST)
-        pytest.fail(f"fast-mode guest did not start:\n{r.stderr[-4000:]}")
-    yield h
-    _stop_and_delete(h, FAST)
-
-
-class TestFastMode:
-    def test_arm64_binary_runs_in_x86_64_guest(self, fast_guest: Host) -> None:
-        from pylima.store.dirs import cache_dir
-
-        h = fast_guest
-        busybox = arm64_busybox(cache_dir() / "test-binaries")
-        head = busybox.read_bytes()[:20]
-        assert head[:4] == b"\x7fELF" and head[18:20] == b"\xb7\x00"  # EM_AARCH64
-        staged = h.home / "busybox-arm64"
-        shutil.copyfile(busybox, staged)
-        os.chmod(staged, 0o755)
-        r = h.limactl("copy", str(staged), f"{FAST}:/tmp/busybox")
-        assert r.returncode == 0, r.stderr
-        assert h.lima("uname", "-m", env={"LIMA_INSTANCE": FAST}).stdout.strip() == "x86_64"
-        r = h.limactl("shell", "--workdir=/tmp", FAST, "./busybox", "uname", "-m")
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.strip() == "aarch64"
