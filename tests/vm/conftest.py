@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/vm/" in str(item.fspath):
             item.add_marker(pytest.mark.vm)
+    # The aarch64 image takes minutes to build under user-mode emulation: on a
+    # machine that has not built it yet, the build starts now, in the background,
+    # and the slow-mode tests run last, so that it overlaps the x86_64 tests (their
+    # fixture waits on the image's build lock).
+    cross = [it for it in items if "test_cross_arch" in str(it.fspath)]
+    if cross:
+        items[:] = [it for it in items if it not in cross] + cross
+        _start_background_build("aarch64")
+
+
+_background_builds: list[subprocess.Popen[bytes]] = []
+
+
+def _start_background_build(arch: str) -> None:
+    from pylima.images import builder
+
+    if builder.find_cached_image(arch=arch) is not None or not builder.can_build(arch)[0]:
+        return
+    log = Path(tempfile.gettempdir()) / f"pylima-test-image-build-{arch}-{os.getpid()}.log"
+    with open(log, "wb") as out:
+        _background_builds.append(subprocess.Popen(
+            [str(VENV_BIN / "limactl"), "image", "build", f"--arch={arch}"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True))
+    print(f"\nbuilding the {arch} image in the background (log: {log})")
+
+
+def pytest_sessionfinish() -> None:
+    for proc in _background_builds:
+        if proc.poll() is None:  # an interrupted session: mmdebstrap and all
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")
