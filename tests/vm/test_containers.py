@@ -8,6 +8,9 @@ No registry is reachable: images are made locally from Debian's busybox-static
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -69,6 +72,22 @@ def _busybox_rootfs(path: Path, busybox: str | None = BUSYBOX) -> Path:
             info.type = tarfile.SYMTYPE
             info.linkname = "busybox"
             tar.addfile(info)
+    return path
+
+
+def _image_archive(path: Path, layer: Path, arch: str, tag: str) -> Path:
+    """A one-layer image in `docker save`'s format (manifest.json, config, layer)."""
+    diff_id = "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest()
+    config = json.dumps({"architecture": arch, "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": [tag],
+                            "Layers": ["layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as tar:
+        tar.add(layer, "layer.tar")
+        for name, data in (("config.json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return path
 
 
@@ -143,9 +162,12 @@ def test_arm64_image_runs_through_binfmt(docker_vm: dict[str, str], tmp_path: Pa
 
     env = docker_vm
     busybox = arm64_busybox(cache_dir() / "test-binaries")
-    tar = _busybox_rootfs(tmp_path / "rootfs-arm64.tar", str(busybox))
-    r = _run(env, "docker", "import", "--platform", "linux/arm64", str(tar),
-             "local/busybox-arm64:1", timeout=300)
+    # `docker import --platform` needs a multi-platform daemon (Debian 12's docker.io
+    # records the daemon's own arch): load an image archive whose config says arm64.
+    layer = _busybox_rootfs(tmp_path / "rootfs-arm64.tar", str(busybox))
+    archive = _image_archive(tmp_path / "image-arm64.tar", layer, "arm64",
+                             "local/busybox-arm64:1")
+    r = _run(env, "docker", "load", "-i", str(archive), timeout=300)
     assert r.returncode == 0, r.stderr
     r = _run(env, "docker", "image", "inspect", "-f", "{{.Os}}/{{.Architecture}}",
              "local/busybox-arm64:1")
