@@ -612,6 +612,10 @@ case "$MAGIC" in
   {magic}*) ;;
   *) echo "pylima: the initrd is not {tuning.initrd_compress}-compressed" >&2; exit 1 ;;
 esac
+# The /vmlinuz and /initrd.img links the ESP's GRUB boots: the kernel's postinst
+# left out the initrd link, since there was no initrd yet.
+env -u INITRD chroot "$ROOT" linux-update-symlinks install "$KVER" "/boot/vmlinuz-$KVER"
+[ -e "$ROOT/initrd.img" ] || {{ echo "pylima: no /initrd.img link" >&2; exit 1; }}
 mkdir -p "$STAGE/out"
 cp "$ROOT/boot/vmlinuz-$KVER" "$STAGE/out/{KERNEL_FILE}"
 cp "$INITRD" "$STAGE/out/{INITRD_FILE}"
