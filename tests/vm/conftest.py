@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # machine that has not built it yet, the build starts now, in the background,
     # and the slow-mode tests run last, so that it overlaps the x86_64 tests (their
     # fixture waits on the image's build lock).
-    cross = [it for it in items if "test_cross_arch" in str(it.fspath)]
+    cross = [it for it in items if "tests/vm/test_cross_arch" in str(it.fspath)]
     if cross:
         items[:] = [it for it in items if it not in cross] + cross
         _start_background_build("aarch64")
