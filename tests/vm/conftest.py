@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import subprocess
@@ -31,31 +32,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/vm/" in str(item.fspath):
             item.add_marker(pytest.mark.vm)
-    # The aarch64 image takes minutes to build under user-mode emulation: on a
-    # machine that has not built it yet, the build starts now, in the background,
-    # and the slow-mode tests run last, so that it overlaps the x86_64 tests (their
-    # fixture waits on the image's build lock).
+    # Images a fresh machine has not built yet (the docker variant, and the aarch64
+    # image, which takes minutes under user-mode emulation) are built in the
+    # background as soon as the tests are collected, one after the other, and the
+    # slow-mode tests run last: the builds overlap the x86_64 tests instead of adding
+    # to the run (a test that needs an image waits on its build lock).
     cross = [it for it in items if "tests/vm/test_cross_arch" in str(it.fspath)]
+    items[:] = [it for it in items if it not in cross] + cross
+    wanted = []
+    if any("tests/vm/test_containers" in str(it.fspath) for it in items):
+        wanted.append(("x86_64", "docker"))
     if cross:
-        items[:] = [it for it in items if it not in cross] + cross
-        _start_background_build("aarch64")
+        wanted.append(("aarch64", ""))
+    _start_background_builds(wanted)
 
 
 _background_builds: list[subprocess.Popen[bytes]] = []
 
 
-def _start_background_build(arch: str) -> None:
+def _start_background_builds(wanted: list[tuple[str, str]]) -> None:
     from pylima.images import builder
 
-    if builder.find_cached_image(arch=arch) is not None or not builder.can_build(arch)[0]:
+    commands = [
+        shlex.join([str(VENV_BIN / "limactl"), "image", "build", f"--arch={arch}",
+                    *([f"--variant={variant}"] if variant else [])])
+        for arch, variant in wanted
+        if builder.find_cached_image(arch=arch, variant=variant) is None
+        and builder.can_build(arch)[0]]
+    if not commands:
         return
-    log = Path(tempfile.gettempdir()) / f"pylima-test-image-build-{arch}-{os.getpid()}.log"
+    log = Path(tempfile.gettempdir()) / f"pylima-test-image-builds-{os.getpid()}.log"
     with open(log, "wb") as out:
         _background_builds.append(subprocess.Popen(
-            [str(VENV_BIN / "limactl"), "image", "build", f"--arch={arch}"],
+            ["sh", "-c", "; ".join(commands)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True))
-    print(f"\nbuilding the {arch} image in the background (log: {log})")
+    print(f"\nbuilding {len(commands)} image(s) in the background (log: {log})")
 
 
 def pytest_sessionfinish() -> None:
