@@ -539,6 +539,21 @@ def test_boot_done_even_when_every_step_fails(tmp_path: Path) -> None:
     assert "provision.system/00000000 failed with exit code 1" in errors
 
 
+def test_plain_boot_skips_the_boot_scripts_but_marks_ssh_ready(tmp_path: Path) -> None:
+    # The host agent waits for lima-ssh-ready before anything else: plain mode, which
+    # skips the boot scripts (as Lima), must still write it.
+    cfg = filled({"plain": True, "provision": [{"mode": "system", "script": "echo prov"}]})
+    cfg["mounts"] = []
+    seed, root = tmp_path / "seed", tmp_path / "root"
+    write_cidata_dir(render(cfg), seed)
+    res = _boot(seed, root)
+    assert res.returncode == 0, res.stderr
+    assert "plain mode" in res.stdout and "prov" in res.stdout
+    assert "running boot/" not in res.stdout
+    assert (root / "run/lima-ssh-ready").read_text() == IID + "\n"
+    assert (root / "run/lima-boot-done").read_text() == IID + "\n"
+
+
 # -- the ISO ---------------------------------------------------------------------------
 
 def test_iso_round_trip(files: dict[str, bytes], tmp_path: Path) -> None:

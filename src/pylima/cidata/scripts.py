@@ -263,6 +263,8 @@ log "boot of instance $LIMA_CIDATA_NAME ($LIMA_CIDATA_IID) starts"
 
 if [ "$LIMA_CIDATA_PLAIN" = 1 ]; then
 \tlog "plain mode: skipping the boot scripts; provisioning still runs"
+\t# No boot script changes the login environment: SSH sessions are final now.
+\tprintf '%s\\n' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-ssh-ready"
 else
 \tfor f in "$LIMA_CIDATA_MNT"/boot/*.sh; do
 \t\t[ -f "$f" ] || continue

@@ -165,7 +165,10 @@ class HostAgent:
             self._emit(sshLocalPort=self.ssh_port, phase="booting")
             output = asyncio.create_task(self._relay_qemu_output())
             boot = asyncio.create_task(self._boot_sequence())
-            guest_agent = asyncio.create_task(self._guest_agent())
+            # Plain mode, as Lima: the boot scripts that install the guest agent do
+            # not run, so there are no automatic port forwards and no time sync.
+            guest_agent = asyncio.create_task(
+                asyncio.sleep(0) if self.cfg.get("plain") else self._guest_agent())
             qemu_exit = asyncio.create_task(self.qemu.wait())
             stop = asyncio.create_task(self.stop_requested.wait())
             done, _ = await asyncio.wait({qemu_exit, stop}, return_when=asyncio.FIRST_COMPLETED)
