@@ -103,7 +103,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--types", default="9p,reverse-sshfs,virtiofs")
     args = p.parse_args()
-    from pylima.hostagent.mounts import virtiofsd_problem
+    from pylima.drivers.qemu.virtiofs import virtiofsd_problem
     from pylima.images import builder
 
     img = builder.find_cached_image(arch="x86_64") or builder.build_debian_image(arch="x86_64")

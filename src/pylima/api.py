@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
 import re
 import shutil
 import signal
@@ -52,14 +51,13 @@ class PreparedTemplate:
     doc: dict[str, Any]
 
 
-def _check_driver_can_run(cfg: dict[str, Any]) -> None:
-    from pylima.drivers import check_vm_type_supported
+def _check_driver_can_run(cfg: dict[str, Any], *, warn: bool = True) -> None:
+    """The instance's driver checks that this host can run `cfg` (raises LimaError)."""
+    from pylima.drivers import registry
 
-    check_vm_type_supported(cfg, platform.system(), platform.machine())
-    if (cfg.get("vmType") or "qemu") == "qemu":
-        from pylima.drivers.qemu.probe import check_arch_runnable
-
-        check_arch_runnable(str(cfg.get("arch")))
+    for w in registry.validate(cfg):
+        if warn:
+            log.warning(w)
 
 
 def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate:

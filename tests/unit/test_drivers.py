@@ -1,16 +1,36 @@
-"""The driver interface: vmType/Rosetta refusals and the QEMU driver's file layout."""
+"""The driver interface: vmType/Rosetta refusals, the registry, and the QEMU driver's
+file layout, probe decisions and host forwards."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pylima.drivers import Driver, check_vm_type_supported, rosetta_enabled
-from pylima.drivers.qemu import QemuDriver, boot_files, clean_runtime_files, needs_firmware
+from pylima.drivers import (
+    Driver,
+    GuestAgentTransport,
+    HostPortForwarding,
+    check_vm_type_supported,
+    registry,
+    rosetta_enabled,
+)
+from pylima.drivers.qemu import (
+    QemuDriver,
+    boot_files,
+    clean_runtime_files,
+    hostfwd_error,
+    hostfwd_spec,
+    needs_firmware,
+    prepare_launch,
+    probe,
+)
 from pylima.drivers.qemu.argv import EFI_VARS, QemuHost
-from pylima.errors import ConfigError
+from pylima.errors import ConfigError, LimaError
 
 
 def test_vz_needs_macos() -> None:
@@ -51,13 +71,20 @@ def test_qemu_runs_anywhere() -> None:
     check_vm_type_supported({"vmType": "qemu", "rosetta": {"enabled": False}}, "Linux", "x86_64")
 
 
-def test_qemu_driver_is_a_driver() -> None:
-    driver: Driver = QemuDriver()
+def test_qemu_driver_is_a_driver(tmp_path: Path) -> None:
+    driver: Driver = QemuDriver("x", tmp_path, {"arch": "x86_64"})
     assert driver.name == "qemu"
+    assert isinstance(driver, GuestAgentTransport) and isinstance(driver, HostPortForwarding)
+    info = driver.info.to_json()
+    assert info["name"] == "qemu" and info["virtioPort"] == "io.lima-vm.guest_agent.0"
+    assert info["instanceDir"] == str(tmp_path)
+    assert info["features"]["pylimaGuestAddress"] == "192.168.5.15"
+    assert info["features"]["noCloudInit"] is False
+    assert driver.pid == 0
 
 
 def test_qemu_driver_validate() -> None:
-    driver = QemuDriver()
+    driver = QemuDriver
     base = {"vmType": "qemu", "arch": "x86_64", "memory": "4GiB", "networks": []}
     assert driver.validate(base) == []
     assert driver.validate({**base, "arch": "aarch64", "firmware": {"legacyBIOS": True}}) == [
@@ -107,3 +134,107 @@ def test_clean_runtime_files(tmp_path: Path) -> None:
         (tmp_path / name).write_text("")
     clean_runtime_files(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["disk"]
+
+
+# ---- the registry ----
+
+
+def test_registry_lists_what_this_host_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LIMA_DRIVERS_PATH", raising=False)
+    # As Lima on Linux: vz and wsl2 are built only for macOS and Windows.
+    assert registry.list_drivers() == {"qemu": "internal"}
+    assert registry.driver_class("qemu") is QemuDriver
+    with pytest.raises(ConfigError, match="vmType `vz` requires macOS 13"):
+        registry.validate({"vmType": "vz", "arch": "x86_64"})
+    with pytest.raises(ConfigError, match="vmType `wsl2` requires Windows"):
+        registry.new_driver("x", Path("/nonexistent"), {"vmType": "wsl2"})
+    with pytest.raises(ConfigError) as e:
+        registry.driver_class("krunkit")
+    assert str(e.value) == "vmType `krunkit` is not a registered driver"
+    assert e.value.hint == "see `limactl create --list-drivers`"
+
+
+def _executable(path: Path) -> Path:
+    path.write_text("#!/bin/sh\nexit 1\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_external_drivers_are_listed_and_refused(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "drivers"
+    d.mkdir()
+    krunkit = _executable(d / "lima-driver-krunkit")
+    (d / "lima-driver-notexec").write_text("")
+    _executable(d / "lima-driver-qemu")  # a built-in name stays internal
+    _executable(d / "other-tool")
+    single = _executable(tmp_path / "lima-driver-libkrun")
+    monkeypatch.setenv("LIMA_DRIVERS_PATH", os.pathsep.join([str(d), str(single)]))
+    assert registry.list_drivers() == {"qemu": "internal", "krunkit": str(krunkit),
+                                       "libkrun": str(single)}
+    with pytest.raises(ConfigError) as e:
+        registry.validate({"vmType": "krunkit"})
+    assert str(e.value) == (f"vmType `krunkit` is the external driver `{krunkit}`, which "
+                            "pylima cannot use yet (it does not speak Lima's external "
+                            "driver protocol)")
+
+
+def test_drivers_beside_limactl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lima's LibexecLima: <prefix>/libexec/lima next to <prefix>/bin/limactl."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "libexec" / "lima").mkdir(parents=True)
+    found = _executable(tmp_path / "libexec" / "lima" / "lima-driver-ext")
+    monkeypatch.delenv("LIMA_DRIVERS_PATH", raising=False)
+    monkeypatch.setattr("sys.argv", [str(tmp_path / "bin" / "limactl")])
+    assert registry.list_drivers()["ext"] == str(found)
+
+
+# ---- the QEMU driver's decisions ----
+
+
+def test_legacy_bios_starts_without_uefi_firmware(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host without OVMF: legacyBIOS x86_64 builds its command line (SeaBIOS, no
+    pflash); without legacyBIOS the start is refused, naming the package and the field."""
+    if probe.process.which("qemu-system-x86_64") is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    monkeypatch.setenv(probe.ACCEL_ENV, "tcg")
+    monkeypatch.setattr(probe, "find_firmware", lambda arch, binary=None: None)
+    (tmp_path / "disk").write_bytes(b"")
+    cfg = {"arch": "x86_64", "cpus": 1, "memory": "1GiB", "mounts": [], "vmType": "qemu",
+           "firmware": {"legacyBIOS": True}}
+    launch = prepare_launch(tmp_path, cfg, ssh_local_port=60022)
+    assert not any("pflash" in a for a in launch.argv)
+    assert not (tmp_path / EFI_VARS).exists()
+    with pytest.raises(LimaError) as e:
+        prepare_launch(tmp_path, {**cfg, "firmware": {"legacyBIOS": False}},
+                       ssh_local_port=60022)
+    assert str(e.value) == "could not find UEFI firmware for `x86_64`"
+    assert e.value.hint and "ovmf" in e.value.hint and "legacyBIOS" in e.value.hint
+
+
+def test_host_forwards_over_the_monitor(tmp_path: Path) -> None:
+    assert hostfwd_spec("tcp", "127.0.0.1", 8080, 41000) == "tcp:127.0.0.1:8080-:41000"
+    assert hostfwd_spec("udp", "::1", 53, 53) == "udp:[::1]:53-:53"
+    assert hostfwd_error("Could not set up host forwarding rule 'tcp:127.0.0.1:80-:80'\r\n",
+                         "127.0.0.1:80") == ("cannot listen on 127.0.0.1:80 (in use by "
+                                             "another program, or not permitted)")
+    driver = QemuDriver("x", tmp_path, {"arch": "x86_64"})
+    lines: list[str] = []
+
+    async def hmp(line: str) -> str:
+        lines.append(line)
+        return "Could not set up host forwarding rule 'x'\r\n" if ":81-" in line else ""
+
+    driver.hmp = hmp  # type: ignore[method-assign]
+
+    async def calls() -> list[str]:
+        return [await driver.add_host_forward("tcp", "127.0.0.1", 8080, 41000),
+                await driver.add_host_forward("tcp", "::1", 81, 81),
+                await driver.remove_host_forward("tcp", "127.0.0.1", 8080) or ""]
+
+    assert asyncio.run(calls()) == [
+        "", "cannot listen on [::1]:81 (in use by another program, or not permitted)", ""]
+    assert lines == ["hostfwd_add net0 tcp:127.0.0.1:8080-:41000",
+                     "hostfwd_add net0 tcp:[::1]:81-:81",
+                     "hostfwd_remove net0 tcp:127.0.0.1:8080"]

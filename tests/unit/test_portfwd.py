@@ -90,14 +90,16 @@ def test_privileged_host_ports_need_an_explicit_rule() -> None:
     assert explicit is not None and pf.refusal(explicit) is None
 
 
-def test_data_path_and_hostfwd_spec() -> None:
-    assert pf.data_path(GuestPort("tcp", "0.0.0.0", 1)) == "direct"
-    assert pf.data_path(GuestPort("tcp", "::", 1)) == "direct"
-    assert pf.data_path(GuestPort("tcp", "192.168.5.15", 1)) == "direct"
-    assert pf.data_path(GuestPort("tcp", "127.0.0.1", 1)) == "relay"
-    assert pf.data_path(GuestPort("tcp", "::1", 1)) == "relay"
-    assert pf.hostfwd_spec("tcp", "127.0.0.1", 8080, 41000) == "tcp:127.0.0.1:8080-:41000"
-    assert pf.hostfwd_spec("udp", "::1", 53, 53) == "udp:[::1]:53-:53"
+GUEST_ADDRESS = "192.168.5.15"
+
+
+def test_data_path() -> None:
+    assert pf.data_path(GuestPort("tcp", "0.0.0.0", 1), GUEST_ADDRESS) == "direct"
+    assert pf.data_path(GuestPort("tcp", "::", 1), GUEST_ADDRESS) == "direct"
+    assert pf.data_path(GuestPort("tcp", "192.168.5.15", 1), GUEST_ADDRESS) == "direct"
+    assert pf.data_path(GuestPort("tcp", "127.0.0.1", 1), GUEST_ADDRESS) == "relay"
+    assert pf.data_path(GuestPort("tcp", "::1", 1), GUEST_ADDRESS) == "relay"
+    assert pf.data_path(GuestPort("tcp", "192.168.5.15", 1), "10.0.2.15") == "relay"
 
 
 def test_ssh_forward_args_for_sockets_and_static_rules() -> None:
@@ -110,34 +112,35 @@ def test_ssh_forward_args_for_sockets_and_static_rules() -> None:
     assert argv == ["-L", "127.0.0.1:8080:127.0.0.1:80"] and record["static"]
 
 
-# ---- the forwarder against a fake QEMU monitor and guest agent ----
+# ---- the forwarder against a fake driver's host forwarding and guest agent ----
 
 
-class FakeQemu:
+class FakeForwarding:
+    """A driver's `HostPortForwarding`: records the forwards, refuses taken ports."""
+
     def __init__(self, taken: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.rules: set[str] = set()
         self.taken = set(taken)
 
-    async def hmp(self, line: str) -> str:
-        verb, _, spec = line.split(" ", 2)
-        if verb == "hostfwd_add":
-            host = spec.split("-")[0]
-            if host.split(":", 1)[1] in self.taken:
-                return f"Could not set up host forwarding rule '{spec}'\r\n"
-            self.rules.add(host)
-        else:
-            self.rules.discard(spec)
+    async def add_host_forward(self, protocol: str, host_ip: str, host_port: int,
+                               guest_port: int) -> str:
+        if f"{host_ip}:{host_port}" in self.taken:
+            return f"cannot listen on {host_ip}:{host_port} (in use)"
+        self.rules.add(f"{protocol}:{host_ip}:{host_port}")
         return ""
 
+    async def remove_host_forward(self, protocol: str, host_ip: str, host_port: int) -> None:
+        self.rules.discard(f"{protocol}:{host_ip}:{host_port}")
 
-def run_forwarder(ops: Any, taken: set[str] = frozenset()) -> tuple[Any, FakeQemu, list]:  # type: ignore[assignment]
-    qemu, evs, relays = FakeQemu(taken), [], iter(range(41000, 42000))
+
+def run_forwarder(ops: Any, taken: set[str] = frozenset()) -> tuple[Any, FakeForwarding, list]:  # type: ignore[assignment]
+    qemu, evs, relays = FakeForwarding(taken), [], iter(range(41000, 42000))
 
     async def request(op: str, **args: Any) -> dict[str, Any]:
         return {"port": next(relays)} if op == "relay" else {}
 
     async def main() -> Any:
-        f = pf.PortForwarder([], 60022, qemu.hmp, request, evs.append)
+        f = pf.PortForwarder([], 60022, qemu, GUEST_ADDRESS, request, evs.append)
         await ops(f)
         return f
 

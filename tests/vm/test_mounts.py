@@ -83,7 +83,7 @@ def guest(request: pytest.FixtureRequest, unprivileged_host: Host,
     mount_type: str = request.param
     name = "mnt-" + mount_type.replace("reverse-", "r")
     if mount_type == "virtiofs":
-        from pylima.hostagent.mounts import virtiofsd_problem
+        from pylima.drivers.qemu.virtiofs import virtiofsd_problem
 
         if os.getuid() != 0:
             pytest.skip("QEMU's virtiofsd needs root (CI runs the tests as root)")

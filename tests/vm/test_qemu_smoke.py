@@ -69,6 +69,13 @@ def make_config(arch: str, inst: Path, **changes: Any) -> dict[str, Any]:
     return cfg
 
 
+def tags_of(cfg: dict[str, Any]) -> list[str]:
+    """Lima's mount tags, one per mount (what the host agent passes to the driver)."""
+    from pylima.config.defaults import mount_tag
+
+    return [mount_tag(m["location"], m["mountPoint"]) for m in cfg["mounts"]]
+
+
 def probed_host(arch: str, *, firmware: bool) -> QemuHost:
     need(f"qemu-system-{arch}")
     try:
@@ -257,23 +264,26 @@ def test_qemu_driver_start_and_stop(inst_dir: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(probe.ACCEL_ENV, "tcg")
     make_disk(inst_dir, probe.make_boot_sector(BOOT_MESSAGE))
     cfg = make_config("x86_64", inst_dir, firmware={"legacyBIOS": True})
-    driver = QemuDriver()
-    assert driver.validate(cfg) == []
+    assert QemuDriver.validate(cfg) == []
+    driver = QemuDriver(inst_dir.name, inst_dir, cfg)
 
     async def lifecycle() -> int | None:
-        await driver.start(inst_dir, cfg, ssh_local_port=0)
+        await driver.start(cfg, ssh_local_port=0, mount_tags=tags_of(cfg))
         try:
             assert driver.launch is not None and driver.launch.host.accel == "tcg"
+            assert driver.pid > 0
             deadline = time.monotonic() + 30
             log = inst_dir / dirs.SERIAL_LOG
             while BOOT_MESSAGE not in (log.read_bytes() if log.exists() else b""):
                 assert time.monotonic() < deadline, "no boot message"
                 await asyncio.sleep(0.1)
             # The boot-sector guest ignores the ACPI power button: stop falls back to quit.
-            await driver.stop(inst_dir, cfg, timeout=1)
+            await driver.stop(timeout=1)
+            assert driver.pid == 0
         finally:
-            await driver._kill()
+            await driver.close()
         assert driver.process is not None
+        assert not (inst_dir / dirs.QMP_SOCK).exists()
         return driver.process.returncode
 
     assert asyncio.run(lifecycle()) == 0
@@ -288,9 +298,9 @@ def test_qemu_driver_start_reports_an_early_exit(inst_dir: Path,
     make_disk(inst_dir)
     cfg = make_config("x86_64", inst_dir, firmware={"legacyBIOS": True},
                       vmOpts={"qemu": {"cpuType": {"x86_64": "no-such-cpu"}}})
-    driver = QemuDriver()
+    driver = QemuDriver(inst_dir.name, inst_dir, cfg)
     with pytest.raises(LimaError, match="QEMU exited with status 1 at start"):
-        asyncio.run(driver.start(inst_dir, cfg, ssh_local_port=0))
+        asyncio.run(driver.start(cfg, ssh_local_port=0, mount_tags=tags_of(cfg)))
 
 
 def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
@@ -316,10 +326,10 @@ def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
     os.symlink(image / "initrd.img", inst_dir / dirs.INITRD)
     shutil.copyfile(image / "cmdline", inst_dir / dirs.KERNEL_CMDLINE)
     cfg = make_config("x86_64", inst_dir, cpus=2, memory="1GiB", mounts=[])
-    driver = QemuDriver()
+    driver = QemuDriver(inst_dir.name, inst_dir, cfg)
 
     async def boot() -> tuple[bytes, bytes]:
-        await driver.start(inst_dir, cfg, ssh_local_port=0)
+        await driver.start(cfg, ssh_local_port=0, mount_tags=tags_of(cfg))
         serial = inst_dir / dirs.SERIAL_LOG
         serialv = inst_dir / dirs.SERIALV_LOG
         s = v = b""
@@ -332,8 +342,8 @@ def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
                     break
                 await asyncio.sleep(0.5)
         finally:
-            await driver.stop(inst_dir, cfg, timeout=1)
-            await driver._kill()
+            await driver.stop(timeout=1)
+            await driver.close()
         return s, v
 
     s, v = asyncio.run(boot())

@@ -16,6 +16,16 @@ TTY_OPTION = click.option(
     help="Enable TUI interactions such as opening an editor. Defaults to true when stdout is a "
     "terminal. Set to false for automation.")
 YES_OPTION = click.option("-y", "yes", is_flag=True, help="Alias of --tty=false")
+LIST_DRIVERS_OPTION = click.option("--list-drivers", is_flag=True,
+                                   help="List available drivers and exit")
+
+
+def echo_drivers() -> None:
+    """`--list-drivers`: one driver name a line (Lima's registry.List)."""
+    from pylima.drivers.registry import list_drivers
+
+    for n in sorted(list_drivers()):
+        click.echo(n)
 
 
 def interactive_review(name: str, text: str) -> str | None:
@@ -69,11 +79,12 @@ def do_create(arg: str | None, name: str | None, tty: bool | None, yes: bool,
 @click.argument("template", required=False, metavar="[FILE.yaml|URL|template:NAME]")
 @click.option("--name", help="Override the instance name")
 @click.option("--list-templates", is_flag=True, help="List available templates and exit")
+@LIST_DRIVERS_OPTION
 @TTY_OPTION
 @YES_OPTION
 @edit_flag_options(new_instance=True)
-def create(template: str | None, name: str | None, list_templates: bool, tty: bool | None,
-           yes: bool, **kwargs: Any) -> None:
+def create(template: str | None, name: str | None, list_templates: bool, list_drivers: bool,
+           tty: bool | None, yes: bool, **kwargs: Any) -> None:
     """Create an instance of Lima.
 
     \b
@@ -103,6 +114,9 @@ def create(template: str | None, name: str | None, list_templates: bool, tty: bo
 
         for n in list_template_names():
             click.echo(n)
+        return
+    if list_drivers:
+        echo_drivers()
         return
     inst = do_create(template, name, tty, yes, kwargs)
     if inst is not None:

@@ -13,9 +13,11 @@ def lima_info() -> dict[str, Any]:
     from pylima import LIMA_COMPAT_VERSION, __version__
     from pylima.cli.template import filled_config
     from pylima.config.locator import list_template_names, templates_paths
+    from pylima.drivers.registry import list_drivers
     from pylima.hostinfo import host_arch
     from pylima.store import dirs
 
+    drivers = list_drivers()
     templates = []
     for name in list_template_names():
         location = f"template:{name}"
@@ -30,8 +32,8 @@ def lima_info() -> dict[str, Any]:
         "templates": templates,
         "defaultTemplate": filled_config("template:default"),
         "limaHome": str(dirs.lima_home()),
-        "vmTypes": ["qemu"],
-        "vmTypesEx": {"qemu": {}},
+        "vmTypes": sorted(drivers),
+        "vmTypesEx": {n: {"location": loc} for n, loc in sorted(drivers.items())},
         "guestAgents": {},
         "shellEnvBlock": [],
         "hostOS": platform.system().lower(),
@@ -49,10 +51,9 @@ def lima_info() -> dict[str, Any]:
 
 
 def _architectures() -> dict[str, Any]:
-    from pylima.drivers.qemu.probe import host_architectures
+    from pylima.drivers.registry import driver_class
 
-    return {a.arch: {"mode": a.mode, "qemu": a.qemu, "userMode": a.user_mode}
-            for a in host_architectures().values()}
+    return dict(driver_class("qemu").host_info().get("architectures") or {})
 
 
 @click.command("info", context_settings={"help_option_names": ["-h", "--help"]})

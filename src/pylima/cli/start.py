@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from pylima.cli.common import edit_flag_options, edit_flags_from
-from pylima.cli.create import TTY_OPTION, YES_OPTION
+from pylima.cli.create import LIST_DRIVERS_OPTION, TTY_OPTION, YES_OPTION, echo_drivers
 
 log = logging.getLogger("pylima")
 
@@ -87,13 +87,14 @@ def shell_hint(name: str) -> str:
               help="Duration to wait for the instance to be running before timing out")
 @click.option("--foreground", is_flag=True, help="Run the hostagent in the foreground")
 @click.option("--list-templates", is_flag=True, help="List available templates and exit")
+@LIST_DRIVERS_OPTION
 @TTY_OPTION
 @YES_OPTION
 @edit_flag_options(new_instance=True)
 @click.pass_context
 def start(ctx: click.Context, target: str | None, name: str | None, timeout: str,
-          foreground: bool, list_templates: bool, tty: bool | None, yes: bool,
-          **kwargs: Any) -> int:
+          foreground: bool, list_templates: bool, list_drivers: bool, tty: bool | None,
+          yes: bool, **kwargs: Any) -> int:
     """Start an instance of Lima. If the instance does not exist, open an editor for
     creating new one, with name "default".
 
@@ -114,6 +115,9 @@ def start(ctx: click.Context, target: str | None, name: str | None, timeout: str
 
         for n in list_template_names():
             click.echo(n)
+        return 0
+    if list_drivers:
+        echo_drivers()
         return 0
     seconds = parse_duration(timeout)
     flags = edit_flags_from(kwargs)

@@ -1,41 +1,188 @@
-"""VM drivers: the interface the host agent drives, and the checks that refuse a
-`vmType` this host cannot run.
+"""VM drivers: the one interface through which the host agent, `api` and the CLI
+drive a VM, and the registry of drivers by name (`registry`).
+
+The interface follows Lima's `driver.Driver`, trimmed to what pylima uses and made
+of small parts:
+
+- `Driver`, the lifecycle of one instance's VM: `validate` a config for this host
+  (a class method: it needs no instance), `create` driver files once, `serve_mounts`
+  (the mounts the driver itself serves, e.g. QEMU's virtiofsd), `start` the VM
+  process, `wait` for it to end, `stop` it (gracefully, then by force), `kill` it,
+  `close` whatever else the driver started. A driver owns every process and file it
+  starts or writes (QEMU, virtiofsd, qemu.pid, qmp.sock, ...): nothing outside it
+  touches them.
+- Optional capabilities, detected with `isinstance` (runtime-checkable protocols):
+  `GuestAgentTransport` (a byte stream to the guest agent), `HostPortForwarding`
+  (the driver binds host ports and delivers them to a guest port itself, as QEMU's
+  user-mode network does).
+- Capabilities as plain data: `DriverInfo` and its `DriverFeatures`, serialised with
+  Lima's JSON keys.
 
 pylima runs guests with QEMU (`drivers.qemu`). `vz` (Apple Virtualization.framework)
 and `wsl2` exist in Lima's schema, so a lima.yaml that names them loads and validates,
-but starting one is refused here with the requirement spelled out.
+but they are registered as drivers that refuse this host with the requirement spelled
+out (`drivers.unsupported`). Lima's external drivers (`lima-driver-NAME` executables)
+are discovered and listed, and refused with one line when used (`registry`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Protocol
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pylima.errors import ConfigError
 
-__all__ = ["Driver", "check_vm_type_supported", "rosetta_enabled"]
+__all__ = ["Driver", "DriverFeatures", "DriverInfo", "GuestAgentTransport",
+           "HostPortForwarding", "check_vm_type_supported", "rosetta_enabled"]
+
+
+@dataclass(frozen=True)
+class DriverFeatures:
+    """What a driver can do and how the host agent must adapt (Lima's DriverFeatures,
+    plus pylima's own keys)."""
+
+    can_run_gui: bool = False
+    # The SSH address is known only once the VM runs (the host agent asks `ssh_address`).
+    dynamic_ssh_address: bool = False
+    # The driver uses a fixed SSH port; else the host agent picks a free local port.
+    static_ssh_port: bool = False
+    skip_socket_forwarding: bool = False
+    no_cloud_init: bool = False
+    rosetta_enabled: bool = False
+    rosetta_binfmt: bool = False
+    supported_image_formats: tuple[str, ...] = ()
+    # pylima: the driver forwards host ports into the guest itself (`HostPortForwarding`),
+    # reaching guest sockets bound to any address or to `guest_address`.
+    host_port_forwarding: bool = False
+    guest_address: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.can_run_gui:
+            out["canRunGui"] = True
+        out.update({"dynamicSSHAddress": self.dynamic_ssh_address,
+                    "staticSSHPort": self.static_ssh_port,
+                    "skipSocketForwarding": self.skip_socket_forwarding,
+                    "noCloudInit": self.no_cloud_init,
+                    "rosettaEnabled": self.rosetta_enabled,
+                    "rosettaBinFmt": self.rosetta_binfmt})
+        if self.supported_image_formats:
+            out["supportedImageFormats"] = list(self.supported_image_formats)
+        out["pylimaHostPortForwarding"] = self.host_port_forwarding
+        if self.guest_address:
+            out["pylimaGuestAddress"] = self.guest_address
+        return out
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    """A driver's identity and capabilities (Lima's driver.Info)."""
+
+    name: str
+    vsock_port: int = 0
+    virtio_port: str = ""
+    instance_dir: str = ""
+    features: DriverFeatures = field(default_factory=DriverFeatures)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "vsockPort": self.vsock_port,
+                               "virtioPort": self.virtio_port}
+        if self.instance_dir:
+            out["instanceDir"] = self.instance_dir
+        out["features"] = self.features.to_json()
+        return out
 
 
 class Driver(Protocol):
-    """A VM backend as the host agent sees it.
+    """One instance's VM, as the host agent drives it.
 
-    Lifecycle: `validate` at create and start (raises LimaError when the host cannot
-    run this config, returns warnings to show); `create_disk` once when the instance is
-    created (driver-specific files; may do nothing); `start` launches the VM and
-    returns once its process runs (readiness is the host agent's SSH probe); `stop`
-    asks the guest to power off and ends the VM process, forcibly after `timeout`.
+    Built as `DriverClass(name, inst_dir, cfg)` from the instance's filled config.
+    Order of calls: `validate` (class method; at create and at start), `create`
+    (once, when the instance is created), then per boot `serve_mounts` (before the
+    cidata seed is written, so that mounts the driver cannot serve are left out of
+    it), `start`, `wait` (concurrently with the boot), `stop` or `kill`, and always
+    `close` last.
     """
 
-    name: str
+    name: ClassVar[str]
 
-    def validate(self, cfg: dict[str, Any]) -> list[str]: ...
-
-    def create_disk(self, inst_dir: Path, cfg: dict[str, Any]) -> None: ...
-
-    async def start(self, inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int) -> None:
+    @classmethod
+    def validate(cls, cfg: dict[str, Any]) -> list[str]:
+        """Raise LimaError when this host cannot run `cfg`; return warnings to show.
+        Probes the host as needed, never starts a VM."""
         ...
 
-    async def stop(self, inst_dir: Path, cfg: dict[str, Any], *, timeout: float) -> None: ...
+    @classmethod
+    def host_info(cls) -> dict[str, Any]:
+        """Facts for `limactl info` (e.g. the guest architectures the driver runs)."""
+        ...
+
+    @property
+    def info(self) -> DriverInfo: ...
+
+    @property
+    def pid(self) -> int:
+        """The VM process's pid while it runs (Lima's driverPID), else 0."""
+        ...
+
+    def create(self) -> None:
+        """Driver files made once when the instance is created (none for QEMU)."""
+        ...
+
+    def serve_mounts(self, mounts: list[dict[str, Any]]) -> list[str | None]:
+        """Start whatever serves `mounts` on the host side (QEMU: virtiofsd). Returns
+        one entry per mount: None when it is served (or needs nothing from the
+        driver), else why it cannot be."""
+        ...
+
+    async def start(self, cfg: dict[str, Any], *, ssh_local_port: int,
+                    mount_tags: list[str]) -> None:
+        """Launch the VM with `cfg` (the config less the mounts that cannot be
+        served) and return once its process runs; raise LimaError if it cannot."""
+        ...
+
+    async def wait(self) -> int:
+        """Wait until the VM process has ended; its exit status."""
+        ...
+
+    async def stop(self, timeout: float) -> None:
+        """Ask the guest to power off; after `timeout` seconds end the VM process by
+        force. Returns once the process is gone."""
+        ...
+
+    async def kill(self) -> None:
+        """End the VM process at once (a forced stop)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every helper process the driver started (virtiofsd, ...) and remove
+        its runtime files. Safe to call more than once and after a failed start."""
+        ...
+
+
+@runtime_checkable
+class GuestAgentTransport(Protocol):
+    """The driver carries the guest agent's byte stream (QEMU: a virtio-serial port)."""
+
+    async def guest_agent_connect(
+            self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A connection to the guest agent's port, or None when there is none."""
+        ...
+
+
+@runtime_checkable
+class HostPortForwarding(Protocol):
+    """The driver binds host ports and forwards them to guest ports itself."""
+
+    async def add_host_forward(self, protocol: str, host_ip: str, host_port: int,
+                               guest_port: int) -> str:
+        """Forward host `host_ip:host_port` to the guest's `guest_port`; returns ""
+        on success, else why not (one line)."""
+        ...
+
+    async def remove_host_forward(self, protocol: str, host_ip: str, host_port: int) -> None:
+        ...
 
 
 def rosetta_enabled(cfg: dict[str, Any]) -> bool:
@@ -70,9 +217,11 @@ def check_vm_type_supported(cfg: dict[str, Any], host_os: str, host_machine: str
                               or (windows_build is not None and windows_build < 19041)):
         this = host_os if windows_build is None else f"{host_os} build {windows_build}"
         raise ConfigError("vmType `wsl2` requires Windows 10 build 19041 or later, or "
-                          f"Windows 11 (this host is {this})", hint="use `--vm-type=qemu`")
+                          f"Windows 11 (this host is {this})",
+                          hint="use `--vm-type=qemu`")
     apple_silicon = host_machine.lower() in ("arm64", "aarch64")
     if rosetta_enabled(cfg) and (not is_mac or mac_too_old or not apple_silicon):
         raise ConfigError("Rosetta requires macOS 13 or later on Apple silicon with "
                           "`vmType: vz`",
                           hint="use fast mode (QEMU user-mode emulation with binfmt) instead")
+

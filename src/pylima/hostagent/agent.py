@@ -1,6 +1,11 @@
 """The host agent daemon (`limactl hostagent NAME`), one asyncio task per concern:
-the QEMU process and its output, SSH readiness, the boot-done marker and probes,
-the ha.sock API; torn down in reverse order on SIGTERM/SIGINT or QEMU's exit."""
+the VM (through its driver, `drivers.Driver`), SSH readiness, the boot-done marker
+and probes, the guest agent and port forwarding, the ha.sock API; torn down in
+reverse order on SIGTERM/SIGINT or the VM's exit.
+
+The host agent never reaches into a driver's internals: it asks the registry for
+the instance's driver and uses the interface and the capabilities the driver
+declares (`GuestAgentTransport`, `HostPortForwarding`)."""
 
 from __future__ import annotations
 
@@ -10,13 +15,14 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pylima.drivers import Driver, GuestAgentTransport, HostPortForwarding
 from pylima.errors import LimaError
 from pylima.hostagent import events
 from pylima.hostagent.mounts import MountManager
@@ -25,11 +31,13 @@ from pylima.store import dirs
 
 log = logging.getLogger("pylima.hostagent")
 
-BOOT_DONE = "/run/lima-boot-done"
-BOOT_ERRORS = "/run/lima-boot-errors"
-# Written by the guest once /etc/environment is final: its boot scripts end the user's
-# sessions when they change it, which would take a master connection down with them.
-SSH_READY = "/run/lima-ssh-ready"
+# Guest files, under GUEST_RUN_DIR (/run): the boot scripts' markers. lima-ssh-ready
+# is written once /etc/environment is final: the boot scripts end the user's sessions
+# when they change it, which would take a master connection down with them.
+GUEST_RUN_DIR = "/run"
+BOOT_DONE = "lima-boot-done"
+BOOT_ERRORS = "lima-boot-errors"
+SSH_READY = "lima-ssh-ready"
 POWERDOWN_TIMEOUT = 90.0
 PROBE_TIMEOUT = 600.0  # Lima: 200 tries, 3 s apart; PYLIMA_PROBE_TIMEOUT overrides
 # How long after the boot scripts finish the guest agent may take to answer on its
@@ -37,6 +45,9 @@ PROBE_TIMEOUT = 600.0  # Lima: 200 tries, 3 s apart; PYLIMA_PROBE_TIMEOUT overri
 GUEST_AGENT_GRACE = 20.0
 TIME_SYNC_DELAY = 5.0
 TIME_SYNC_INTERVAL = 10.0  # as Lima
+
+
+DriverFactory = Callable[[str, Path, dict[str, Any]], Driver]
 
 
 def probe_timeout() -> float:
@@ -47,33 +58,38 @@ def probe_timeout() -> float:
 
 
 class HostAgent:
-    def __init__(self, name: str, pidfile: Path, socket_path: Path) -> None:
+    def __init__(self, name: str, pidfile: Path, socket_path: Path, *,
+                 driver_factory: DriverFactory | None = None,
+                 guest_run_dir: str = GUEST_RUN_DIR) -> None:
         self.name = name
         self.dir = dirs.instance_dir(name)
         self.pidfile = pidfile
         self.socket_path = socket_path
+        self.driver_factory = driver_factory
+        self.guest_run_dir = guest_run_dir
         self.instance_id = ""
         self.ssh_port = 0
-        self.qemu: asyncio.subprocess.Process | None = None
+        self.driver: Driver | None = None
         self.stop_requested = asyncio.Event()
         self.errors: list[str] = []
         self.cfg: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
         self.boot_done = asyncio.Event()
-        self.qmp_lock = asyncio.Lock()
         self.forwarder: PortForwarder | None = None
         self.ssh_forwards: list[dict[str, Any]] = []
         self.guest_agent_alive = asyncio.Event()
         self.mounts = MountManager(name, self.dir)
 
+    def guest_path(self, marker: str) -> str:
+        return f"{self.guest_run_dir}/{marker}"
+
     # ---- preparation (synchronous, before the event loop does real work) ----
 
-    def prepare(self) -> list[str]:
-        """Write ssh.config, cidata.iso and build the QEMU argv."""
+    def prepare(self) -> None:
+        """Make the driver, let it serve the mounts it serves, write ssh.config and
+        cidata.iso."""
         from pylima.cidata.iso import write_cidata_iso
         from pylima.cidata.render import mount_tag, render_cidata
-        from pylima.drivers.qemu.argv import BootFiles, build_qemu_argv
-        from pylima.drivers.qemu.probe import probe_qemu
         from pylima.guestagent import guest_agent_bytes
         from pylima.images.disk import boot_disk_path
         from pylima.sshutil import ensure_host_key, free_port, write_ssh_files
@@ -82,7 +98,19 @@ class HostAgent:
         inst = inspect(self.name)
         if inst.config is None:
             raise LimaError(f"instance `{self.name}` has errors: {inst.errors}")
-        cfg = self.cfg = self.mounts.prepare(inst.config)  # less mounts that cannot work
+        if boot_disk_path(self.dir) is None:
+            raise LimaError(f"instance `{self.name}` has no disk",
+                            hint=f"run `limactl start {self.name}` to prepare it")
+        if self.driver_factory is None:
+            from pylima.drivers import registry
+
+            for w in registry.validate(inst.config):
+                log.warning("%s", w)
+            self.driver = registry.new_driver(self.name, self.dir, inst.config)
+        else:
+            self.driver = self.driver_factory(self.name, self.dir, inst.config)
+        # less the mounts that cannot be served
+        cfg = self.cfg = self.mounts.prepare(inst.config, self.driver.serve_mounts)
         self.instance_id = f"iid-{uuid.uuid4().hex}"
         self.ssh_port = int((cfg.get("ssh") or {}).get("localPort") or 0) or free_port()
         host_priv, host_pub = ensure_host_key(self.dir)
@@ -91,8 +119,9 @@ class HostAgent:
         if (cfg.get("ssh") or {}).get("loadDotSSHPubKeys"):
             for p in sorted((Path.home() / ".ssh").glob("*.pub")):
                 pubkeys.append(p.read_text().strip())
-        tags = {i: mount_tag(m["location"], m["mountPoint"])
-                for i, m in enumerate(cfg.get("mounts") or [])}
+        self.mount_tags = [mount_tag(m["location"], m["mountPoint"])
+                           for m in cfg.get("mounts") or []]
+        tags = dict(enumerate(self.mount_tags))
         ca_files = []
         for f in (cfg.get("caCerts") or {}).get("files") or []:
             try:
@@ -111,34 +140,6 @@ class HostAgent:
                               containerd_archive=archive.read_bytes() if archive else None)
         write_cidata_iso(files, self.dir / dirs.CIDATA_ISO)
 
-        host, reason = probe_qemu(cfg["arch"], firmware=not self._direct_kernel())
-        log.info("Using accelerator %s: %s", host.accel, reason)
-        disk = boot_disk_path(self.dir)
-        if disk is None:
-            raise LimaError(f"instance `{self.name}` has no disk",
-                            hint=f"run `limactl start {self.name}` to prepare it")
-        vars_path = None
-        if not self._direct_kernel() and host.firmware_vars_template:
-            vars_path = self.dir / "qemu-efi-vars.fd"
-            if not vars_path.exists():
-                shutil.copyfile(host.firmware_vars_template, vars_path)
-        cmdline = None
-        if (self.dir / dirs.KERNEL_CMDLINE).exists():
-            cmdline = (self.dir / dirs.KERNEL_CMDLINE).read_text().strip()
-        boot = BootFiles(
-            disk=str(disk), cidata_iso=str(self.dir / dirs.CIDATA_ISO),
-            kernel=str(self.dir / dirs.KERNEL) if self._direct_kernel() else None,
-            initrd=str(self.dir / dirs.INITRD) if (self.dir / dirs.INITRD).exists() else None,
-            cmdline=cmdline, firmware_vars=str(vars_path) if vars_path else None)
-        mount_tags = [tags[i] for i in sorted(tags)] \
-            if cfg.get("mountType") in ("9p", "virtiofs") else []
-        return build_qemu_argv(cfg, host, str(self.dir), boot, ssh_local_port=self.ssh_port,
-                               mount_tags=mount_tags,
-                               virtiofs_sockets=self.mounts.virtiofs_sockets)
-
-    def _direct_kernel(self) -> bool:
-        return (self.dir / dirs.KERNEL).exists()
-
     # ---- the running agent ----
 
     async def run(self) -> int:
@@ -149,47 +150,45 @@ class HostAgent:
         server = None
         try:
             try:
-                argv = await asyncio.to_thread(self.prepare)
+                await asyncio.to_thread(self.prepare)
+                assert self.driver is not None
+                server = await asyncio.start_unix_server(self._serve_api,
+                                                         path=str(self.socket_path))
+                log.info("Starting the VM (hint: to watch the boot progress, see %s)",
+                         self.dir / dirs.SERIAL_LOG)
+                await self.driver.start(self.cfg, ssh_local_port=self.ssh_port,
+                                        mount_tags=self.mount_tags)
             except LimaError as e:
                 msg = e.message + (f" (Hint: {e.hint})" if e.hint else "")
                 log.error("%s", msg)
                 events.emit(exiting=True, errors=[msg])
                 return 1
-            server = await asyncio.start_unix_server(self._serve_api, path=str(self.socket_path))
-            log.info("Starting QEMU (hint: to watch the boot progress, see %s)",
-                     self.dir / dirs.SERIAL_LOG)
-            log.debug("QEMU argv: %s", argv)
-            self.qemu = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, cwd=str(self.dir), start_new_session=True)
+            driver = self.driver
             self._emit(sshLocalPort=self.ssh_port, phase="booting")
-            output = asyncio.create_task(self._relay_qemu_output())
             boot = asyncio.create_task(self._boot_sequence())
             # Plain mode, as Lima: the boot scripts that install the guest agent do
             # not run, so there are no automatic port forwards and no time sync.
             guest_agent = asyncio.create_task(
                 asyncio.sleep(0) if self.cfg.get("plain") else self._guest_agent())
-            qemu_exit = asyncio.create_task(self.qemu.wait())
+            vm_exit = asyncio.create_task(driver.wait())
             stop = asyncio.create_task(self.stop_requested.wait())
-            done, _ = await asyncio.wait({qemu_exit, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({vm_exit, stop}, return_when=asyncio.FIRST_COMPLETED)
             for task in (guest_agent, boot):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            if stop in done and not qemu_exit.done():
+            if stop in done and not vm_exit.done():
                 log.info("Shutting down the VM")
-                await self._shutdown_qemu()
-                await qemu_exit
+                await driver.stop(POWERDOWN_TIMEOUT)
+                await vm_exit
                 errors: list[str] = []
             else:
-                rc = qemu_exit.result()
-                errors = [f"QEMU exited unexpectedly with status {rc} "
+                rc = vm_exit.result()
+                errors = [f"the VM ({driver.name}) exited unexpectedly with status {rc} "
                           f"(see {self.dir / dirs.HA_STDERR_LOG} and "
                           f"{self.dir / dirs.SERIAL_LOG})"]
                 log.error("%s", errors[0])
             stop.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await output
             events.emit(exiting=True, errors=errors)
             return 0 if not errors else 1
         finally:
@@ -200,20 +199,13 @@ class HostAgent:
             delete_copies(self.cfg)
             await self.mounts.close()
             await self._close_ssh_master()
-            for p in (self.socket_path, self.pidfile, self.dir / dirs.QEMU_PID,
-                      self.dir / dirs.QMP_SOCK, self.dir / dirs.PORT_FORWARDS,
+            if self.driver is not None:
+                await self.driver.close()
+            for p in (self.socket_path, self.pidfile, self.dir / dirs.PORT_FORWARDS,
                       *(Path(r["hostAddr"]) for r in self.ssh_forwards
                         if r["protocol"] == "unix" and not r.get("reverse"))):
                 with contextlib.suppress(OSError):
                     p.unlink()
-
-    async def _relay_qemu_output(self) -> None:
-        assert self.qemu is not None and self.qemu.stdout is not None
-        while True:
-            line = await self.qemu.stdout.readline()
-            if not line:
-                return
-            log.info("[qemu] %s", line.decode(errors="replace").rstrip())
 
     async def _ssh(self, *remote: str, input: bytes | None = None,
                    timeout: float = 30.0) -> tuple[int, bytes, bytes]:
@@ -242,7 +234,7 @@ class HostAgent:
             await asyncio.sleep(1)
         log.info("SSH is ready")
         self._emit(sshLocalPort=self.ssh_port, phase="boot scripts")
-        await self._wait_for_marker(SSH_READY)
+        await self._wait_for_marker(self.guest_path(SSH_READY))
         await self._start_ssh_master()
         await self._start_ssh_forwards()
         from pylima.hostagent import provision
@@ -250,10 +242,10 @@ class HostAgent:
         errors: list[str] = list(self.mounts.errors)
         if provision.yq_entries(self.cfg):
             errors += await provision.apply_yq(self._ssh, self.cfg, self.instance_id)
-        await self._wait_for_marker(BOOT_DONE)
+        await self._wait_for_marker(self.guest_path(BOOT_DONE))
         self.boot_done.set()
         log.info("The guest's boot scripts have finished")
-        rc, out, _ = await self._ssh(f"cat {BOOT_ERRORS} 2>/dev/null || true")
+        rc, out, _ = await self._ssh(f"cat {self.guest_path(BOOT_ERRORS)} 2>/dev/null || true")
         errors += self.mounts.describe(
             [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()])
         errors += await self.mounts.mount_reverse_sshfs()
@@ -300,43 +292,10 @@ class HostAgent:
                 await asyncio.sleep(3)
         return errors
 
-    async def _shutdown_qemu(self) -> None:
-        assert self.qemu is not None
-        try:
-            await self._qmp("system_powerdown")
-        except (OSError, LimaError) as e:
-            log.warning("ACPI power-down over QMP failed: %s", e)
-        try:
-            await asyncio.wait_for(self.qemu.wait(), POWERDOWN_TIMEOUT)
-            return
-        except TimeoutError:
-            log.warning("The guest did not power off in %d s; stopping QEMU",
-                        int(POWERDOWN_TIMEOUT))
-        with contextlib.suppress(ProcessLookupError):
-            self.qemu.kill()
-
     def _emit(self, **status: Any) -> None:
         """A status event; port-forward events repeat the last status, as Lima's do."""
         self.status = {k: v for k, v in status.items() if k != "portForward"}
         events.emit(**status)
-
-    async def _qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        from pylima.drivers.qemu.qmp import QMPClient
-
-        async with self.qmp_lock:  # QEMU serves one monitor client at a time
-            client = QMPClient(str(self.dir / dirs.QMP_SOCK))
-            await client.connect()
-            try:
-                return await client.execute(command, arguments)
-            finally:
-                await client.close()
-
-    async def _hmp(self, command_line: str) -> str:
-        try:
-            out = await self._qmp("human-monitor-command", {"command-line": command_line})
-        except (OSError, LimaError) as e:
-            return f"QMP: {e}"
-        return str(out or "")
 
     # ---- the guest agent and port forwarding ----
 
@@ -388,8 +347,9 @@ class HostAgent:
             if forced_ssh:
                 log.info("Running the guest agent over SSH (PYLIMA_GUEST_AGENT_TRANSPORT=ssh)")
             else:
-                log.warning("The guest agent does not answer on the virtio-serial port %s; "
-                            "running it over SSH instead", dirs.VIRTIO_PORT)
+                log.warning("The guest agent does not answer on the driver's port %s; "
+                            "running it over SSH instead",
+                            self.driver.info.virtio_port if self.driver else "")
             link, proc = await self._ssh_link()
             tasks = [asyncio.create_task(link.run()),
                      asyncio.create_task(link.hello_until_answered())]
@@ -407,21 +367,24 @@ class HostAgent:
     def _make_forwarder(self, link: GuestAgentLink) -> None:
         if self.cfg.get("plain"):
             return  # plain mode: static forwards only
+        driver = self.driver
+        if not isinstance(driver, HostPortForwarding):
+            log.warning("The %s driver cannot forward host ports; guest ports are not "
+                        "forwarded automatically", driver.name if driver else "VM")
+            return
         self.forwarder = PortForwarder(
-            self.cfg.get("portForwards") or [], self.ssh_port, self._hmp, link.request,
-            self._on_port_event, self._write_forwards)
+            self.cfg.get("portForwards") or [], self.ssh_port, driver,
+            driver.info.features.guest_address, link.request, self._on_port_event,
+            self._write_forwards)
 
     async def _virtio_link(self) -> GuestAgentLink | None:
-        path = self.dir / dirs.GA_SOCK
-        for _ in range(100):
-            try:
-                reader, writer = await asyncio.open_unix_connection(str(path))
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
-        else:
+        """The guest agent's stream through the driver, when the driver carries one."""
+        if not isinstance(self.driver, GuestAgentTransport):
             return None
-        link = GuestAgentLink(reader, writer, self._on_guest_message)
+        conn = await self.driver.guest_agent_connect()
+        if conn is None:
+            return None
+        link = GuestAgentLink(conn[0], conn[1], self._on_guest_message)
         self._make_forwarder(link)
         return link
 

@@ -1,10 +1,10 @@
-"""The host agent's share of file sharing: host directories, virtiofsd and
-reverse-sshfs.
+"""The host agent's share of file sharing: host directories and reverse-sshfs.
 
-- Before QEMU starts, `prepare` creates missing host directories (as Lima does) and,
-  for `mountType: virtiofs`, starts one QEMU virtiofsd per mount. A mount that
-  cannot be served is left out of the guest's configuration and reported: the start
-  is degraded, the instance still comes up.
+- Before the VM starts, `prepare` creates missing host directories (as Lima does) and
+  lets the driver serve the mounts it serves itself (QEMU's virtiofsd for virtiofs;
+  `drivers.Driver.serve_mounts`). A mount that cannot be served is left out of the
+  guest's configuration and reported: the start is degraded, the instance still
+  comes up.
 - Once the guest has booted, `mount_reverse_sshfs` runs the guest's `sshfs -o slave`
   over SSH, its SFTP stream served on the host by pylima's SFTP server confined to
   the mount's directory (see `sftpserver`), not by OpenSSH's sftp-server (which would
@@ -21,11 +21,9 @@ import copy
 import logging
 import os
 import shlex
-import shutil
 import socket
-import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,43 +31,7 @@ from pylima.config.defaults import mount_tag
 
 log = logging.getLogger("pylima.hostagent")
 
-VHOST_SOCK = "virtiofsd-{}.sock"  # Lima's file name, in the instance directory
-# Where Debian/Ubuntu (QEMU's C virtiofsd, qemu-system-common), Fedora and Arch put it.
-VIRTIOFSD_CANDIDATES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd",
-                        "/usr/libexec/qemu/virtiofsd", "/usr/lib/virtiofsd")
-VIRTIOFSD_SOCKET_TIMEOUT = 10.0
 SSHFS_MOUNT_TIMEOUT = 60.0
-
-
-def find_virtiofsd() -> tuple[str | None, bool]:
-    """(path, is QEMU's C virtiofsd) of the virtiofsd to use; PYLIMA_VIRTIOFSD wins."""
-    override = os.environ.get("PYLIMA_VIRTIOFSD")
-    candidates = [override] if override else [*VIRTIOFSD_CANDIDATES,
-                                              shutil.which("virtiofsd") or ""]
-    for c in candidates:
-        if c and os.path.isfile(c) and os.access(c, os.X_OK):
-            try:
-                out = subprocess.run([c, "--version"], capture_output=True, text=True,
-                                     timeout=10).stdout
-            except (OSError, subprocess.SubprocessError):
-                continue
-            # QEMU's C virtiofsd says "virtiofsd version 7.2.x"; the Rust one
-            # "virtiofsd 1.x.y".
-            return c, out.startswith("virtiofsd version") or "QEMU" in out
-    return None, False
-
-
-def virtiofsd_problem() -> tuple[str, str] | None:
-    """(cause, hint) when virtiofs mounts cannot be served on this host, else None."""
-    path, is_c = find_virtiofsd()
-    if path is None:
-        return ("virtiofsd was not found",
-                "install QEMU's virtiofsd (Debian/Ubuntu: qemu-system-common; elsewhere "
-                "the `virtiofsd` package), set PYLIMA_VIRTIOFSD, or use `--mount-type=9p`")
-    if is_c and os.geteuid() != 0:
-        return (f"{path} is QEMU's C virtiofsd, which needs root",
-                "run pylima as root, install the Rust virtiofsd, or use `--mount-type=9p`")
-    return None
 
 
 def _mount_desc(m: dict[str, Any], mount_type: str) -> str:
@@ -83,16 +45,15 @@ class MountManager:
         self.mount_type = "9p"
         self.mounts: list[dict[str, Any]] = []
         self.errors: list[str] = []
-        self.virtiofs_sockets: list[str] | None = None
-        self._virtiofsd: list[subprocess.Popen[bytes]] = []
         self._sshfs: list[tuple[asyncio.subprocess.Process, asyncio.subprocess.Process]] = []
         self._guest_uid = 0
 
-    # ---- before QEMU (synchronous, from HostAgent.prepare) ----
+    # ---- before the VM (synchronous, from HostAgent.prepare) ----
 
-    def prepare(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        """`cfg` less the mounts that cannot be served (their errors kept in `errors`);
-        starts virtiofsd for virtiofs mounts."""
+    def prepare(self, cfg: dict[str, Any],
+                serve: Callable[[list[dict[str, Any]]], list[str | None]]) -> dict[str, Any]:
+        """`cfg` less the mounts that cannot be served (their errors kept in `errors`).
+        `serve` is the driver's `serve_mounts`: it starts what the driver serves."""
         self.mount_type = str(cfg.get("mountType") or "9p")
         self._guest_uid = int((cfg.get("user") or {}).get("uid") or 0)
         keep = []
@@ -102,8 +63,14 @@ class MountManager:
                 self._fail(m, problem)
             else:
                 keep.append(m)
-        if self.mount_type == "virtiofs" and keep:
-            keep = self._start_virtiofsd(keep)
+        if keep:
+            served = []
+            for m, problem in zip(keep, serve(keep), strict=True):
+                if problem:
+                    self._fail(m, problem)
+                else:
+                    served.append(m)
+            keep = served
         if self.mount_type == "reverse-sshfs" and keep:
             from pylima.hostagent.sftpserver import openat2_supported
 
@@ -141,56 +108,6 @@ class MountManager:
             with contextlib.suppress(OSError):
                 os.chown(loc, guest_uid, guest_uid)
         return None
-
-    def _start_virtiofsd(self, mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        problem = virtiofsd_problem()
-        if problem:
-            for m in mounts:
-                self._fail(m, f"{problem[0]} (Hint: {problem[1]})")
-            return []
-        path, is_c = find_virtiofsd()
-        assert path is not None
-        keep: list[dict[str, Any]] = []
-        sockets: list[str] = []
-        for m in mounts:
-            i = len(keep)
-            sock = self.dir / VHOST_SOCK.format(i)
-            with contextlib.suppress(FileNotFoundError):
-                sock.unlink()
-            if is_c:
-                argv = [path, f"--socket-path={sock}", "-o", f"source={m['location']}",
-                        "-o", "cache=auto"]
-            else:
-                argv = [path, "--socket-path", str(sock), "--shared-dir", str(m["location"])]
-            log.debug("virtiofsd argv: %s", argv)
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.monotonic() + VIRTIOFSD_SOCKET_TIMEOUT
-            while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not sock.exists():
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                out = proc.communicate()[0].decode(errors="replace").strip().splitlines()
-                self._fail(m, "virtiofsd did not start" + (f": {out[-1]}" if out else ""))
-                continue
-            self._relay(proc, f"virtiofsd-{i}")
-            self._virtiofsd.append(proc)
-            keep.append(m)
-            sockets.append(str(sock))
-        self.virtiofs_sockets = sockets
-        return keep
-
-    @staticmethod
-    def _relay(proc: subprocess.Popen[bytes], prefix: str) -> None:
-        import threading
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.info("[%s] %s", prefix, line.decode(errors="replace").rstrip())
-
-        threading.Thread(target=pump, daemon=True).start()
 
     # ---- once the guest is up ----
 
@@ -341,17 +258,6 @@ class MountManager:
                         p.kill()
                     await p.wait()
         self._sshfs.clear()
-        for i, proc in enumerate(self._virtiofsd):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    await asyncio.to_thread(proc.wait, 5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    await asyncio.to_thread(proc.wait)
-            with contextlib.suppress(FileNotFoundError):
-                (self.dir / VHOST_SOCK.format(i)).unlink()
-        self._virtiofsd.clear()
 
 
 class MountError(Exception):

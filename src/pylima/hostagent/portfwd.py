@@ -7,15 +7,15 @@ same port on the host's 127.0.0.1). pylima adds one safety rule: the implicit ru
 never makes the host listen on a privileged port (below 1024); that takes an
 explicit rule.
 
-The data path is QEMU's own user-mode port forwarding (`hostfwd_add` over QMP), which
-moves several times the bytes an SSH tunnel does under emulation (the guest's sshd
-is CPU-bound there): guest sockets bound to the guest's network address or to any
-address are reached directly; sockets bound to a guest loopback address are reached
-through a relay the guest agent opens on the guest's network address (splice(2)
-copies, in the guest kernel). QEMU binds the host side itself, so the host listens
-exactly on the rule's address and port, and nothing else. Unix-socket rules
-(`guestSocket`/`hostSocket`, `reverse`) and `static` rules go over the SSH master
-connection, as in Lima.
+The data path is the driver's own host port forwarding (`drivers.HostPortForwarding`;
+QEMU's user-mode `hostfwd_add`), which moves several times the bytes an SSH tunnel
+does under emulation (the guest's sshd is CPU-bound there): guest sockets bound to the
+driver's guest address or to any address are reached directly; sockets bound to a
+guest loopback address are reached through a relay the guest agent opens on the
+guest address (splice(2) copies, in the guest kernel). The driver binds the host side
+itself, so the host listens exactly on the rule's address and port, and nothing else.
+Unix-socket rules (`guestSocket`/`hostSocket`, `reverse`) and `static` rules go over
+the SSH master connection, as in Lima.
 
 The rule matching (`match_rule`, `effective_rules`, `data_path`) is pure.
 """
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pylima.drivers import HostPortForwarding
+
 log = logging.getLogger("pylima.hostagent")
 
 SSH_GUEST_PORT = 22
-SLIRP_GUEST_IP = "192.168.5.15"
 FIRST_UNPRIVILEGED_PORT = 1024
-QEMU_NETDEV = "net0"
 
 
 # ---- the pure part ----
@@ -141,18 +141,13 @@ def refusal(m: Match) -> str | None:
     return None
 
 
-def data_path(guest: GuestPort) -> str:
-    """"direct" when QEMU's forwarding reaches the socket (bound to the guest's network
-    address or to any address), else "relay" (through the guest agent)."""
+def data_path(guest: GuestPort, guest_address: str) -> str:
+    """"direct" when the driver's forwarding reaches the socket (bound to the guest's
+    network address or to any address), else "relay" (through the guest agent)."""
     ip = _ip(guest.ip)
-    if ip is not None and (ip.is_unspecified or str(ip) == SLIRP_GUEST_IP):
+    if ip is not None and (ip.is_unspecified or str(ip) == guest_address):
         return "direct"
     return "relay"
-
-
-def hostfwd_spec(protocol: str, host_ip: str, host_port: int, guest_port: int) -> str:
-    host = f"[{host_ip}]" if ":" in host_ip else host_ip
-    return f"{protocol}:{host}:{host_port}-:{guest_port}"
 
 
 def socket_rules(rules: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -188,25 +183,25 @@ class Active:
                 "hostAddr": host_string(self.host_ip, self.host_port), "via": self.via}
 
 
-Hmp = Callable[[str], Awaitable[str]]
 Request = Callable[..., Awaitable[dict[str, Any]]]
 EmitEvent = Callable[[dict[str, Any]], None]
 
 
 class PortForwarder:
-    """Applies the guest agent's reports: one QEMU forward per forwarded guest socket.
+    """Applies the guest agent's reports: one driver forward per forwarded guest socket.
 
-    `hmp` runs a QEMU monitor command and returns its output (empty on success);
-    `request` asks the guest agent for something; `on_event` gets Lima's
+    `forwarding` is the driver's `HostPortForwarding`, reaching the guest at
+    `guest_address`; `request` asks the guest agent for something; `on_event` gets Lima's
     `portForward` event objects; `on_change` is called when the set of active
     forwards changes.
     """
 
-    def __init__(self, rules: Sequence[dict[str, Any]], ssh_local_port: int, hmp: Hmp,
-                 request: Request, on_event: EmitEvent,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, rules: Sequence[dict[str, Any]], ssh_local_port: int,
+                 forwarding: HostPortForwarding, guest_address: str, request: Request,
+                 on_event: EmitEvent, on_change: Callable[[], None] = lambda: None) -> None:
         self.rules = effective_rules(rules, ssh_local_port)
-        self.hmp = hmp
+        self.forwarding = forwarding
+        self.guest_address = guest_address
         self.request = request
         self.on_event = on_event
         self.on_change = on_change
@@ -257,10 +252,8 @@ class PortForwarder:
                      guest.addr, host)
             self.on_event({"type": "stopping", "protocol": guest.protocol,
                            "guestAddr": guest.addr, "hostAddr": host})
-            out = await self.hmp(f"hostfwd_remove {QEMU_NETDEV} {guest.protocol}:"
-                                 f"{_bracket(active.host_ip)}:{active.host_port}")
-            if out.strip():
-                log.debug("hostfwd_remove: %s", out.strip())
+            await self.forwarding.remove_host_forward(guest.protocol, active.host_ip,
+                                                      active.host_port)
             if active.relay_port:
                 with contextlib.suppress(Exception):
                     await self.request("unrelay", protocol=guest.protocol,
@@ -297,12 +290,12 @@ class PortForwarder:
                 log.debug("%s %s: %s is already forwarded from %s", guest.protocol,
                           guest.addr, host, a.guest.addr)
                 return
-        via = data_path(guest)
+        via = data_path(guest, self.guest_address)
         target_port, relay_port = guest.port, 0
         if via == "relay":
             try:
                 reply = await self.request("relay", protocol=guest.protocol,
-                                           bind=SLIRP_GUEST_IP, target=guest.ip,
+                                           bind=self.guest_address, target=guest.ip,
                                            port=guest.port)
             except (OSError, TimeoutError, ConnectionError) as e:
                 reply = {"error": str(e) or type(e).__name__}
@@ -311,14 +304,13 @@ class PortForwarder:
                              f"{reply.get('error') or 'no port'}")
                 return
             target_port = relay_port = int(reply["port"])
-        out = await self.hmp(f"hostfwd_add {QEMU_NETDEV} "
-                             + hostfwd_spec(guest.protocol, m.host_ip, m.host_port,
-                                            target_port))
-        if out.strip():
+        error = await self.forwarding.add_host_forward(guest.protocol, m.host_ip, m.host_port,
+                                                       target_port)
+        if error:
             if relay_port:
                 with contextlib.suppress(Exception):
                     await self.request("unrelay", protocol=guest.protocol, port=relay_port)
-            self._failed(guest, host, _hostfwd_error(out, host))
+            self._failed(guest, host, error)
             return
         log.info("Forwarding %s from %s to %s", guest.protocol.upper(), guest.addr, host)
         self.on_event({"type": "forwarding", "protocol": guest.protocol,
@@ -339,13 +331,6 @@ class PortForwarder:
 
 def _bracket(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
-
-
-def _hostfwd_error(out: str, host: str) -> str:
-    text = " ".join(out.split())
-    if "Could not set up host forwarding rule" in text:
-        return f"cannot listen on {host} (in use by another program, or not permitted)"
-    return text
 
 
 # ---- the guest agent link ----

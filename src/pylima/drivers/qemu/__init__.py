@@ -1,8 +1,14 @@
-"""The QEMU driver: probe the host, lay out the instance's boot files, build the
-command line (`argv.build_qemu_argv`, pure) and run QEMU, stopping it over QMP.
+"""The QEMU driver: everything that is QEMU's lives here, behind `drivers.Driver`.
 
-The host agent may use `QemuDriver` as a whole or the pieces: `prepare_launch`
-gives the argv (and why the accelerator was chosen) without starting anything.
+It probes the host (binary, firmware, accelerator: `probe`), lays out the instance's
+boot files, builds the command line (`argv.build_qemu_argv`, pure), starts and owns
+the QEMU process (and the virtiofsd processes of virtiofs mounts), talks QMP
+(`qmp`), powers the guest off over ACPI and falls back to `quit` and SIGKILL, carries
+the guest agent's virtio-serial port (`ga.sock`) and forwards host ports with the
+user-mode network's `hostfwd_add`/`hostfwd_remove`.
+
+Files it owns in the instance directory: qemu.pid, qmp.sock, serial*.sock,
+serial*.log, ga.sock, virtiofsd-N.sock, qemu-efi-vars.fd.
 """
 
 from __future__ import annotations
@@ -13,33 +19,40 @@ import logging
 import os
 import platform
 import shutil
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pylima.drivers import check_vm_type_supported
+from pylima.drivers import DriverFeatures, DriverInfo, check_vm_type_supported
 from pylima.drivers.qemu.argv import (
     EFI_VARS,
     SERIAL_SOCK,
     SERIALP_LOG,
     SERIALP_SOCK,
     SERIALV_SOCK,
+    SLIRP_IP_ADDRESS,
     BootFiles,
     QemuHost,
     build_qemu_argv,
     parse_memory_mib,
 )
-from pylima.drivers.qemu.probe import probe_qemu_host
+from pylima.drivers.qemu.probe import check_arch_runnable, host_architectures, probe_qemu_host
 from pylima.drivers.qemu.qmp import QMPClient, QMPError
+from pylima.drivers.qemu.virtiofs import Virtiofsd, virtiofsd_problem
 from pylima.errors import ConfigError, LimaError
 from pylima.store import dirs
-from pylima.store.instance import pid_alive, read_pid_file
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pylima.hostagent")
 
 SUPPORTED_ARCHES = ("x86_64", "aarch64", "armv7l", "riscv64")
+# The user-mode network device whose host forwards the driver manages.
+NETDEV = "net0"
+# After `quit` over QMP, how long QEMU may take to exit before it is killed.
+QUIT_TIMEOUT = 10.0
+# How long QEMU may take to answer on QMP once started (it opens the socket early).
+QMP_START_TIMEOUT = 30.0
+GUEST_AGENT_CONNECT_TIMEOUT = 10.0
 
 
 def needs_firmware(cfg: dict[str, Any], inst_dir: Path) -> bool:
@@ -55,6 +68,8 @@ def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles
     """The instance's boot files as Lima lays them out (kernel, initrd and
     kernel.cmdline when present), with a private copy of the UEFI variable store made
     on first use."""
+    from pylima.images.disk import boot_disk_path
+
     kernel = inst_dir / dirs.KERNEL
     initrd = inst_dir / dirs.INITRD
     cmdline_file = inst_dir / dirs.KERNEL_CMDLINE
@@ -67,8 +82,9 @@ def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles
             os.replace(tmp, dest)
         vars_path = str(dest)
     has_kernel = kernel.is_file()
+    disk = boot_disk_path(inst_dir) or inst_dir / dirs.DISK
     return BootFiles(
-        disk=str(inst_dir / dirs.DISK),
+        disk=str(disk),
         cidata_iso=str(inst_dir / dirs.CIDATA_ISO),
         kernel=str(kernel) if has_kernel else None,
         initrd=str(initrd) if has_kernel and initrd.is_file() else None,
@@ -82,7 +98,7 @@ def clean_runtime_files(inst_dir: Path) -> None:
     """Remove what a previous QEMU left: sockets it would fail to bind, and serial logs
     (Lima starts each boot with fresh ones)."""
     for name in (dirs.QMP_SOCK, SERIAL_SOCK, SERIALP_SOCK, SERIALV_SOCK, dirs.SERIAL_LOG,
-                 SERIALP_LOG, dirs.SERIALV_LOG, dirs.QEMU_PID):
+                 SERIALP_LOG, dirs.SERIALV_LOG, dirs.QEMU_PID, dirs.GA_SOCK):
         with contextlib.suppress(FileNotFoundError):
             (inst_dir / name).unlink()
 
@@ -95,6 +111,7 @@ class QemuLaunch:
 
 
 def prepare_launch(inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int,
+                   mount_tags: Sequence[str] | None = None,
                    virtiofs_sockets: list[str] | None = None,
                    additional_disks: Sequence[tuple[str, str]] = ()) -> QemuLaunch:
     """Probe the host, prepare the boot files and build the argv. Starts nothing."""
@@ -103,28 +120,55 @@ def prepare_launch(inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int,
     boot = boot_files(inst_dir, cfg, host)
     clean_runtime_files(inst_dir)
     argv = build_qemu_argv(cfg, host, str(inst_dir), boot, ssh_local_port=ssh_local_port,
-                           virtiofs_sockets=virtiofs_sockets,
+                           mount_tags=mount_tags, virtiofs_sockets=virtiofs_sockets,
                            additional_disks=additional_disks)
     return QemuLaunch(argv, host, reason)
 
 
+def hostfwd_spec(protocol: str, host_ip: str, host_port: int, guest_port: int) -> str:
+    """`hostfwd_add`'s rule: `tcp:127.0.0.1:8080-:80` (IPv6 host addresses bracketed)."""
+    return f"{protocol}:{_bracket(host_ip)}:{host_port}-:{guest_port}"
+
+
+def _bracket(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def hostfwd_error(out: str, host: str) -> str:
+    """One line from what `hostfwd_add` printed on failure."""
+    text = " ".join(out.split())
+    if "Could not set up host forwarding rule" in text:
+        return f"cannot listen on {host} (in use by another program, or not permitted)"
+    return text
+
+
 class QemuDriver:
-    """`Driver` for vmType qemu. QEMU's stderr goes to the caller's stderr (the host
-    agent's ha.stderr.log)."""
+    """`Driver` for vmType qemu. QEMU's output goes to the host agent's log as
+    `[qemu] ...` lines."""
 
-    name = "qemu"
+    name: ClassVar[str] = "qemu"
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, inst_dir: Path, cfg: dict[str, Any]) -> None:
+        self.instance_name = name
+        self.dir = Path(inst_dir)
+        self.cfg = cfg
         self.process: asyncio.subprocess.Process | None = None
         self.launch: QemuLaunch | None = None
+        self.virtiofsd = Virtiofsd(self.dir)
+        self._relay: asyncio.Task[None] | None = None
+        self._qmp_lock = asyncio.Lock()
 
-    def validate(self, cfg: dict[str, Any]) -> list[str]:
+    # ---- without an instance ----
+
+    @classmethod
+    def validate(cls, cfg: dict[str, Any]) -> list[str]:
         check_vm_type_supported(cfg, platform.system(), platform.machine())
         warnings: list[str] = []
         arch = cfg.get("arch")
         if arch not in SUPPORTED_ARCHES:
             raise ConfigError(f"field `arch` must be one of {', '.join(SUPPORTED_ARCHES)} "
                               f"for vmType `qemu`, not `{arch}`")
+        check_arch_runnable(str(arch))
         parse_memory_mib(cfg)
         if (cfg.get("firmware") or {}).get("legacyBIOS") and arch != "x86_64":
             warnings.append(f"field `firmware.legacyBIOS` is not supported for architecture "
@@ -134,27 +178,61 @@ class QemuDriver:
             raise ConfigError(f"network `{name}` is not supported by pylima yet",
                               hint="remove it from `networks`; the user-mode network "
                               "is always on")
+        if cfg.get("mountType") == "virtiofs" and cfg.get("mounts"):
+            problem = virtiofsd_problem()
+            if problem:
+                warnings.append(f"virtiofs mounts cannot be served on this host: "
+                                f"{problem[0]} (Hint: {problem[1]})")
         return warnings
 
-    def create_disk(self, inst_dir: Path, cfg: dict[str, Any]) -> None:
+    @classmethod
+    def host_info(cls) -> dict[str, Any]:
+        """`pylimaArchitectures`: the guest architectures this host runs, and how."""
+        return {"architectures": {
+            a.arch: {"mode": a.mode, "qemu": a.qemu, "userMode": a.user_mode}
+            for a in host_architectures().values()}}
+
+    # ---- one instance ----
+
+    @property
+    def info(self) -> DriverInfo:
+        return DriverInfo(self.name, virtio_port=dirs.VIRTIO_PORT, instance_dir=str(self.dir),
+                          features=DriverFeatures(
+                              supported_image_formats=("qcow2", "raw"),
+                              host_port_forwarding=True, guest_address=SLIRP_IP_ADDRESS))
+
+    @property
+    def pid(self) -> int:
+        p = self.process
+        return p.pid if p is not None and p.returncode is None else 0
+
+    def create(self) -> None:
         """Nothing: `images.disk` creates the qcow2 disk for every driver."""
 
-    async def start(self, inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int,
-                    virtiofs_sockets: list[str] | None = None,
-                    additional_disks: Sequence[tuple[str, str]] = ()) -> None:
-        launch = await asyncio.to_thread(prepare_launch, inst_dir, cfg,
-                                         ssh_local_port=ssh_local_port,
-                                         virtiofs_sockets=virtiofs_sockets,
-                                         additional_disks=additional_disks)
+    def serve_mounts(self, mounts: list[dict[str, Any]]) -> list[str | None]:
+        if self.cfg.get("mountType") != "virtiofs" or not mounts:
+            return [None] * len(mounts)
+        return self.virtiofsd.start(mounts)
+
+    async def start(self, cfg: dict[str, Any], *, ssh_local_port: int,
+                    mount_tags: list[str]) -> None:
+        self.cfg = cfg
+        launch = await asyncio.to_thread(
+            prepare_launch, self.dir, cfg, ssh_local_port=ssh_local_port,
+            mount_tags=mount_tags,
+            virtiofs_sockets=self.virtiofsd.sockets
+            if cfg.get("mountType") == "virtiofs" else None)
         log.info("Using accelerator %s: %s", launch.host.accel, launch.accel_reason)
+        log.debug("QEMU argv: %s", launch.argv)
         self.launch = launch
         self.process = await asyncio.create_subprocess_exec(
-            *launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            cwd=str(inst_dir))
+            *launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, cwd=str(self.dir), start_new_session=True)
+        self._relay = asyncio.create_task(self._relay_output(self.process))
         try:
             # QEMU is up once QMP answers; an early exit is a bad argv or a busy port.
-            qmp = QMPClient(str(inst_dir / dirs.QMP_SOCK))
-            connect = asyncio.ensure_future(qmp.connect(timeout=30))
+            qmp = QMPClient(str(self.dir / dirs.QMP_SOCK))
+            connect = asyncio.ensure_future(qmp.connect(timeout=QMP_START_TIMEOUT))
             exited = asyncio.ensure_future(self.process.wait())
             done, _ = await asyncio.wait({connect, exited},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -167,54 +245,122 @@ class QemuDriver:
                 connect.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LimaError):
                     await connect
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._relay), 2)
                 raise LimaError(f"QEMU exited with status {exited.result()} at start",
-                                hint=f"see {inst_dir / dirs.HA_STDERR_LOG}")
+                                hint=f"see {self.dir / dirs.HA_STDERR_LOG}")
             exited.cancel()
             connect.result()
             await qmp.close()
         except BaseException:
-            await self._kill()
+            await self.kill()
             raise
 
-    async def stop(self, inst_dir: Path, cfg: dict[str, Any], *, timeout: float = 300) -> None:
-        """ACPI power-off, then `quit` over QMP after `timeout`, then SIGKILL."""
-        sock = str(inst_dir / dirs.QMP_SOCK)
-        try:
-            async with QMPClient(sock) as qmp:
-                await qmp.system_powerdown()
-        except QMPError as e:
-            log.warning("Could not ask the guest to power off: %s", e)
-        if await self._wait(inst_dir, timeout):
-            return
-        log.warning("The guest did not power off within %g s; stopping QEMU", timeout)
-        with contextlib.suppress(QMPError):
-            async with QMPClient(sock) as qmp:
-                await qmp.quit()
-        if not await self._wait(inst_dir, 10):
-            await self._kill(inst_dir)
+    @staticmethod
+    async def _relay_output(proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            log.info("[qemu] %s", line.decode(errors="replace").rstrip())
 
-    async def _wait(self, inst_dir: Path, timeout: float) -> bool:
+    async def wait(self) -> int:
         if self.process is None:
-            # QEMU started by another process (limactl stop): follow qemu.pid.
-            pid = read_pid_file(inst_dir / dirs.QEMU_PID)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while pid and pid_alive(pid):
-                if loop.time() >= deadline:
-                    return False
-                await asyncio.sleep(0.2)
-            return True
+            raise LimaError("QEMU has not been started")
+        rc = await self.process.wait()
+        if self._relay is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._relay), 2)
+        return rc
+
+    async def stop(self, timeout: float) -> None:
+        """ACPI power-off; `quit` over QMP after `timeout`; SIGKILL if that fails."""
+        if self.process is None or self.process.returncode is not None:
+            return
         try:
-            await asyncio.wait_for(self.process.wait(), timeout)
+            await self.qmp("system_powerdown")
+        except (OSError, LimaError) as e:
+            log.warning("ACPI power-down over QMP failed: %s", e)
+        if await self._exited_within(timeout):
+            return
+        log.warning("The guest did not power off in %g s; stopping QEMU", timeout)
+        with contextlib.suppress(OSError, LimaError):
+            await self.qmp("quit")
+        if not await self._exited_within(QUIT_TIMEOUT):
+            await self.kill()
+
+    async def _exited_within(self, timeout: float) -> bool:
+        assert self.process is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), timeout)
         except TimeoutError:
             return False
         return True
 
-    async def _kill(self, inst_dir: Path | None = None) -> None:
-        if self.process is not None:
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
-        elif inst_dir is not None and (pid := read_pid_file(inst_dir / dirs.QEMU_PID)):
+    async def kill(self) -> None:
+        p = self.process
+        if p is not None and p.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                p.kill()
+            await p.wait()
+
+    async def close(self) -> None:
+        await self.kill()
+        if self._relay is not None:
+            self._relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._relay
+        await self.virtiofsd.stop()
+        for name in (dirs.QEMU_PID, dirs.QMP_SOCK):
+            with contextlib.suppress(OSError):
+                (self.dir / name).unlink()
+
+    # ---- QMP ----
+
+    async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """One QMP command on a connection of its own (QEMU serves one monitor client
+        at a time, hence the lock)."""
+        async with self._qmp_lock:
+            client = QMPClient(str(self.dir / dirs.QMP_SOCK))
+            await client.connect()
+            try:
+                return await client.execute(command, arguments)
+            finally:
+                await client.close()
+
+    async def hmp(self, command_line: str) -> str:
+        """A human-monitor command; its output (empty on success), or the QMP error."""
+        try:
+            out = await self.qmp("human-monitor-command", {"command-line": command_line})
+        except (OSError, LimaError) as e:
+            return f"QMP: {e}"
+        return str(out or "")
+
+    # ---- capabilities ----
+
+    async def guest_agent_connect(
+            self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        path = str(self.dir / dirs.GA_SOCK)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GUEST_AGENT_CONNECT_TIMEOUT
+        while True:
+            try:
+                return await asyncio.open_unix_connection(path)
+            except OSError:
+                if loop.time() >= deadline:
+                    return None
+                await asyncio.sleep(0.1)
+
+    async def add_host_forward(self, protocol: str, host_ip: str, host_port: int,
+                               guest_port: int) -> str:
+        out = await self.hmp(f"hostfwd_add {NETDEV} "
+                             + hostfwd_spec(protocol, host_ip, host_port, guest_port))
+        return hostfwd_error(out, f"{_bracket(host_ip)}:{host_port}") if out.strip() else ""
+
+    async def remove_host_forward(self, protocol: str, host_ip: str, host_port: int) -> None:
+        out = await self.hmp(f"hostfwd_remove {NETDEV} {protocol}:{_bracket(host_ip)}:"
+                             f"{host_port}")
+        if out.strip():
+            log.debug("hostfwd_remove: %s", out.strip())
+
+
+__all__ = ["QemuDriver", "QemuLaunch", "boot_files", "clean_runtime_files", "hostfwd_spec",
+           "needs_firmware", "prepare_launch", "QMPError"]
