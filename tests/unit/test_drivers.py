@@ -238,3 +238,29 @@ def test_host_forwards_over_the_monitor(tmp_path: Path) -> None:
     assert lines == ["hostfwd_add net0 tcp:127.0.0.1:8080-:41000",
                      "hostfwd_add net0 tcp:[::1]:81-:81",
                      "hostfwd_remove net0 tcp:127.0.0.1:8080"]
+
+
+# ---- the seam is enforced ----
+
+
+def test_nothing_outside_the_qemu_driver_imports_it() -> None:
+    """Only drivers/qemu/ knows QEMU: the host agent, api and the CLI go through the
+    interface and the registry (which names the built-in drivers as strings)."""
+    import ast
+
+    src = Path(__file__).resolve().parents[2] / "src" / "pylima"
+    qemu_dir = src / "drivers" / "qemu"
+    offenders = []
+    for path in sorted(src.rglob("*.py")):
+        if qemu_dir in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == "pylima.drivers.qemu" or n.startswith("pylima.drivers.qemu.")
+                   for n in names):
+                offenders.append(f"{path.relative_to(src.parent)}:{node.lineno}")
+    assert offenders == [], "modules outside drivers/qemu/ import it: " + ", ".join(offenders)

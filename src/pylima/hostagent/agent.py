@@ -67,6 +67,7 @@ class HostAgent:
         self.socket_path = socket_path
         self.driver_factory = driver_factory
         self.guest_run_dir = guest_run_dir
+        self.powerdown_timeout = POWERDOWN_TIMEOUT
         self.instance_id = ""
         self.ssh_port = 0
         self.driver: Driver | None = None
@@ -179,7 +180,7 @@ class HostAgent:
                     await task
             if stop in done and not vm_exit.done():
                 log.info("Shutting down the VM")
-                await driver.stop(POWERDOWN_TIMEOUT)
+                await driver.stop(self.powerdown_timeout)
                 await vm_exit
                 errors: list[str] = []
             else:
