@@ -155,9 +155,12 @@ class FakeDriver:
         await self.kill()
         if self._boot is not None:
             self._boot.cancel()
-        if self.agent is not None and self.agent.returncode is None:
-            self.agent.kill()
+        if self.agent is not None:
+            if self.agent.returncode is None:
+                self.agent.kill()
             await self.agent.wait()
+            assert self.agent.stdin is not None
+            self.agent.stdin.close()
 
     async def guest_agent_connect(
             self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:

@@ -11,8 +11,12 @@ import signal
 import subprocess
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pylima.errors import CommandError, LimaError
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +139,45 @@ def _run_streaming(argv: list[str], *, input: bytes | str | None, check: bool,
 
 def which(name: str) -> str | None:
     return shutil.which(name)
+
+
+# ---- children that must not outlive their owner ----
+
+_PR_SET_PDEATHSIG = 1
+_libc_prctl = None
+
+
+def _prctl() -> object:
+    global _libc_prctl
+    if _libc_prctl is None:
+        import ctypes
+
+        _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return _libc_prctl
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` for children of a long-lived owner (the host agent): the kernel
+    kills the child with SIGKILL when the thread that spawned it exits, kill -9
+    included (PR_SET_PDEATHSIG). Spawn from the owner's main thread (asyncio's
+    subprocesses are), since the signal follows the spawning thread, and never let the
+    child daemonise (`ssh -f`), which would leave it with another parent. A child whose
+    owner died before the signal was set exits at once."""
+    prctl = _prctl()  # loaded before fork: the child only calls it
+    owner = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[operator]
+        if os.getppid() != owner:
+            os._exit(1)
+
+    return preexec
+
+
+async def spawn_owned(program: str, *args: str, **kwargs: Any) -> asyncio.subprocess.Process:
+    """`asyncio.create_subprocess_exec` for a child that dies with its owner (see
+    `die_with_parent`)."""
+    import asyncio
+
+    kwargs.setdefault("preexec_fn", die_with_parent())
+    return await asyncio.create_subprocess_exec(program, *args, **kwargs)

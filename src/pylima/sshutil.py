@@ -98,9 +98,11 @@ def ssh_argv(inst_dir: Path, name: str, *extra: str, tty: bool = False) -> list[
 
 
 def master_argv(inst_dir: Path, name: str) -> list[str]:
-    """Start the persistent master connection (run with stdio on /dev/null)."""
+    """The persistent master connection, run in the foreground by its owner (the host
+    agent) with stdio on /dev/null: no `-f` and no ControlPersist, which would fork
+    it into the background, out of its owner's reach."""
     return ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG), "-o", "ControlMaster=yes",
-            "-o", "ControlPersist=yes", "-o", "ConnectTimeout=10", "-N", "-f", f"lima-{name}"]
+            "-o", "ControlPersist=no", "-o", "ConnectTimeout=10", "-N", f"lima-{name}"]
 
 
 def _change_dir_command(cfg: dict[str, Any], workdir: str | None) -> str:

@@ -223,8 +223,10 @@ def test_delete_protect_unprotect(one: Path):
 
 
 def test_delete_refuses_running_without_force(one: Path):
-    # a live process standing in for the host agent and QEMU
-    sleeper = subprocess.Popen(["sleep", "60"])
+    # a live process standing in for the host agent and QEMU (pid files only count for
+    # a process whose command line is theirs: `hostagent`, `-name lima-NAME`)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                "hostagent", "-name", "lima-one"])
     try:
         (one / "ha.pid").write_text(str(sleeper.pid))
         (one / "qemu.pid").write_text(str(sleeper.pid))

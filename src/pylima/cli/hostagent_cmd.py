@@ -10,8 +10,10 @@ import click
 @click.argument("name")
 @click.option("--pidfile", required=True, help="PID file")
 @click.option("--socket", "socket_path", required=True, help="Path of hostagent socket")
-def hostagent(name: str, pidfile: str, socket_path: str) -> int:
+@click.option("--lock-fd", type=int, default=None,
+              help="The instance lock, already taken by the caller (internal)")
+def hostagent(name: str, pidfile: str, socket_path: str, lock_fd: int | None) -> int:
     """Run the host agent of instance NAME (internal)."""
     from pylima.hostagent.agent import main
 
-    return main(name, pidfile, socket_path)
+    return main(name, pidfile, socket_path, lock_fd)

@@ -27,7 +27,9 @@ from pylima.errors import LimaError
 from pylima.hostagent import events
 from pylima.hostagent.mounts import MountManager
 from pylima.hostagent.portfwd import GuestAgentLink, GuestPort, PortForwarder
+from pylima.process import spawn_owned
 from pylima.store import dirs
+from pylima.store.instance import write_atomic
 
 log = logging.getLogger("pylima.hostagent")
 
@@ -80,6 +82,7 @@ class HostAgent:
         self.ssh_forwards: list[dict[str, Any]] = []
         self.guest_agent_alive = asyncio.Event()
         self.mounts = MountManager(name, self.dir)
+        self.ssh_master: asyncio.subprocess.Process | None = None
 
     def guest_path(self, marker: str) -> str:
         return f"{self.guest_run_dir}/{marker}"
@@ -147,11 +150,13 @@ class HostAgent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
-        self.pidfile.write_text(f"{os.getpid()}\n")
+        write_atomic(self.pidfile, f"{os.getpid()}\n")
         server = None
         try:
             try:
-                await asyncio.to_thread(self.prepare)
+                # In the loop's thread, not an executor's: the death signal of the
+                # children prepare() starts (virtiofsd) follows the spawning thread.
+                self.prepare()
                 assert self.driver is not None
                 server = await asyncio.start_unix_server(self._serve_api,
                                                          path=str(self.socket_path))
@@ -213,7 +218,7 @@ class HostAgent:
         from pylima.sshutil import ssh_argv
 
         argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"), "--", *remote]
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn_owned(
             *argv, stdin=asyncio.subprocess.PIPE if input is not None
             else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -393,7 +398,7 @@ class HostAgent:
         from pylima.sshutil import ssh_argv
 
         prefix = self.cfg.get("guestInstallPrefix") or "/usr/local"
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn_owned(
             *ssh_argv(self.dir, self.name), "--", "sudo", "-n",
             f"{prefix}/bin/lima-guestagent", "stdio",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -439,7 +444,7 @@ class HostAgent:
                         Path(rule["hostSocket"]).unlink()
                 if rule.get("reverse"):
                     await self._ssh(f"rm -f {shlex.quote(rule['guestSocket'])}")
-                proc = await asyncio.create_subprocess_exec(
+                proc = await spawn_owned(
                     *ssh_argv(self.dir, self.name, "-O", "forward", *spec),
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
                 _, err = await proc.communicate()
@@ -460,30 +465,35 @@ class HostAgent:
             self._write_forwards()
 
     async def _start_ssh_master(self) -> None:
+        """The SSH master connection, a child of the host agent (it dies with it)."""
         from pylima.sshutil import master_argv
 
-        proc = await asyncio.create_subprocess_exec(
+        sock = self.dir / dirs.SSH_SOCK
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        proc = self.ssh_master = await spawn_owned(
             *master_argv(self.dir, self.name), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        try:
-            rc = await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            rc = -1
-        if rc != 0:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not sock.exists() and proc.returncode is None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if not sock.exists():
+            if proc.returncode is None:
+                proc.kill()
             log.warning("Could not start the SSH master connection (status %s); shells "
-                        "will connect directly", rc)
+                        "will connect directly", await proc.wait())
+            self.ssh_master = None
 
     async def _close_ssh_master(self) -> None:
-        from pylima.sshutil import ssh_argv
-
-        if not (self.dir / dirs.SSH_SOCK).exists():
-            return
-        with contextlib.suppress(Exception):
-            proc = await asyncio.create_subprocess_exec(
-                *ssh_argv(self.dir, self.name, "-O", "exit"),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-            await asyncio.wait_for(proc.wait(), 5)
+        proc, self.ssh_master = self.ssh_master, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
         with contextlib.suppress(OSError):
             (self.dir / dirs.SSH_SOCK).unlink()
 
@@ -513,7 +523,39 @@ class HostAgent:
             writer.close()
 
 
-def main(name: str, pidfile: str, socket_path: str) -> int:
+def adopt_lock(name: str, lock_fd: int | None) -> int | None:
+    """The instance lock for this host agent: the descriptor `limactl start` handed
+    over (already locked), or the lock taken now; None when another process owns the
+    instance."""
+    import fcntl
+
+    from pylima.store.lock import try_lock
+
+    if lock_fd is not None:
+        try:
+            # Our own open file description: this succeeds only if it is the locked one.
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return None
+        os.set_inheritable(lock_fd, False)  # nothing the agent starts may keep it
+        return lock_fd
+    return try_lock(name)
+
+
+def main(name: str, pidfile: str, socket_path: str, lock_fd: int | None = None) -> int:
+    # Every socket, pid file and key the agent and its children create is the user's
+    # alone (QEMU's sockets included: they inherit the umask).
+    os.umask(0o077)
+    fd = adopt_lock(name, lock_fd)
+    if fd is None:
+        from pylima.store.lock import lock_holders
+
+        holders = lock_holders(name)
+        who = f" (process {', '.join(map(str, holders))})" if holders else ""
+        # Nothing is written or removed: every file of the instance is the owner's.
+        log.error("instance `%s` is owned by another process%s; not starting a second "
+                  "host agent", name, who)
+        return 1
     agent = HostAgent(name, Path(pidfile), Path(socket_path))
     try:
         return asyncio.run(agent.run())
@@ -521,3 +563,4 @@ def main(name: str, pidfile: str, socket_path: str) -> int:
         return 130
     finally:
         sys.stdout.flush()
+        os.close(fd)

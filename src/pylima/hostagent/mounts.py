@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pylima.config.defaults import mount_tag
+from pylima.process import spawn_owned
 
 log = logging.getLogger("pylima.hostagent")
 
@@ -165,10 +166,10 @@ class MountManager:
                 server_argv += ["--owner", f"{self._guest_uid}:{gid}"]
         host_end, guest_end = socket.socketpair()
         try:
-            server = await asyncio.create_subprocess_exec(
+            server = await spawn_owned(
                 *server_argv, stdin=host_end.fileno(), stdout=host_end.fileno(),
                 start_new_session=True)
-            ssh = await asyncio.create_subprocess_exec(
+            ssh = await spawn_owned(
                 *ssh_argv(self.dir, self.name), "--", shlex.join(remote),
                 stdin=guest_end.fileno(), stdout=guest_end.fileno(),
                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
@@ -223,7 +224,7 @@ class MountManager:
     async def _ssh_run(self, command: str) -> tuple[int, bytes, bytes]:
         from pylima.sshutil import ssh_argv
 
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn_owned(
             *ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"), "--", command,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)

@@ -43,14 +43,52 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def read_pid_file(path: str | Path) -> int:
-    """The pid in `path` if that process is alive, else 0 (stale files never count)."""
+def read_pid_file(path: str | Path, expect: str = "") -> int:
+    """The pid in `path` if that process is alive (and its command line contains
+    `expect`, so that a reused pid never counts), else 0."""
     try:
         with open(path) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return 0
-    return pid if pid_alive(pid) else 0
+    if not pid_alive(pid):
+        return 0
+    if expect:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return pid  # another user's process: it is alive, trust the file
+        if expect not in cmdline:
+            return 0
+    return pid
+
+
+def _stranger_holding_lock(name: str) -> str:
+    """"PID (command)" of a process other than pylima's holding the instance lock."""
+    from pylima.store.lock import lock_holders
+
+    for pid in lock_holders(name):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(argv).decode(errors="replace").strip()
+        if "pylima" in text or "limactl" in text or "lima" == os.path.basename(
+                argv[0].decode(errors="replace")):
+            continue
+        return f"{pid} ({text[:80]})"
+    return ""
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a small file (pid, state) so that readers see the old or the new
+    content, never a torn one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def ssh_port_from_config(path: str | Path) -> int:
@@ -242,8 +280,8 @@ def inspect(name: str) -> Instance:
     join = os.path.join
     inst.ssh_local_port = int((cfg.get("ssh") or {}).get("localPort") or 0) \
         or ssh_port_from_config(join(d, dirs.SSH_CONFIG))
-    inst.host_agent_pid = read_pid_file(join(d, dirs.HA_PID))
-    inst.driver_pid = read_pid_file(join(d, dirs.QEMU_PID))
+    inst.host_agent_pid = read_pid_file(join(d, dirs.HA_PID), "hostagent")
+    inst.driver_pid = read_pid_file(join(d, dirs.QEMU_PID), f"lima-{name}")
     inst.protected = os.path.lexists(join(d, dirs.PROTECTED))
     try:
         with open(join(d, dirs.LIMA_VERSION)) as f:
@@ -254,6 +292,11 @@ def inspect(name: str) -> Instance:
         inst.status = STATUS_RUNNING
     elif not inst.host_agent_pid and not inst.driver_pid:
         inst.status = STATUS_STOPPED
+        stranger = _stranger_holding_lock(name)
+        if stranger:
+            inst.status = STATUS_BROKEN
+            inst.errors.append(f"the instance lock is held by process {stranger}, which is "
+                               "not pylima's")
     elif inst.host_agent_pid:
         inst.status = STATUS_BROKEN
         inst.errors.append("host agent is running but driver is not")

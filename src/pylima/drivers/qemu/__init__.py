@@ -41,6 +41,7 @@ from pylima.drivers.qemu.probe import check_arch_runnable, host_architectures, p
 from pylima.drivers.qemu.qmp import QMPClient, QMPError
 from pylima.drivers.qemu.virtiofs import Virtiofsd, virtiofsd_problem
 from pylima.errors import ConfigError, LimaError
+from pylima.process import spawn_owned
 from pylima.store import dirs
 
 log = logging.getLogger("pylima.hostagent")
@@ -225,7 +226,7 @@ class QemuDriver:
         log.info("Using accelerator %s: %s", launch.host.accel, launch.accel_reason)
         log.debug("QEMU argv: %s", launch.argv)
         self.launch = launch
-        self.process = await asyncio.create_subprocess_exec(
+        self.process = await spawn_owned(
             *launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=str(self.dir), start_new_session=True)
         self._relay = asyncio.create_task(self._relay_output(self.process))

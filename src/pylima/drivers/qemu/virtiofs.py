@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pylima.drivers.qemu.argv import VHOST_SOCK
+from pylima.process import die_with_parent
 
 log = logging.getLogger("pylima.hostagent")
 
@@ -84,7 +85,8 @@ class Virtiofsd:
                 argv = [path, "--socket-path", str(sock), "--shared-dir", str(m["location"])]
             log.debug("virtiofsd argv: %s", argv)
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=die_with_parent())
             deadline = time.monotonic() + VIRTIOFSD_SOCKET_TIMEOUT
             while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
