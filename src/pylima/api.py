@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pylima import LIMA_COMPAT_VERSION
 from pylima.config.editflags import EditFlags, yq_expressions
 from pylima.config.load import Loaded, load_document, validate_or_raise
 from pylima.config.locator import Template, embed_bases, embed_scripts, read_template
@@ -37,6 +36,7 @@ from pylima.store.instance import (
     pid_alive,
 )
 from pylima.store.lock import instance_lock
+from pylima.version import LIMA_COMPAT_VERSION
 
 log = logging.getLogger(__name__)
 

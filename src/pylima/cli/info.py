@@ -10,11 +10,11 @@ import click
 
 
 def lima_info() -> dict[str, Any]:
-    from pylima import LIMA_COMPAT_VERSION, __version__
     from pylima.cli.template import filled_config
     from pylima.config.locator import list_template_names, templates_paths
     from pylima.hostinfo import host_arch
     from pylima.store import dirs
+    from pylima.version import LIMA_COMPAT_VERSION, __version__
 
     templates = []
     for name in list_template_names():

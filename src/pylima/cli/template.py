@@ -40,10 +40,10 @@ def filled_config(locator: str) -> dict[str, Any]:
 
 
 def validate_locators(locators: tuple[str, ...], fill: bool) -> None:
-    from pylima import LIMA_COMPAT_VERSION
     from pylima.config.load import validate_or_raise
     from pylima.config.yamlio import dump_yaml
     from pylima.errors import LimaError
+    from pylima.version import LIMA_COMPAT_VERSION
 
     for loc in locators:
         try:

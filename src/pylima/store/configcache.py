@@ -13,8 +13,8 @@ import json
 import os
 import zlib
 
-from pylima import __version__
 from pylima.store import dirs
+from pylima.version import __version__
 
 TYPE_CHECKING = False  # typing itself costs start-up time on this path
 
