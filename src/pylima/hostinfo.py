@@ -7,7 +7,7 @@ import functools
 import os
 import pwd
 
-from pylima.store import dirs
+from pylima import dirs
 
 TYPE_CHECKING = False  # typing itself costs start-up time on this path
 

@@ -13,7 +13,7 @@ import json
 import os
 import zlib
 
-from pylima.store import dirs
+from pylima import dirs
 from pylima.version import __version__
 
 TYPE_CHECKING = False  # typing itself costs start-up time on this path

@@ -8,8 +8,8 @@ import os
 import time
 from collections.abc import Iterator
 
+from pylima import dirs
 from pylima.errors import LockError
-from pylima.store import dirs
 
 
 @contextlib.contextmanager
