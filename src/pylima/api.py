@@ -20,7 +20,6 @@ from typing import Any
 
 from pylima.config.editflags import EditFlags, yq_expressions
 from pylima.config.load import Loaded, load_document, validate_or_raise
-from pylima.config.locator import Template, embed_bases, embed_scripts, read_template
 from pylima.config.yamlio import apply_changes, dump_roundtrip, load_roundtrip, parse_yaml, to_plain
 from pylima.config.yq import evaluate_one
 from pylima.errors import ConfigError, InstanceError, InstanceNotFound, LimaError
@@ -36,6 +35,7 @@ from pylima.store.instance import (
     pid_alive,
 )
 from pylima.store.lock import instance_lock
+from pylima.templates.locator import Template, embed_bases, embed_scripts, read_template
 from pylima.version import LIMA_COMPAT_VERSION
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ log = logging.getLogger("pylima")
 
 
 def _read(locator: str) -> tuple[Any, dict[str, Any]]:
-    from pylima.config.locator import read_template
     from pylima.config.yamlio import parse_yaml
     from pylima.errors import LimaError
+    from pylima.templates.locator import read_template
 
     tmpl = read_template(locator, name="-")
     if not tmpl.data:
@@ -25,8 +25,8 @@ def _read(locator: str) -> tuple[Any, dict[str, Any]]:
 def filled_config(locator: str) -> dict[str, Any]:
     """Embed all bases and fill in defaults (as `template copy --fill` does)."""
     from pylima import api
-    from pylima.config.locator import embed_bases, inst_name_from_yaml_path
     from pylima.store import dirs
+    from pylima.templates.locator import embed_bases, inst_name_from_yaml_path
 
     tmpl, doc = _read(locator)
     doc = embed_bases(doc, tmpl.locator)
@@ -73,9 +73,9 @@ def template() -> None:
 def copy(source: str, dest: str, embed: bool, embed_all: bool, fill: bool,
          verbatim: bool) -> None:
     """Copy template."""
-    from pylima.config.locator import _abs_locator, embed_bases
     from pylima.config.yamlio import apply_changes, dump_roundtrip, dump_yaml, load_roundtrip
     from pylima.errors import LimaError
+    from pylima.templates.locator import _abs_locator, embed_bases
 
     if fill:
         embed_all = True
