@@ -26,6 +26,7 @@ from pylima.errors import ConfigError, InstanceError, InstanceNotFound, LimaErro
 from pylima.hostinfo import host_facts
 from pylima.names import validate_instance_name
 from pylima.store import dirs
+from pylima.store.configfiles import read_config_files
 from pylima.store.instance import (
     STATUS_RUNNING,
     STATUS_STOPPED,
@@ -83,7 +84,7 @@ def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate
 
 def load_config(doc: dict[str, Any], file_path: str, *, warn: bool = False,
                 what: str | None = None) -> Loaded:
-    return load_document(doc, file_path, host_facts(), str(dirs.config_dir()), what=what)
+    return load_document(doc, file_path, host_facts(), read_config_files(), what=what)
 
 
 def check_config(doc: dict[str, Any], file_path: str, *, warn: bool = True) -> Loaded:

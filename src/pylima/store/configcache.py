@@ -57,10 +57,11 @@ def load_instance_config(yaml_path: str) -> tuple[dict[str, Any], list[str]]:
 
     from pylima.config.load import load_bytes
     from pylima.hostinfo import host_facts
+    from pylima.store.configfiles import read_config_files
 
     with open(yaml_path, "rb") as f:
         data = f.read()
-    loaded = load_bytes(data, yaml_path, host_facts(), cfg_dir)
+    loaded = load_bytes(data, yaml_path, host_facts(), read_config_files(cfg_dir))
     try:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         tmp = f"{cache}.{os.getpid()}.tmp"
