@@ -23,7 +23,7 @@ from pylima.config.load import Loaded, load_document, validate_or_raise
 from pylima.config.yamlio import apply_changes, dump_roundtrip, load_roundtrip, parse_yaml, to_plain
 from pylima.config.yq import evaluate_one
 from pylima.errors import ConfigError, InstanceError, InstanceNotFound, LimaError
-from pylima.hostinfo import host_facts
+from pylima.hostinfo import host_facts, path_kind
 from pylima.names import validate_instance_name
 from pylima.store import dirs
 from pylima.store.configfiles import read_config_files
@@ -90,7 +90,8 @@ def load_config(doc: dict[str, Any], file_path: str, *, warn: bool = False,
 def check_config(doc: dict[str, Any], file_path: str, *, warn: bool = True) -> Loaded:
     """Load (with defaults) and validate; returns the filled config and warnings."""
     loaded = load_config(doc, file_path, warn=warn)
-    loaded.warnings += validate_or_raise(loaded.config, LIMA_COMPAT_VERSION, warn=warn)
+    loaded.warnings += validate_or_raise(loaded.config, LIMA_COMPAT_VERSION, warn=warn,
+                                         path_kind=path_kind)
     if warn:
         loaded.warnings += _beyond_host_warnings(loaded.config)
     return loaded

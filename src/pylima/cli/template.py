@@ -43,12 +43,14 @@ def validate_locators(locators: tuple[str, ...], fill: bool) -> None:
     from pylima.config.load import validate_or_raise
     from pylima.config.yamlio import dump_yaml
     from pylima.errors import LimaError
+    from pylima.hostinfo import path_kind
     from pylima.version import LIMA_COMPAT_VERSION
 
     for loc in locators:
         try:
             cfg = filled_config(loc)
-            for w in validate_or_raise(cfg, LIMA_COMPAT_VERSION, warn=True):
+            for w in validate_or_raise(cfg, LIMA_COMPAT_VERSION, warn=True,
+                                       path_kind=path_kind):
                 log.warning(w)
         except LimaError as e:
             raise LimaError(f"failed to validate YAML file `{loc}`: {e.message}", e.hint) from e

@@ -13,7 +13,7 @@ from typing import Any
 
 from pylima.config.defaults import FillResult, HostFacts, fill_defaults
 from pylima.config.schema import check
-from pylima.config.validate import validate, validate_param_is_used
+from pylima.config.validate import PathKind, validate, validate_param_is_used
 from pylima.config.yamlio import parse_yaml
 from pylima.errors import ConfigError, ValidationError
 
@@ -67,8 +67,10 @@ def load_bytes(data: bytes, file_path: str, host: HostFacts,
 
 
 def validate_or_raise(cfg: dict[str, Any], lima_version: str, *, warn: bool = False,
-                      hint: str | None = None) -> list[str]:
-    errors, warnings = validate(cfg, lima_version, warn=warn)
+                      hint: str | None = None, path_kind: PathKind | None = None) -> list[str]:
+    """Validate (see `validate`); raises ValidationError with every error, returns the
+    warnings."""
+    errors, warnings = validate(cfg, lima_version, warn=warn, path_kind=path_kind)
     if errors:
         raise ValidationError(errors, hint=hint)
     return warnings
