@@ -12,13 +12,11 @@ Names are imported on first use, so `import pylima` stays fast.
 
 from __future__ import annotations
 
+# Defined in a leaf module so that modules inside pylima can import them without
+# importing the package root (which is the public face, not a dependency).
+from pylima.version import LIMA_COMPAT_VERSION, __version__
+
 TYPE_CHECKING = False  # importing typing costs start-up time on the `lima` path
-
-__version__ = "0.1.0"
-
-# The Lima release whose behaviour pylima follows. Templates' `minimumLimaVersion`
-# is checked against it and each instance records it in `lima-version`.
-LIMA_COMPAT_VERSION = "2.2.0"
 
 # public name -> module that defines it
 _LAZY = {

@@ -17,16 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pylima import LIMA_COMPAT_VERSION
 from pylima.config.editflags import EditFlags, yq_expressions
 from pylima.config.load import Loaded, load_document, validate_or_raise
-from pylima.config.locator import Template, embed_bases, embed_scripts, read_template
 from pylima.config.yamlio import apply_changes, dump_roundtrip, load_roundtrip, parse_yaml, to_plain
 from pylima.config.yq import evaluate_one
 from pylima.errors import ConfigError, InstanceError, InstanceNotFound, LimaError
-from pylima.hostinfo import host_facts
+from pylima.hostinfo import host_facts, path_kind
 from pylima.names import validate_instance_name
 from pylima.store import dirs
+from pylima.store.configfiles import read_config_files
 from pylima.store.instance import (
     STATUS_RUNNING,
     STATUS_STOPPED,
@@ -36,6 +35,8 @@ from pylima.store.instance import (
     pid_alive,
 )
 from pylima.store.lock import instance_lock
+from pylima.templates.locator import Template, embed_bases, embed_scripts, read_template
+from pylima.version import LIMA_COMPAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,14 @@ def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate
 
 def load_config(doc: dict[str, Any], file_path: str, *, warn: bool = False,
                 what: str | None = None) -> Loaded:
-    return load_document(doc, file_path, host_facts(), str(dirs.config_dir()), what=what)
+    return load_document(doc, file_path, host_facts(), read_config_files(), what=what)
 
 
 def check_config(doc: dict[str, Any], file_path: str, *, warn: bool = True) -> Loaded:
     """Load (with defaults) and validate; returns the filled config and warnings."""
     loaded = load_config(doc, file_path, warn=warn)
-    loaded.warnings += validate_or_raise(loaded.config, LIMA_COMPAT_VERSION, warn=warn)
+    loaded.warnings += validate_or_raise(loaded.config, LIMA_COMPAT_VERSION, warn=warn,
+                                         path_kind=path_kind)
     if warn:
         loaded.warnings += _beyond_host_warnings(loaded.config)
     return loaded

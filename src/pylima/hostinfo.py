@@ -6,13 +6,14 @@ from __future__ import annotations
 import functools
 import os
 import pwd
+import stat
 
-from pylima.store import dirs
+from pylima import dirs
 
 TYPE_CHECKING = False  # typing itself costs start-up time on this path
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Literal
 
     from pylima.config.defaults import HostFacts
 
@@ -56,6 +57,16 @@ def host_timezone() -> str:
             tz = tz.removeprefix(prefix)
         return tz
     return ""
+
+
+def path_kind(path: str) -> Literal["dir", "file"] | None:
+    """What is at `path` on this host (links followed): "dir", "file" (anything else
+    that exists) or None (nothing, or unreadable): the probe config validation takes."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # as os.path.exists: a NUL in the path is "nothing"
+        return None
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
 
 
 def _machine_id() -> str:

@@ -23,11 +23,11 @@ from typing import Any
 
 from pylima import api
 from pylima.config.editflags import EditFlags
-from pylima.config.locator import read_template
 from pylima.errors import CommandError, GuestCommandError, InstanceError, LimaError
 from pylima.store import dirs
 from pylima.store.instance import STATUS_RUNNING, STATUS_STOPPED, inspect
 from pylima.store.instance import Instance as InstanceRecord
+from pylima.templates.locator import read_template
 
 DEFAULT_TEMPLATE = "template:default"
 DEFAULT_START_TIMEOUT = 600.0

@@ -276,6 +276,15 @@ def test_edit_with_flags_keeps_comments(one: Path):
     assert json.loads(limactl("list", "--json").stdout)["cpus"] == 2
 
 
+def test_edit_file_mount_tilde_is_the_host_home(tmp_path: Path):
+    y = tmp_path / "t.yaml"
+    y.write_text("images:\n- location: /tmp/x.img\n")
+    home = tmp_path / "home"
+    r = limactl("edit", str(y), "--mount", "~/proj:w", env={"HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert f"location: {home}/proj" in y.read_text()
+
+
 def test_validate(tmp_path: Path):
     good = tmp_path / "good.yaml"
     good.write_text("images:\n- location: /tmp/x.img\ncpus: 2\n")

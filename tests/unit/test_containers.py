@@ -16,10 +16,10 @@ from tests.unit.test_cidata import filled, render, text
 from pylima.api import local_image_variant, prepare_template
 from pylima.cidata.iso import write_cidata_dir
 from pylima.cli import colima
-from pylima.config.locator import embed_scripts, read_template
 from pylima.errors import TemplateError
 from pylima.hostagent.provision import yq_apply_text, yq_format
 from pylima.images.builder import VARIANTS, make_recipe
+from pylima.templates.locator import embed_scripts, read_template
 
 # -- provision/probe `file:` --------------------------------------------------------------
 

@@ -1,7 +1,10 @@
 """Validation messages (each names its field path, Lima-style)."""
 
+from pathlib import Path
+
 from pylima.config.defaults import HostFacts, fill_defaults
 from pylima.config.validate import validate, validate_instance_name, validate_param_is_used
+from pylima.hostinfo import path_kind
 
 HOST = HostFacts(cpus=2, memory=8 << 30, arch="x86_64", user="alice", uid=1001,
                  home="/home/alice", lima_home="/l")
@@ -10,7 +13,7 @@ IMG = [{"location": "https://example.com/x.img"}]
 
 def errors_of(y):
     cfg = fill_defaults(y, {}, {}, HOST, "/l/test/lima.yaml").config
-    return validate(cfg, "2.2.0")[0]
+    return validate(cfg, "2.2.0", path_kind=path_kind)[0]
 
 
 def test_valid_minimal_config():
@@ -89,3 +92,44 @@ def test_port_forward_port_and_range_must_agree():
         "`portForwards[1].guestSocket` is set" in errs
     assert "field `portForwards[2].hostPort` must be 0 when field " \
         "`portForwards[2].hostSocket` is set" in errs
+
+
+def test_mount_locations_are_checked_against_the_host(tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    mounts = [{"location": str(tmp_path)}, {"location": str(tmp_path / "file")},
+              {"location": str(tmp_path / "missing")}]
+    cfg = fill_defaults({"images": IMG, "mounts": mounts}, {}, {}, HOST,
+                        "/l/test/lima.yaml").config
+    errs, warnings = validate(cfg, "2.2.0", warn=True, path_kind=path_kind)
+    assert errs == [f"field `mounts[1].location` refers to a non-directory path: "
+                    f"`{tmp_path / 'file'}`"]
+    assert (f"field `mounts[2].location` refers to a non-existent directory: "
+            f"`{tmp_path / 'missing'}`:") in warnings
+    assert not any("mounts[0]" in w for w in warnings)
+    # a missing directory is only a warning, and only when warnings are asked for
+    assert validate(cfg, "2.2.0", path_kind=path_kind) == (errs, [])
+
+
+def test_mount_location_checks_need_the_probe():
+    """Without `path_kind` (pure use), nothing is decided from the host's file system."""
+    cfg = fill_defaults({"images": IMG, "mounts": [{"location": "/etc/hostname"},
+                                                    {"location": "/nonexistent/dir"}]},
+                        {}, {}, HOST, "/l/test/lima.yaml").config
+    errs, warnings = validate(cfg, "2.2.0", warn=True)
+    assert not [m for m in errs + warnings if "location" in m]
+    fake = {"/etc/hostname": "file", "/nonexistent/dir": None}
+    errs, warnings = validate(cfg, "2.2.0", warn=True, path_kind=fake.get)
+    assert errs == ["field `mounts[0].location` refers to a non-directory path: "
+                    "`/etc/hostname`"]
+    assert ("field `mounts[1].location` refers to a non-existent directory: "
+            "`/nonexistent/dir`:") in warnings
+
+
+def test_path_kind(tmp_path: Path):
+    (tmp_path / "f").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert path_kind(str(tmp_path)) == "dir"
+    assert path_kind(str(tmp_path / "link")) == "dir"
+    assert path_kind(str(tmp_path / "f")) == "file"
+    assert path_kind(str(tmp_path / "missing")) is None
+    assert path_kind("bad\0path") is None

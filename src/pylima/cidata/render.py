@@ -37,11 +37,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from pylima import filenames
 from pylima.cidata import scripts
 from pylima.config.defaults import mount_tag
 from pylima.config.units import parse_size
 from pylima.errors import ConfigError
-from pylima.store import dirs
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
                                     list(ca_cert_files)),
         "network-config": seed.network_config(),
         "lima.env": seed.lima_env(ssh_local_port, host_home,
-                                  dirs.VIRTIO_PORT if guest_agent is not None else ""),
+                                  filenames.VIRTIO_PORT if guest_agent is not None else ""),
         "param.env": render_param_env(seed.params),
         "etc_environment": render_etc_environment(seed.env),
         "etc_hosts": seed.etc_hosts(),

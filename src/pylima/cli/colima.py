@@ -121,10 +121,10 @@ def start(profile_arg: str | None, profile: str, runtime: str, cpus: int | None,
     """Start Colima (creating the instance on first use)."""
     from pylima import api
     from pylima.config.editflags import EditFlags
-    from pylima.config.locator import read_template
     from pylima.containers.docker import ensure_context
     from pylima.errors import InstanceNotFound
     from pylima.store.instance import STATUS_RUNNING, inspect
+    from pylima.templates.locator import read_template
 
     profile = profile_arg or profile
     name = instance_name(profile)

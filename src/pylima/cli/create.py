@@ -52,7 +52,7 @@ def interactive_review(name: str, text: str) -> str | None:
 def do_create(arg: str | None, name: str | None, tty: bool | None, yes: bool,
               kwargs: dict[str, Any]) -> Any:
     from pylima import api
-    from pylima.config.locator import Template
+    from pylima.templates.locator import Template
 
     if arg == "-":
         if tty:
@@ -110,7 +110,7 @@ def create(template: str | None, name: str | None, list_templates: bool, list_dr
     """
 
     if list_templates:
-        from pylima.config.locator import list_template_names
+        from pylima.templates.locator import list_template_names
 
         for n in list_template_names():
             click.echo(n)

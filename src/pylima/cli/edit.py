@@ -76,10 +76,12 @@ def _edit_file(path: str, flags: Any, has_flags: bool, tty: bool | None) -> None
     data = open(path, "rb").read()
     if has_flags:
         from pylima.config.editflags import yq_expressions
+        from pylima.hostinfo import host_facts
 
         plain = parse_yaml(data, f"file `{path}`")
         exprs, warnings = yq_expressions(flags, new_instance=True,
-                                         declared_params=plain.get("param") or {})
+                                         declared_params=plain.get("param") or {},
+                                         home=host_facts().home)
         for w in warnings:
             log.warning(w)
         new = evaluate_one(" | ".join(exprs), plain, what="yq expression")

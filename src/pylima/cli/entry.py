@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> Any:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--version"]:
-        from pylima import LIMA_COMPAT_VERSION, __version__
+        from pylima.version import LIMA_COMPAT_VERSION, __version__
 
         sys.stdout.write(f"limactl version {LIMA_COMPAT_VERSION}\npylima version {__version__}\n")
         return sys.exit(0)

@@ -10,12 +10,12 @@ import click
 
 
 def lima_info() -> dict[str, Any]:
-    from pylima import LIMA_COMPAT_VERSION, __version__
     from pylima.cli.template import filled_config
-    from pylima.config.locator import list_template_names, templates_paths
     from pylima.drivers.registry import list_drivers
     from pylima.hostinfo import host_arch
     from pylima.store import dirs
+    from pylima.templates.locator import list_template_names, templates_paths
+    from pylima.version import LIMA_COMPAT_VERSION, __version__
 
     drivers = list_drivers()
     templates = []

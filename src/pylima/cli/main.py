@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from pylima import LIMA_COMPAT_VERSION, __version__
+from pylima.version import LIMA_COMPAT_VERSION, __version__
 
 log = logging.getLogger("pylima")
 

@@ -24,9 +24,9 @@ def prune(keep_referred: bool) -> None:
     referenced: set[str] | None = None
     if keep_referred:
         from pylima.cli.template import filled_config
-        from pylima.config.locator import list_template_names
         from pylima.errors import LimaError
         from pylima.store.instance import inspect, instance_names
+        from pylima.templates.locator import list_template_names
 
         referenced = set()
         for name in instance_names():

@@ -111,7 +111,7 @@ def start(ctx: click.Context, target: str | None, name: str | None, timeout: str
     from pylima.store.instance import inspect
 
     if list_templates:
-        from pylima.config.locator import list_template_names
+        from pylima.templates.locator import list_template_names
 
         for n in list_template_names():
             click.echo(n)

@@ -12,9 +12,9 @@ log = logging.getLogger("pylima")
 
 
 def _read(locator: str) -> tuple[Any, dict[str, Any]]:
-    from pylima.config.locator import read_template
     from pylima.config.yamlio import parse_yaml
     from pylima.errors import LimaError
+    from pylima.templates.locator import read_template
 
     tmpl = read_template(locator, name="-")
     if not tmpl.data:
@@ -25,8 +25,8 @@ def _read(locator: str) -> tuple[Any, dict[str, Any]]:
 def filled_config(locator: str) -> dict[str, Any]:
     """Embed all bases and fill in defaults (as `template copy --fill` does)."""
     from pylima import api
-    from pylima.config.locator import embed_bases, inst_name_from_yaml_path
     from pylima.store import dirs
+    from pylima.templates.locator import embed_bases, inst_name_from_yaml_path
 
     tmpl, doc = _read(locator)
     doc = embed_bases(doc, tmpl.locator)
@@ -40,15 +40,17 @@ def filled_config(locator: str) -> dict[str, Any]:
 
 
 def validate_locators(locators: tuple[str, ...], fill: bool) -> None:
-    from pylima import LIMA_COMPAT_VERSION
     from pylima.config.load import validate_or_raise
     from pylima.config.yamlio import dump_yaml
     from pylima.errors import LimaError
+    from pylima.hostinfo import path_kind
+    from pylima.version import LIMA_COMPAT_VERSION
 
     for loc in locators:
         try:
             cfg = filled_config(loc)
-            for w in validate_or_raise(cfg, LIMA_COMPAT_VERSION, warn=True):
+            for w in validate_or_raise(cfg, LIMA_COMPAT_VERSION, warn=True,
+                                       path_kind=path_kind):
                 log.warning(w)
         except LimaError as e:
             raise LimaError(f"failed to validate YAML file `{loc}`: {e.message}", e.hint) from e
@@ -73,9 +75,9 @@ def template() -> None:
 def copy(source: str, dest: str, embed: bool, embed_all: bool, fill: bool,
          verbatim: bool) -> None:
     """Copy template."""
-    from pylima.config.locator import _abs_locator, embed_bases
     from pylima.config.yamlio import apply_changes, dump_roundtrip, dump_yaml, load_roundtrip
     from pylima.errors import LimaError
+    from pylima.templates.locator import _abs_locator, embed_bases
 
     if fill:
         embed_all = True

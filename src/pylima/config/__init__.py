@@ -1,6 +1,6 @@
 """PURE lima.yaml handling: parse, resolve `base:`, fill defaults, merge, validate.
 
-Nothing in this package touches the network or the instance store except
-`locator` (reading template files) and `load` (reading $LIMA_HOME/_config), which
-are the thin outer layer; the rest takes data in and gives data out.
+Nothing in this package does I/O: it takes data in and gives data out. Reading
+templates (`pylima.templates.locator`) and $LIMA_HOME/_config
+(`pylima.store.configfiles`) is the outer layer, which passes what it read in.
 """

@@ -6,7 +6,6 @@ PURE: takes flag values, returns expressions; the caller evaluates them.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -93,9 +92,9 @@ def param_expressions(params: Sequence[str], declared: Mapping[str, str] | None)
 
 def yq_expressions(f: EditFlags, *, new_instance: bool,
                    declared_params: Mapping[str, str] | None = None,
-                   home: str | None = None) -> tuple[list[str], list[str]]:
-    """Returns (expressions, warnings)."""
-    home = home or os.path.expanduser("~")
+                   home: str) -> tuple[list[str], list[str]]:
+    """Returns (expressions, warnings). `home` is the host user's home directory, which
+    `~` in `--mount` locations stands for (the caller's host_facts().home)."""
     exprs: list[str] = []
     warnings: list[str] = []
 

@@ -1,17 +1,19 @@
 """Load a lima.yaml the way Lima does: parse, check the schema (errors for wrong
 types, warnings for unknown fields), mix in $LIMA_HOME/_config/default.yaml and
-override.yaml, fill defaults, validate."""
+override.yaml, fill defaults, validate.
+
+Pure: the caller reads default.yaml and override.yaml (`pylima.store.configfiles`)
+and passes them in as `ConfigFiles`."""
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from pylima.config.defaults import FillResult, HostFacts, fill_defaults
 from pylima.config.schema import check
-from pylima.config.validate import validate, validate_param_is_used
+from pylima.config.validate import PathKind, validate, validate_param_is_used
 from pylima.config.yamlio import parse_yaml
 from pylima.errors import ConfigError, ValidationError
 
@@ -34,44 +36,41 @@ def check_document(doc: dict[str, Any], what: str) -> list[str]:
             for u in unknown]
 
 
-def _read_config_file(config_dir: str, fname: str, kind: str) -> tuple[dict[str, Any], list[str]]:
-    path = os.path.join(config_dir, fname)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return {}, []
-    except OSError as e:
-        raise ConfigError(f"failed to read {kind} file `{path}`: {e.strerror}") from e
-    what = f"{kind} file `{path}`"
-    doc = parse_yaml(data, what)
-    return doc, check_document(doc, what)
+@dataclass
+class ConfigFiles:
+    """$LIMA_HOME/_config/default.yaml and override.yaml, parsed and schema-checked
+    (empty when absent), with the unknown-field warnings about them."""
+
+    default: dict[str, Any] = field(default_factory=dict)
+    override: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
-def load_document(doc: dict[str, Any], file_path: str, host: HostFacts, config_dir: str,
-                  *, what: str | None = None,
+def load_document(doc: dict[str, Any], file_path: str, host: HostFacts,
+                  config_files: ConfigFiles, *, what: str | None = None,
                   existing_lima_version: str | None = None) -> Loaded:
     """Fill defaults for a parsed main document (defaults and override mixed in)."""
     what = what or f"main file `{file_path}`"
-    warnings = check_document(doc, what)
-    d, wd = _read_config_file(config_dir, "default.yaml", "default")
-    o, wo = _read_config_file(config_dir, "override.yaml", "override")
-    warnings += wd + wo
+    warnings = check_document(doc, what) + config_files.warnings
     unused = validate_param_is_used(doc)
     if unused:
         raise ConfigError(unused)
-    result: FillResult = fill_defaults(doc, d, o, host, file_path, existing_lima_version)
+    result: FillResult = fill_defaults(doc, config_files.default, config_files.override, host,
+                                       file_path, existing_lima_version)
     return Loaded(result.config, warnings + result.warnings)
 
 
-def load_bytes(data: bytes, file_path: str, host: HostFacts, config_dir: str) -> Loaded:
+def load_bytes(data: bytes, file_path: str, host: HostFacts,
+               config_files: ConfigFiles) -> Loaded:
     what = f"main file `{file_path}`"
-    return load_document(parse_yaml(data, what), file_path, host, config_dir, what=what)
+    return load_document(parse_yaml(data, what), file_path, host, config_files, what=what)
 
 
 def validate_or_raise(cfg: dict[str, Any], lima_version: str, *, warn: bool = False,
-                      hint: str | None = None) -> list[str]:
-    errors, warnings = validate(cfg, lima_version, warn=warn)
+                      hint: str | None = None, path_kind: PathKind | None = None) -> list[str]:
+    """Validate (see `validate`); raises ValidationError with every error, returns the
+    warnings."""
+    errors, warnings = validate(cfg, lima_version, warn=warn, path_kind=path_kind)
     if errors:
         raise ValidationError(errors, hint=hint)
     return warnings

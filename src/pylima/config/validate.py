@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pylima.config.units import parse_size
 from pylima.config.versions import parse_version, version_greater
@@ -49,9 +50,17 @@ def _file_errors(field: str, f: Any, errs: list[str]) -> None:
         errs.append(f"field `{field}.digest` is invalid: {digest}: invalid checksum digest format")
 
 
-def validate(y: dict[str, Any], lima_version: str,
-             warn: bool = False) -> tuple[list[str], list[str]]:
-    """Validate a filled config. Returns (errors, warnings)."""
+# What is at a host path: "dir", "file" (anything else that exists) or None (nothing).
+# A probe of the host, so the caller supplies it (pylima.hostinfo.path_kind).
+PathKind = Callable[[str], Literal["dir", "file"] | None]
+
+
+def validate(y: dict[str, Any], lima_version: str, warn: bool = False, *,
+             path_kind: PathKind | None = None) -> tuple[list[str], list[str]]:
+    """Validate a filled config. Returns (errors, warnings).
+
+    `path_kind` tells what is at a host path; the checks of mount locations against
+    the host's file system are skipped without it."""
     errs: list[str] = []
     warnings: list[str] = []
     if y.get("base"):
@@ -111,11 +120,14 @@ def validate(y: dict[str, Any], lima_version: str,
         loc = str(m.get("location") or "")
         if not os.path.isabs(loc) and not loc.startswith("~"):
             errs.append(f"field `mounts[{i}].location` must be an absolute path, got `{loc}`")
-        elif os.path.exists(loc) and not os.path.isdir(loc):
-            errs.append(f"field `mounts[{i}].location` refers to a non-directory path: `{loc}`")
-        elif warn and not os.path.exists(loc):
-            warnings.append(f"field `mounts[{i}].location` refers to a non-existent directory: "
-                            f"`{loc}`:")
+        elif path_kind is not None:
+            kind = path_kind(loc)
+            if kind == "file":
+                errs.append(f"field `mounts[{i}].location` refers to a non-directory path: "
+                            f"`{loc}`")
+            elif warn and kind is None:
+                warnings.append(f"field `mounts[{i}].location` refers to a non-existent "
+                                f"directory: `{loc}`:")
         mp = str(m.get("mountPoint") or "")
         if mp in SYSTEM_MOUNT_POINTS:
             errs.append(f"field `mounts[{i}].mountPoint` must not be a system path such as "
@@ -181,6 +193,8 @@ def validate(y: dict[str, Any], lima_version: str,
     if warn:
         if y.get("mountType") == "virtiofs":
             warnings.append("`mountType: virtiofs` on Linux is experimental")
+            # Whether this host can serve virtiofs (virtiofsd) is a host probe: the QEMU
+            # driver's validate warns about it, not this pure check.
         if y.get("arch") in ("riscv64", "armv7l", "s390x", "ppc64le"):
             warnings.append(f"`arch: {y['arch']} ` is experimental")
         if y.get("mountInotify"):

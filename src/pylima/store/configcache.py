@@ -13,8 +13,8 @@ import json
 import os
 import zlib
 
-from pylima import __version__
-from pylima.store import dirs
+from pylima import dirs
+from pylima.version import __version__
 
 TYPE_CHECKING = False  # typing itself costs start-up time on this path
 
@@ -57,10 +57,11 @@ def load_instance_config(yaml_path: str) -> tuple[dict[str, Any], list[str]]:
 
     from pylima.config.load import load_bytes
     from pylima.hostinfo import host_facts
+    from pylima.store.configfiles import read_config_files
 
     with open(yaml_path, "rb") as f:
         data = f.read()
-    loaded = load_bytes(data, yaml_path, host_facts(), cfg_dir)
+    loaded = load_bytes(data, yaml_path, host_facts(), read_config_files(cfg_dir))
     try:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         tmp = f"{cache}.{os.getpid()}.tmp"

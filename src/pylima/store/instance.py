@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pylima.store import dirs
+from pylima import dirs
 
 TYPE_CHECKING = False  # typing itself costs start-up time on this path
 

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pylima import dirs
 from pylima.errors import LockError
-from pylima.store import dirs
 
 log = logging.getLogger("pylima")
 

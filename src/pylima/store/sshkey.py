@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pylima import process
-from pylima.store import dirs
+from pylima import dirs, process
 
 
 def ensure_user_key() -> Path:

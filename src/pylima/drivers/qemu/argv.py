@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pylima import filenames as dirs  # the instance file names (pure constants)
 from pylima.config.defaults import DEFAULT_9P_SECURITY_MODEL, DEFAULT_VIRTIOFS_QUEUE_SIZE, mount_tag
 from pylima.config.defaults import mac_address as _mac_address
 from pylima.config.units import parse_size
 from pylima.errors import ConfigError, LimaError
-from pylima.store import dirs
 
 # Lima's user-mode network (each QEMU process has its own slirp, so it is fixed).
 SLIRP_NETWORK = "192.168.5.0/24"

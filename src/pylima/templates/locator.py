@@ -1,5 +1,8 @@
 """Template locators: `template:NAME` (and the old `template://NAME`), file paths,
-`file://` and `http(s)://` URLs, and `-` for stdin; plus `base:` resolution."""
+`file://` and `http(s)://` URLs, and `-` for stdin; plus `base:` resolution.
+
+This reads files, stdin and URLs, so it lives here with the built-in templates and
+not in the pure `config` package, whose merge rules it applies."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pylima import dirs
 from pylima.config.merge import combine_list_entries, merge_base
 from pylima.config.yamlio import parse_yaml
 from pylima.errors import TemplateError
-from pylima.store import dirs
+from pylima.templates import builtin_template_names, read_builtin_template
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +75,6 @@ def _template_file_name(name: str) -> str:
 
 
 def read_template_by_name(name: str) -> bytes:
-    from pylima.templates import read_builtin_template
-
     if ".." in name.split("/") or name.startswith("/"):
         raise TemplateError(f"invalid template name `{name}`")
     fname = _template_file_name(name)
@@ -88,8 +90,6 @@ def read_template_by_name(name: str) -> bytes:
 
 
 def list_template_names() -> list[str]:
-    from pylima.templates import builtin_template_names
-
     names = set(builtin_template_names())
     for base in templates_paths():
         if base.is_dir():

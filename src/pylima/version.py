@@ -1,0 +1,8 @@
+"""pylima's version and the Lima release it follows: leaf constants that any module
+may import (the package root re-exports them as public API)."""
+
+__version__ = "0.1.0"
+
+# The Lima release whose behaviour pylima follows. Templates' `minimumLimaVersion`
+# is checked against it and each instance records it in `lima-version`.
+LIMA_COMPAT_VERSION = "2.2.0"
