@@ -3,6 +3,7 @@ the command logged at debug level, failures raised as CommandError."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -181,3 +182,27 @@ async def spawn_owned(program: str, *args: str, **kwargs: Any) -> asyncio.subpro
 
     kwargs.setdefault("preexec_fn", die_with_parent())
     return await asyncio.create_subprocess_exec(program, *args, **kwargs)
+
+
+async def run_owned(argv: Sequence[str], *, input: bytes | None = None,
+                    timeout: float = 30.0) -> tuple[int, bytes, bytes]:
+    """Run `argv` as a child that dies with its owner; (status, stdout, stderr). A
+    timeout gives status 255 and stderr b"timeout"; on timeout or cancellation the
+    child is killed and reaped, never left behind."""
+    import asyncio
+
+    proc = await spawn_owned(
+        *argv, stdin=asyncio.subprocess.PIPE if input is not None
+        else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+    except BaseException as e:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        await asyncio.shield(proc.wait())
+        if isinstance(e, TimeoutError):
+            return 255, b"", b"timeout"
+        raise
+    return proc.returncode or 0, out, err

@@ -27,7 +27,7 @@ from pylima.errors import LimaError
 from pylima.hostagent import events
 from pylima.hostagent.mounts import MountManager
 from pylima.hostagent.portfwd import GuestAgentLink, GuestPort, PortForwarder
-from pylima.process import spawn_owned
+from pylima.process import run_owned, spawn_owned
 from pylima.store import dirs
 from pylima.store.instance import write_atomic
 
@@ -218,17 +218,7 @@ class HostAgent:
         from pylima.sshutil import ssh_argv
 
         argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"), "--", *remote]
-        proc = await spawn_owned(
-            *argv, stdin=asyncio.subprocess.PIPE if input is not None
-            else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return 255, b"", b"timeout"
-        return proc.returncode or 0, out, err
+        return await run_owned(argv, input=input, timeout=timeout)
 
     async def _boot_sequence(self) -> None:
         log.info("Waiting for SSH on 127.0.0.1:%d", self.ssh_port)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pylima.config.defaults import mount_tag
-from pylima.process import spawn_owned
+from pylima.process import run_owned, spawn_owned
 
 log = logging.getLogger("pylima.hostagent")
 
@@ -224,17 +224,8 @@ class MountManager:
     async def _ssh_run(self, command: str) -> tuple[int, bytes, bytes]:
         from pylima.sshutil import ssh_argv
 
-        proc = await spawn_owned(
-            *ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"), "--", command,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return 255, b"", b"timeout"
-        return proc.returncode or 0, out, err
+        return await run_owned([*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"),
+                                "--", command])
 
     async def _guest_gid(self) -> int:
         rc, out, _ = await self._ssh_run("id -g")
