@@ -34,7 +34,7 @@ from pylima.store.instance import (
     instance_names,
     pid_alive,
 )
-from pylima.store.lock import instance_lock
+from pylima.store.lock import instance_lock, is_locked
 from pylima.templates.locator import Template, embed_bases, embed_scripts, read_template
 from pylima.version import LIMA_COMPAT_VERSION
 
@@ -186,26 +186,60 @@ def list_instances() -> list[Instance]:
     return out
 
 
-def _kill_pids(inst: Instance) -> None:
-    pids = [p for p in (inst.host_agent_pid, inst.driver_pid) if p]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def instance_processes(inst: Instance, *, lock_held: bool = False) -> list[int]:
+    """Every process of the instance: the host agent and the driver (by their pid
+    files), and whatever holds the instance lock or has a file of the instance
+    directory open (QEMU holds its disk), found in /proc. With `lock_held` (the caller
+    holds the lock) other openers of the lock file are only waiting for it, and do
+    not count."""
+    from pylima.store.instance import read_pid_file
+    from pylima.store.lock import lock_path, processes_using
+
+    pids = [read_pid_file(inst.dir / dirs.HA_PID, "hostagent"),
+            read_pid_file(inst.dir / dirs.QEMU_PID, f"lima-{inst.name}")]
+    lock_users = processes_using([lock_path(inst.name)]) \
+        if not lock_held and is_locked(inst.name) else []
+    pids += lock_users + processes_using([], [inst.dir])
+    me = os.getpid()
+    return sorted({p for p in pids if p and p != me and pid_alive(p)})
+
+
+def kill_instance_processes(inst: Instance, timeout: float = 10.0, *,
+                            lock_held: bool = False) -> None:
+    """SIGKILL every process of the instance, then verify that none is left (the
+    kernel then has released the instance lock and QEMU's disk lock)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = instance_processes(inst, lock_held=lock_held)
+        if not pids:
+            return
+        if time.monotonic() > deadline:
+            raise InstanceError(f"processes {', '.join(map(str, pids))} of instance "
+                                f"`{inst.name}` are still running after SIGKILL",
+                                hint="they may belong to another user; stop them by hand")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def delete_instance(inst: Instance, force: bool = False) -> None:
+    """Remove the instance directory. With `force`, its processes are killed first
+    (and verified gone); a directory still in use by a process is never removed."""
     if inst.protected:
         raise InstanceError("instance is protected to prohibit accidental removal "
                             "(Hint: use `limactl unprotect`)")
     if not force and inst.status != STATUS_STOPPED and inst.config is not None:
         raise InstanceError(f"expected status `{STATUS_STOPPED}`, got `{inst.status}`",
                             hint=f"run `limactl stop {inst.name}` first, or use `--force`")
+    if force:
+        kill_instance_processes(inst)
     with instance_lock(inst.name):
-        if force:
-            _kill_pids(inst)
+        users = instance_processes(inst, lock_held=True)
+        if users:
+            raise InstanceError(f"instance `{inst.name}` is in use by process "
+                                f"{', '.join(map(str, users))}; not deleting it",
+                                hint=f"run `limactl stop {inst.name}` first, or use `--force`")
         # rename first so that a half-deleted directory never looks like an instance
         trash = inst.dir.with_name(f".{inst.name}.deleting-{os.getpid()}")
         os.rename(inst.dir, trash)
@@ -428,8 +462,9 @@ def prepare_instance(inst: Instance, on_progress: Any = None) -> None:
     ensure_archive(cfg, on_progress=on_progress)
 
 
-def spawn_host_agent(inst: Instance, debug: bool = False) -> int:
-    """Start `limactl hostagent NAME` detached; its stdout/stderr go to ha.*.log."""
+def spawn_host_agent(inst: Instance, debug: bool = False, lock_fd: int | None = None) -> int:
+    """Start `limactl hostagent NAME` detached; its stdout/stderr go to ha.*.log. The
+    instance lock `lock_fd` (held by the caller) is handed over to it."""
     import subprocess
     import sys
 
@@ -439,11 +474,21 @@ def spawn_host_agent(inst: Instance, debug: bool = False) -> int:
     if debug:
         argv.append("--debug")
     argv += ["hostagent", "--pidfile", str(inst.dir / dirs.HA_PID),
-             "--socket", str(inst.dir / dirs.HA_SOCK), inst.name]
-    with open(inst.dir / dirs.HA_STDOUT_LOG, "ab") as out, \
-            open(inst.dir / dirs.HA_STDERR_LOG, "ab") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True, close_fds=True)
+             "--socket", str(inst.dir / dirs.HA_SOCK)]
+    if lock_fd is not None:
+        argv += ["--lock-fd", str(lock_fd)]
+    argv.append(inst.name)
+    out_fd = os.open(inst.dir / dirs.HA_STDOUT_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                     0o600)
+    err_fd = os.open(inst.dir / dirs.HA_STDERR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                     0o600)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd,
+                                start_new_session=True, close_fds=True,
+                                pass_fds=(lock_fd,) if lock_fd is not None else ())
+    finally:
+        os.close(out_fd)
+        os.close(err_fd)
     return proc.pid
 
 
@@ -487,30 +532,30 @@ def watch_events(inst: Instance, timeout: float, on_event: Any = None,
 
 
 def stop_instance(inst: Instance, force: bool = False, timeout: float = 180.0) -> None:
-    """Ask the host agent to power the VM off (ACPI over QMP), wait; with `force` (or
-    after `timeout`), kill QEMU and the host agent and clean up their files."""
-    if force:
-        _kill_pids(inst)
+    """Ask the host agent to power the VM off (ACPI over QMP) and wait until it, the
+    VM and every helper are gone and the instance lock is free; with `force` (or
+    after `timeout`), kill every process of the instance and verify. Runtime files
+    are removed only once nothing owns the instance."""
+    if force or not inst.host_agent_pid:
+        kill_instance_processes(inst)
+    else:
+        os.kill(inst.host_agent_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(inst.host_agent_pid):
+            if time.monotonic() > deadline:
+                log.warning("The host agent did not exit in %d s; killing it", int(timeout))
+                break
+            time.sleep(0.1)
+        # The agent's children die with it; anything else is killed and checked.
+        kill_instance_processes(inst)
+    with instance_lock(inst.name, timeout=10):
         _remove_runtime_files(inst)
-        return
-    if not inst.host_agent_pid:
-        if inst.driver_pid:
-            _kill_pids(inst)
-        _remove_runtime_files(inst)
-        return
-    os.kill(inst.host_agent_pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(inst.host_agent_pid):
-        if time.monotonic() > deadline:
-            log.warning("The host agent did not exit in %d s; killing it", int(timeout))
-            _kill_pids(inst)
-            break
-        time.sleep(0.2)
-    _remove_runtime_files(inst)
 
 
 def _remove_runtime_files(inst: Instance) -> None:
-    for f in (dirs.HA_PID, dirs.HA_SOCK, dirs.QEMU_PID, dirs.QMP_SOCK, dirs.SSH_SOCK):
+    """Pid files and sockets a killed host agent or VM left (call with the lock)."""
+    for f in (dirs.HA_PID, dirs.HA_SOCK, dirs.QEMU_PID, dirs.QMP_SOCK, dirs.SSH_SOCK,
+              dirs.GA_SOCK, dirs.PORT_FORWARDS):
         with contextlib.suppress(OSError):
             (inst.dir / f).unlink()
 
@@ -564,14 +609,12 @@ class HostAgentLogRelay:
 
 
 def prepare_start(inst: Instance, on_progress: Any = None) -> Instance:
-    """Everything a start does before the host agent runs: refuse an instance whose
-    host agent is alive, clear stale runtime files of a crash, fetch the image and
-    make the disk. Returns the instance inspected afresh."""
-    if inst.host_agent_pid:
-        raise InstanceError(f"instance `{inst.name}` seems running (hint: remove "
-                            f"`{inst.dir / dirs.HA_PID}` if the instance is not actually "
-                            "running)")
-    stop_instance(inst, force=True)  # stale pid/socket files from a crash
+    """Everything a start does before the host agent runs, with the instance lock
+    held by the caller: end what a crash left (processes of the instance, stale pid
+    files and sockets), fetch the image and make the disk. Returns the instance
+    inspected afresh."""
+    kill_instance_processes(inst, lock_held=True)
+    _remove_runtime_files(inst)
     prepare_instance(inst, on_progress=on_progress)
     inst = inspect(inst.name)
     logging.getLogger("pylima").info("Starting the instance `%s` with internal VM driver "
@@ -582,15 +625,70 @@ def prepare_start(inst: Instance, on_progress: Any = None) -> Instance:
 def start_instance(inst: Instance, timeout: float = 600.0, *, debug: bool = False,
                    on_progress: Any = None, on_event: Any = None) -> Instance:
     """Start a stopped instance and wait (up to `timeout` seconds) until the guest is
-    ready: the work of `limactl start`. Does nothing when it is already running.
-    Raises InstanceError when the host agent exits, the guest comes up degraded or
-    the timeout passes. Returns the instance inspected afresh."""
-    if inst.status == STATUS_RUNNING:
-        return inst
-    inst = prepare_start(inst, on_progress=on_progress)
-    pid = spawn_host_agent(inst, debug=debug)
+    ready: the work of `limactl start`. When another process is starting it (or it
+    runs already), wait for that one instead. Raises InstanceError when the host agent
+    exits, the guest comes up degraded or the timeout passes. Returns the instance
+    inspected afresh."""
+    return start_or_join(inst, timeout, debug=debug, on_progress=on_progress,
+                         on_event=on_event)[0]
+
+
+def start_or_join(inst: Instance, timeout: float = 600.0, *, debug: bool = False,
+                  on_progress: Any = None, on_event: Any = None) -> tuple[Instance, bool]:
+    """`start_instance`, and whether this call started the instance (False: it was
+    running, or another process started it and this call waited until READY).
+
+    One owner: the instance lock decides who starts. The winner prepares the disk
+    and hands the lock over to the host agent it spawns; everyone else follows the
+    owner's events until READY (or reports the owner's failure)."""
+    from pylima.store.instance import read_pid_file
+    from pylima.store.lock import try_lock
+
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        fd = try_lock(inst.name)
+        if fd is not None:
+            try:
+                inst = inspect(inst.name)
+                if inst.status == STATUS_RUNNING:
+                    return inst, False  # a host agent from before instance locks
+                inst = prepare_start(inst, on_progress=on_progress)
+                pid = spawn_host_agent(inst, debug=debug, lock_fd=fd)
+            finally:
+                os.close(fd)  # the host agent holds the lock from here on
+            ev = _follow_host_agent(inst, max(1.0, deadline - time.monotonic()), on_event,
+                                    pid)
+            _check_ready(inst, ev)
+            return inspect(inst.name), True
+        agent = read_pid_file(inst.dir / dirs.HA_PID, "hostagent")
+        if agent:
+            if not said:
+                log.info("The instance `%s` is being started by another process (host agent "
+                         "%d); waiting until it is ready", inst.name, agent)
+            ev = _follow_host_agent(inst, max(1.0, deadline - time.monotonic()), on_event,
+                                    agent, relay=False)
+            _check_ready(inst, ev)
+            return inspect(inst.name), False
+        if not said:
+            log.info("Another process is working on the instance `%s`; waiting for it",
+                     inst.name)
+            said = True
+        if time.monotonic() > deadline:
+            raise InstanceError(f"instance `{inst.name}` stayed busy with another process "
+                                f"for {int(timeout)} s", hint="retry when it has finished")
+        time.sleep(0.2)
+
+
+def _follow_host_agent(inst: Instance, timeout: float, on_event: Any, pid: int, *,
+                       relay: bool = True) -> dict[str, Any]:
+    if not relay:
+        return watch_events(inst, timeout, on_event=on_event, agent_pid=pid)
     with HostAgentLogRelay(inst.dir / dirs.HA_STDERR_LOG):
-        ev = watch_events(inst, timeout, on_event=on_event, agent_pid=pid)
+        return watch_events(inst, timeout, on_event=on_event, agent_pid=pid)
+
+
+def _check_ready(inst: Instance, ev: dict[str, Any]) -> None:
     st = ev["status"]
     if st.get("exiting"):
         raise InstanceError(f"exiting, status={st}",
@@ -600,4 +698,3 @@ def start_instance(inst: Instance, timeout: float = 600.0, *, debug: bool = Fals
             "DEGRADED. The VM seems running, but file sharing and port forwarding may not "
             "work. (hint: see `%s`)", inst.dir / dirs.HA_STDERR_LOG)
         raise InstanceError(f"degraded, status={st}")
-    return inspect(inst.name)

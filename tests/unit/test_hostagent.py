@@ -203,3 +203,41 @@ def test_a_driver_that_cannot_start(inst_dir: Path, capsys: pytest.CaptureFixtur
         "the fake VM cannot start (Hint: it never can)"]
     assert run.driver is not None and run.driver.calls == ["start", "close"]
     assert_owned_files_gone(inst_dir)
+
+
+def test_a_second_host_agent_touches_nothing(inst_dir: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The instance is owned (its lock taken, as a running host agent holds it): a
+    second host agent exits at once and neither writes nor removes a file."""
+    from pylima.hostagent.agent import main
+    from pylima.store.lock import try_lock
+
+    owner = try_lock(NAME)
+    assert owner is not None
+    (inst_dir / "ha.pid").write_text("12345\n")  # the owner's files
+    (inst_dir / "ha.sock").write_text("")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in inst_dir.iterdir())
+    try:
+        assert main(NAME, str(inst_dir / "ha.pid"), str(inst_dir / "ha.sock")) == 1
+    finally:
+        os.close(owner)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in inst_dir.iterdir()) == before
+    assert f"instance `{NAME}` is owned by another process" in caplog.text
+
+
+def test_the_lock_handed_over_by_limactl_start(inst_dir: Path) -> None:
+    """`limactl start` takes the lock and passes the descriptor: the host agent adopts
+    it; a descriptor of another open file description is refused."""
+    from pylima.hostagent.agent import adopt_lock
+    from pylima.store.lock import is_locked, lock_path, try_lock
+
+    fd = try_lock(NAME)
+    assert fd is not None
+    assert adopt_lock(NAME, fd) == fd and is_locked(NAME)
+    other = os.open(lock_path(NAME), os.O_RDWR)
+    try:
+        assert adopt_lock(NAME, other) is None  # not the locked description
+    finally:
+        os.close(other)
+        os.close(fd)
+    assert not is_locked(NAME)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,45 +242,191 @@ def test_ignore_rule_and_a_taken_host_port(guest: Host) -> None:
         taken.close()
 
 
+def test_sockets_keys_and_pid_files_are_the_users_alone(guest: Host) -> None:
+    d = instance_dir(guest)
+    assert d.stat().st_mode & 0o777 == 0o700
+    for name in ("ha.sock", "qmp.sock", "ga.sock", "serial.sock", "serialv.sock", "ssh.sock",
+                 "ha.pid", "qemu.pid", "ssh_host_ed25519_key"):
+        mode = (d / name).stat().st_mode & 0o777
+        assert mode & 0o077 == 0, f"{name} is {oct(mode)}"
+
+
 def test_start_running_instance_says_so(guest: Host) -> None:
     r = guest.limactl("start", NAME)
     assert r.returncode == 0 and "is already running" in r.stderr
 
 
-def test_stop_start_keeps_guest_files(guest: Host) -> None:
-    assert guest.limactl("shell", NAME, "sh", "-c", "echo kept > ~/marker").returncode == 0
+def test_stop_keeps_guest_files(guest: Host) -> None:
+    """(The concurrent starts below bring it back and read the files.)"""
+    r = guest.limactl("shell", NAME, "sh", "-c",
+                      "echo kept > ~/marker && echo durable > ~/durable && sync")
+    assert r.returncode == 0, r.stderr
     r = guest.limactl("stop", NAME, timeout=300)
     assert r.returncode == 0, r.stderr
     assert guest.limactl("list", "--format", "{{.Status}}", NAME).stdout == "Stopped\n"
     r = guest.lima("true", env=lima_env())
     assert r.returncode == 1 and f"instance `{NAME}` is stopped" in r.stderr
+
+
+# ---- one owner, nothing outlives it (the shared guest's last boots) ----
+
+
+def instance_dir(h: Host) -> Path:
+    return Path(h.env.get("LIMA_HOME") or h.home / ".lima") / NAME
+
+
+def processes_of_instance(h: Host) -> list[str]:
+    """Command lines of the processes that belong to the instance (QEMU names it with
+    `-name lima-NAME`; the host agent, ssh and helpers name its directory or it)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "pytest" in cmd or "limactl list" in cmd:
+            continue
+        if f"lima-{NAME}" in cmd or str(instance_dir(h)) in cmd \
+                or cmd.rstrip().endswith(f"hostagent {NAME}"):
+            out.append(f"{entry.name}: {cmd.strip()}")
+    return out
+
+
+def qemu_processes(h: Host) -> list[str]:
+    return [p for p in processes_of_instance(h) if "qemu-system" in p]
+
+
+def status(h: Host) -> str:
+    return h.limactl("list", "--format", "{{.Status}}", NAME).stdout.strip()
+
+
+def start_in_background(h: Host, env: dict[str, str] | None = None
+                        ) -> subprocess.Popen[str]:
+    from tests.vm.conftest import VENV_BIN
+
+    extra = [f"{k}={v}" for k, v in (env or {}).items()]
+    cmd = h._argv(["env", *extra, str(VENV_BIN / "limactl"), "start", NAME, "--tty=false"])
+    return subprocess.Popen(cmd, env={**os.environ, **h.env, **(env or {})},
+                            cwd=str(h.home), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def wait_for_event(h: Host, phase: str, proc: subprocess.Popen[str],
+                   timeout: float = 900) -> dict:
+    """The host agent's `phase` event (e.g. "paused:ssh") in ha.stdout.log."""
+    log = instance_dir(h) / "ha.stdout.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            lines = log.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("status", {}).get("phase") == phase:
+                return ev
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.3)
+    raise AssertionError(f"no `{phase}` event")
+
+
+def assert_stopped_and_clean(h: Host) -> None:
+    assert eventually(lambda: status(h) == "Stopped", timeout=30), status(h)
+    assert eventually(lambda: not processes_of_instance(h), timeout=30), \
+        processes_of_instance(h)
+
+
+def qemu_img_check(h: Host) -> None:
+    r = subprocess.run(["qemu-img", "check", "-f", "qcow2", str(instance_dir(h) / "disk")],
+                       capture_output=True, text=True)
+    # 0: clean; 3: leaked clusters only (harmless, reclaimable); 2: corruption.
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+
+
+def test_three_concurrent_starts_make_one_vm(guest: Host) -> None:
+    assert status(guest) == "Stopped" and not qemu_processes(guest)
+    procs = [start_in_background(guest) for _ in range(3)]
+    seen_qemus: set[str] = set()
+    while any(p.poll() is None for p in procs):
+        seen_qemus |= {q.split(":", 1)[0] for q in qemu_processes(guest)}
+        time.sleep(0.5)
+    outputs = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert len(seen_qemus) == 1 and len(qemu_processes(guest)) == 1
+    stderr = "".join(err for _, err in outputs)
+    assert stderr.count("READY") == 1 and stderr.count("is already running") == 2, stderr
+    assert guest.limactl("shell", NAME, "cat", "marker", "durable").stdout == \
+        "kept\ndurable\n"
+
+
+@pytest.mark.parametrize("phase,victim", [("booting", "hostagent"), ("ssh", "qemu"),
+                                          ("boot-scripts", "hostagent"), ("ready", "qemu")])
+def test_kill_9_at_each_phase(guest: Host, phase: str, victim: str) -> None:
+    """Each recovery start is the next phase's victim: the start paused at `phase`
+    (the fault-injection hook), then a real SIGKILL."""
+    if status(guest) == "Running":
+        assert guest.limactl("stop", NAME, timeout=300).returncode == 0
+    proc = start_in_background(guest, {"PYLIMA_HOSTAGENT_PAUSE_AT": phase})
+    try:
+        wait_for_event(guest, f"paused:{phase}", proc)
+        info = json.loads(guest.limactl("list", "--json", NAME).stdout)
+        os.kill(info["hostAgentPID" if victim == "hostagent" else "driverPID"],
+                signal.SIGKILL)
+        proc.wait(timeout=120)
+        if phase != "ready":
+            assert proc.returncode == 1  # the start waited for READY, which never came
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Nothing of the instance outlives its host agent; the list is right.
+    assert_stopped_and_clean(guest)
+    qemu_img_check(guest)
+
+
+def test_the_data_survives_and_the_next_start_works(guest: Host) -> None:
     r = guest.limactl("start", NAME, timeout=1200)
     assert r.returncode == 0, r.stderr
-    assert guest.limactl("shell", NAME, "cat", "marker").stdout == "kept\n"
+    assert guest.limactl("shell", NAME, "cat", "durable").stdout == "durable\n"
 
 
-def test_kill_9_leaves_a_correct_list_and_a_working_start(guest: Host) -> None:
+def test_stop_while_every_vcpu_is_busy(guest: Host) -> None:
+    in_guest_background(guest, "sh", "-c", "for i in 1 2; do (while :; do :; done) & done")
+    time.sleep(2)
+    r = guest.limactl("stop", NAME, timeout=400)
+    assert r.returncode == 0, r.stderr
+    assert_stopped_and_clean(guest)
+    qemu_img_check(guest)
+
+
+def test_delete_f_of_an_instance_whose_host_agent_was_killed(guest: Host) -> None:
+    r = guest.limactl("start", NAME, timeout=1200)
+    assert r.returncode == 0, r.stderr
+    # The host agent killed: what it started goes with it.
     info = json.loads(guest.limactl("list", "--json", NAME).stdout)
     os.kill(info["hostAgentPID"], signal.SIGKILL)
-    os.kill(info["driverPID"], signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        st = guest.limactl("list", "--format", "{{.Status}}", NAME).stdout.strip()
-        if st == "Stopped":
-            break
-        time.sleep(0.5)
-    assert st == "Stopped"
-    r = guest.limactl("start", NAME, timeout=1200)
+    assert_stopped_and_clean(guest)
+    r = guest.limactl("delete", "-f", NAME)
     assert r.returncode == 0, r.stderr
-    assert guest.lima("true", env=lima_env()).returncode == 0
+    assert not instance_dir(guest).exists()
 
 
-def test_stop_force(guest: Host) -> None:
-    r = guest.limactl("stop", "-f", NAME)
-    assert r.returncode == 0
-    info = json.loads(guest.limactl("list", "--json", NAME).stdout)
-    assert info["status"] == "Stopped"
-    assert not Path(info["dir"], "ha.sock").exists()
+def test_delete_f_of_a_running_instance(guest: Host, shared_image: dict) -> None:
+    """A boot of its own (plain, one CPU): the shared guest is gone by now, and delete -f
+    must be tried on a VM that runs."""
+    r = guest.limactl("start", f"--name={NAME}", "--tty=false", "--cpus=1", "--memory=1",
+                      "--set", images_set(shared_image), "--set", ".plain = true",
+                      "template:debian-12", timeout=1500)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert processes_of_instance(guest)
+    r = guest.limactl("delete", "-f", NAME)
+    assert r.returncode == 0, r.stderr
+    assert not processes_of_instance(guest), processes_of_instance(guest)
+    assert not instance_dir(guest).exists()
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="the root case runs where the tests run as root")

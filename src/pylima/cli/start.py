@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -49,11 +50,23 @@ def start_instance_cli(inst: Any, timeout: float, foreground: bool, debug: bool)
         return 0
     if foreground:
         from pylima.hostagent.agent import main as agent_main
+        from pylima.store.lock import lock
 
-        inst = api.prepare_start(inst, on_progress=download_progress())
-        return agent_main(inst.name, str(inst.dir / dirs.HA_PID), str(inst.dir / dirs.HA_SOCK))
-    api.start_instance(inst, timeout, debug=debug, on_progress=download_progress(),
-                       on_event=_on_event)
+        fd = lock(inst.name)
+        try:
+            inst = api.prepare_start(inst, on_progress=download_progress())
+        except BaseException:
+            os.close(fd)
+            raise
+        # The host agent takes the descriptor over (and closes it).
+        return agent_main(inst.name, str(inst.dir / dirs.HA_PID),
+                          str(inst.dir / dirs.HA_SOCK), fd)
+    inst, started = api.start_or_join(inst, timeout, debug=debug,
+                                      on_progress=download_progress(), on_event=_on_event)
+    if not started:
+        log.info("The instance `%s` is already running. Run `%s` to open the shell.",
+                 inst.name, shell_hint(inst.name))
+        return 0
     log.info("READY. Run `%s` to open the shell.", shell_hint(inst.name))
     from pylima.containers.docker import setup_instance_context
     from pylima.store.instance import inspect

@@ -45,6 +45,11 @@ PROBE_TIMEOUT = 600.0  # Lima: 200 tries, 3 s apart; PYLIMA_PROBE_TIMEOUT overri
 # How long after the boot scripts finish the guest agent may take to answer on its
 # virtio-serial port before the host agent runs it over SSH instead.
 GUEST_AGENT_GRACE = 20.0
+# Fault injection for tests: the host agent stops its boot sequence at this phase
+# (booting, ssh, boot-scripts, ready), announces it with a `paused:PHASE` event and
+# waits there; the test then kills what it wants with a real signal.
+PAUSE_ENV = "PYLIMA_HOSTAGENT_PAUSE_AT"
+PAUSE_PHASES = ("booting", "ssh", "boot-scripts", "ready")
 TIME_SYNC_DELAY = 5.0
 TIME_SYNC_INTERVAL = 10.0  # as Lima
 
@@ -220,7 +225,16 @@ class HostAgent:
         argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"), "--", *remote]
         return await run_owned(argv, input=input, timeout=timeout)
 
+    async def _checkpoint(self, phase: str) -> None:
+        """Where the fault-injection hook may hold the boot sequence (see PAUSE_ENV)."""
+        if os.environ.get(PAUSE_ENV) != phase:
+            return
+        log.warning("Paused at phase `%s` (%s is set)", phase, PAUSE_ENV)
+        events.emit(**{**self.status, "phase": f"paused:{phase}"})
+        await asyncio.Event().wait()
+
     async def _boot_sequence(self) -> None:
+        await self._checkpoint("booting")
         log.info("Waiting for SSH on 127.0.0.1:%d", self.ssh_port)
         while True:
             rc, _, err = await self._ssh("true", timeout=20)
@@ -230,8 +244,10 @@ class HostAgent:
             await asyncio.sleep(1)
         log.info("SSH is ready")
         self._emit(sshLocalPort=self.ssh_port, phase="boot scripts")
+        await self._checkpoint("ssh")
         await self._wait_for_marker(self.guest_path(SSH_READY))
         await self._start_ssh_master()
+        await self._checkpoint("boot-scripts")
         await self._start_ssh_forwards()
         from pylima.hostagent import provision
 
@@ -253,6 +269,7 @@ class HostAgent:
                 log.error("%s", e)
         self._emit(running=True, degraded=bool(errors), errors=errors,
                    sshLocalPort=self.ssh_port)
+        await self._checkpoint("ready")
 
     async def _wait_for_marker(self, path: str) -> None:
         """Wait until the guest file `path` holds this boot's instance-id (a marker left
