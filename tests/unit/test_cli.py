@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,31 @@ def test_delete_protect_unprotect(one: Path):
     assert not one.exists()
     r = limactl("delete", "one")
     assert r.returncode == 0 and "Ignoring non-existent instance `one`" in r.stderr
+
+
+def test_a_stranger_holding_the_lock_makes_the_instance_broken(one: Path,
+                                                               lima_home: Path) -> None:
+    """`limactl list` says Broken, with the holder, when a process that is not
+    pylima's holds the instance lock; commands that change the instance wait, then
+    refuse with one line and change nothing."""
+    lock = lima_home / "_locks" / "one.lock"
+    lock.parent.mkdir(exist_ok=True)
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while "Broken" not in limactl("list", "--format", "{{.Status}}").stdout:
+            assert time.monotonic() < deadline
+        info = json.loads(limactl("list", "--json", "one").stdout)
+        assert info["status"] == "Broken"
+        assert any(f"held by process {holder.pid} (flock " in e for e in info["errors"])
+        before = (one / "lima.yaml").read_text()
+        r = limactl("edit", "--cpus=2", "one", "--tty=false")
+        assert r.returncode == 1 and "instance `one` is busy" in r.stderr
+        assert (one / "lima.yaml").read_text() == before
+    finally:
+        os.killpg(holder.pid, 9)  # flock and the sleep that inherited the lock
+        holder.wait()
+    assert limactl("list", "--format", "{{.Status}}", "one").stdout == "Stopped\n"
 
 
 def test_delete_refuses_running_without_force(one: Path):

@@ -64,11 +64,32 @@ def read_pid_file(path: str | Path, expect: str = "") -> int:
     return pid
 
 
+def _lock_is_held(name: str) -> bool:
+    """Whether some process holds instance NAME's lock (cheap: `limactl list` asks it
+    for every stopped instance)."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(dirs.lima_home(), "_locks", f"{name}.lock"),
+                     os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _stranger_holding_lock(name: str) -> str:
     """"PID (command)" of a process other than pylima's holding the instance lock."""
-    from pylima.store.lock import lock_holders
+    if not _lock_is_held(name):
+        return ""
+    from pylima.store.lock import lock_path, processes_using
 
-    for pid in lock_holders(name):
+    for pid in processes_using([lock_path(name)]):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
