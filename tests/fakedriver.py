@@ -18,7 +18,6 @@ A QEMU-like death is a real SIGKILL of the sshd process (`pid`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pylima.drivers import DriverFeatures, DriverInfo
+from pylima.process import kill_and_reap
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -144,11 +144,7 @@ class FakeDriver:
             await self.kill()
 
     async def kill(self) -> None:
-        p = self.process
-        if p is not None and p.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-            await p.wait()
+        await kill_and_reap(self.process)
 
     async def close(self) -> None:
         self.calls.append("close")
@@ -156,9 +152,7 @@ class FakeDriver:
         if self._boot is not None:
             self._boot.cancel()
         if self.agent is not None:
-            if self.agent.returncode is None:
-                self.agent.kill()
-            await self.agent.wait()
+            await kill_and_reap(self.agent)
             assert self.agent.stdin is not None
             self.agent.stdin.close()
 

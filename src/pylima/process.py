@@ -184,6 +184,17 @@ async def spawn_owned(program: str, *args: str, **kwargs: Any) -> asyncio.subpro
     return await asyncio.create_subprocess_exec(program, *args, **kwargs)
 
 
+async def kill_and_reap(proc: asyncio.subprocess.Process | None) -> None:
+    """SIGKILL `proc` if it still runs, and wait for it (no zombie, no stray
+    transport)."""
+    if proc is None:
+        return
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await proc.wait()
+
+
 async def run_owned(argv: Sequence[str], *, input: bytes | None = None,
                     timeout: float = 30.0) -> tuple[int, bytes, bytes]:
     """Run `argv` as a child that dies with its owner; (status, stdout, stderr). A
@@ -198,10 +209,7 @@ async def run_owned(argv: Sequence[str], *, input: bytes | None = None,
     try:
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except BaseException as e:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await asyncio.shield(proc.wait())
+        await asyncio.shield(kill_and_reap(proc))
         if isinstance(e, TimeoutError):
             return 255, b"", b"timeout"
         raise

@@ -41,7 +41,7 @@ from pylima.drivers.qemu.probe import check_arch_runnable, host_architectures, p
 from pylima.drivers.qemu.qmp import QMPClient, QMPError
 from pylima.drivers.qemu.virtiofs import Virtiofsd, virtiofsd_problem
 from pylima.errors import ConfigError, LimaError
-from pylima.process import spawn_owned
+from pylima.process import kill_and_reap, spawn_owned
 from pylima.store import dirs
 
 log = logging.getLogger("pylima.hostagent")
@@ -297,11 +297,7 @@ class QemuDriver:
         return True
 
     async def kill(self) -> None:
-        p = self.process
-        if p is not None and p.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.kill()
-            await p.wait()
+        await kill_and_reap(self.process)
 
     async def close(self) -> None:
         await self.kill()
