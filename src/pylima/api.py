@@ -52,13 +52,13 @@ class PreparedTemplate:
     doc: dict[str, Any]
 
 
-def _check_driver_can_run(cfg: dict[str, Any], *, warn: bool = True) -> None:
-    """The instance's driver checks that this host can run `cfg` (raises LimaError)."""
+def _check_driver_can_run(cfg: dict[str, Any]) -> None:
+    """The instance's driver checks that this host can run `cfg` (raises LimaError)
+    and warns about what will not work."""
     from pylima.drivers import registry
 
     for w in registry.validate(cfg):
-        if warn:
-            log.warning(w)
+        log.warning(w)
 
 
 def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate:
