@@ -111,11 +111,15 @@ def _share_file(location: str) -> str:
     digest_dir.mkdir(exist_ok=True)
     os.chmod(digest_dir, 0o755)
     dst = digest_dir / src.name
-    if not dst.exists():
+    if not (dst.exists() and os.path.samefile(src, dst)):
+        # A rebuilt image (another cache, another build) replaces the old file: the
+        # images entry's digests are the new build's.
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
         try:
-            os.link(src, dst)
+            os.link(src, tmp)
         except OSError:
-            shutil.copyfile(src, dst)
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
     os.chmod(dst, 0o644)
     return f"file://{dst}"
 
