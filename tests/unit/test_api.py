@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -404,3 +405,35 @@ def test_plugin_create_vm_keeps_logs_of_a_failed_boot(
         pytest_plugin.create_vm({"template": "template:debian-12", "images": [IMAGE]}, 5)
     assert any("serial.log" in n and "kernel panic" in n for n in ei.value.__notes__)
     assert not list(lima_home.glob("pytest-*"))
+
+
+def test_processes_of_an_instance_are_found_killed_and_never_deleted_under(
+        lima_home: Path) -> None:
+    """A process holding a file of the instance directory (as QEMU holds its disk)
+    is one of the instance's: `delete` refuses while it runs, `stop -f` kills it and
+    checks, and the lock and runtime files are clean afterwards."""
+    from pylima import api
+    from pylima.store.instance import inspect
+
+    inst = pylima.Instance.create("procs", "template:debian-12", images=[IMAGE]).record
+    (inst.dir / dirs.DISK).write_bytes(b"")
+    (inst.dir / dirs.QMP_SOCK).write_bytes(b"")  # a stale socket of a crash
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                               "f = open(sys.argv[1], 'rb'); time.sleep(60)",
+                               str(inst.dir / dirs.DISK)])
+    try:
+        deadline = time.monotonic() + 10
+        while holder.pid not in api.instance_processes(inst):
+            assert time.monotonic() < deadline
+        with pytest.raises(InstanceError, match=f"in use by process {holder.pid}"):
+            api.delete_instance(inspect("procs"))
+        assert inst.dir.exists()
+        api.stop_instance(inspect("procs"), force=True)
+        assert holder.wait(timeout=10) == -9
+        assert api.instance_processes(inst) == []
+        assert not (inst.dir / dirs.QMP_SOCK).exists()
+        api.delete_instance(inspect("procs"))
+        assert not inst.dir.exists()
+    finally:
+        holder.kill()
+        holder.wait()
