@@ -61,6 +61,16 @@ def _check_driver_can_run(cfg: dict[str, Any]) -> None:
         log.warning(w)
 
 
+def _check_vm_type_registered(cfg: dict[str, Any]) -> None:
+    """A vmType other than Lima's built-in ones is an external driver or a mistake: the
+    registry says which, in one line."""
+    from pylima.drivers import registry
+
+    vm_type = str(cfg.get("vmType") or "qemu")
+    if vm_type not in registry.BUILTIN_NAMES:
+        registry.driver_class(vm_type)
+
+
 def prepare_template(tmpl: Template, expressions: list[str]) -> PreparedTemplate:
     """Resolve `base:` and apply yq expressions, keeping the template's comments."""
     what = f"template `{tmpl.locator}`"
@@ -88,6 +98,7 @@ def load_config(doc: dict[str, Any], file_path: str, *, warn: bool = False,
 def check_config(doc: dict[str, Any], file_path: str, *, warn: bool = True) -> Loaded:
     """Load (with defaults) and validate; returns the filled config and warnings."""
     loaded = load_config(doc, file_path, warn=warn)
+    _check_vm_type_registered(loaded.config)
     loaded.warnings += validate_or_raise(loaded.config, LIMA_COMPAT_VERSION, warn=warn,
                                          path_kind=path_kind)
     if warn:

@@ -468,3 +468,28 @@ def test_cpus_and_memory_beyond_the_host_warn_but_create(lima_home: Path):
     assert r.returncode == 0, r.stderr
     assert "field `cpus` is 512, more than the host's" in r.stderr
     assert "field `memory` is" in r.stderr and "more than the host's" in r.stderr
+
+
+def test_a_vm_type_that_is_not_built_in(lima_home: Path, tmp_path: Path) -> None:
+    """An external driver (lima-driver-NAME) is named with its path; an unknown vmType
+    gets Lima's "not a registered driver"; nothing is created either way."""
+    drivers = tmp_path / "drivers"
+    drivers.mkdir()
+    ext = drivers / "lima-driver-krunkit"
+    ext.write_text("#!/bin/sh\nexit 1\n")
+    ext.chmod(0o755)
+    env = {"LIMA_DRIVERS_PATH": str(drivers)}
+    r = limactl("create", "--list-drivers", env=env)
+    assert r.returncode == 0 and r.stdout == "krunkit\nqemu\n"
+    r = limactl("create", "--name=x", "--vm-type=krunkit", "--tty=false", "template:debian-12",
+                env=env)
+    assert r.returncode == 1
+    assert fatal_lines(r.stderr) and f"vmType `krunkit` is the external driver `{ext}`" \
+        in fatal_lines(r.stderr)[0]
+    r = limactl("create", "--name=x", "--vm-type=nope", "--tty=false", "template:debian-12")
+    assert r.returncode == 1 and "vmType `nope` is not a registered driver" in r.stderr
+    assert not (lima_home / "x").exists()
+    info = json.loads(limactl("info", env=env).stdout)
+    assert info["vmTypes"] == ["krunkit", "qemu"]
+    assert info["vmTypesEx"] == {"krunkit": {"location": str(ext)},
+                                 "qemu": {"location": "internal"}}
