@@ -146,6 +146,9 @@ def which(name: str) -> str | None:
 
 _PR_SET_PDEATHSIG = 1
 _libc_prctl = None
+# The umask the owner's children get (the user's own, saved by an owner that narrows
+# its own umask): QEMU's 9p and virtiofsd create files for the guest with it.
+child_umask: int | None = None
 
 
 def _prctl() -> object:
@@ -166,11 +169,14 @@ def die_with_parent() -> Callable[[], None]:
     owner died before the signal was set exits at once."""
     prctl = _prctl()  # loaded before fork: the child only calls it
     owner = os.getpid()
+    umask = child_umask
 
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # type: ignore[operator]
         if os.getppid() != owner:
             os._exit(1)
+        if umask is not None:
+            os.umask(umask)
 
     return preexec
 

@@ -550,9 +550,12 @@ def adopt_lock(name: str, lock_fd: int | None) -> int | None:
 
 
 def main(name: str, pidfile: str, socket_path: str, lock_fd: int | None = None) -> int:
-    # Every socket, pid file and key the agent and its children create is the user's
-    # alone (QEMU's sockets included: they inherit the umask).
-    os.umask(0o077)
+    # Every socket, pid file and key the agent creates is the user's alone. Its
+    # children keep the user's umask (QEMU's 9p and virtiofsd create the guest's files
+    # with it); the driver narrows the modes of the sockets they create.
+    from pylima import process
+
+    process.child_umask = os.umask(0o077)
     fd = adopt_lock(name, lock_fd)
     if fd is None:
         from pylima.store.lock import lock_holders

@@ -126,6 +126,13 @@ def prepare_launch(inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int,
     return QemuLaunch(argv, host, reason)
 
 
+def restrict_sockets(inst_dir: Path, names: Sequence[str]) -> None:
+    """Mode 0600 for the sockets `names` in the instance directory (where they exist)."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(inst_dir / name, 0o600)
+
+
 def hostfwd_spec(protocol: str, host_ip: str, host_port: int, guest_port: int) -> str:
     """`hostfwd_add`'s rule: `tcp:127.0.0.1:8080-:80` (IPv6 host addresses bracketed)."""
     return f"{protocol}:{_bracket(host_ip)}:{host_port}-:{guest_port}"
@@ -253,6 +260,11 @@ class QemuDriver:
             exited.cancel()
             connect.result()
             await qmp.close()
+            # QEMU made its sockets with the user's umask (which its 9p file creation
+            # needs); they are the user's alone. The instance directory is 0700, so
+            # nobody else could reach them in between.
+            restrict_sockets(self.dir, [dirs.QMP_SOCK, SERIAL_SOCK, SERIALP_SOCK,
+                                        SERIALV_SOCK, dirs.GA_SOCK])
         except BaseException:
             await self.kill()
             raise

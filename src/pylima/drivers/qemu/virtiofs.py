@@ -96,6 +96,7 @@ class Virtiofsd:
                 lines = proc.communicate()[0].decode(errors="replace").strip().splitlines()
                 out.append("virtiofsd did not start" + (f": {lines[-1]}" if lines else ""))
                 continue
+            os.chmod(sock, 0o600)  # made with the user's umask, as the shared files are
             _relay(proc, f"virtiofsd-{i}")
             self.procs.append(proc)
             self.sockets.append(str(sock))
