@@ -67,13 +67,13 @@ def read_pid_file(path: str | Path, expect: str = "") -> int:
 def _lock_is_held(name: str) -> bool:
     """Whether some process holds instance NAME's lock (cheap: `limactl list` asks it
     for every stopped instance)."""
-    import fcntl
-
     try:
         fd = os.open(os.path.join(dirs.lima_home(), "_locks", f"{name}.lock"),
                      os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False
+        return False  # never locked: no lock file
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
