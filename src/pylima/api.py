@@ -34,7 +34,7 @@ from pylima.store.instance import (
     instance_names,
     pid_alive,
 )
-from pylima.store.lock import instance_lock, is_locked
+from pylima.store.lock import instance_lock
 from pylima.templates.locator import Template, embed_bases, embed_scripts, read_template
 from pylima.version import LIMA_COMPAT_VERSION
 
@@ -204,13 +204,13 @@ def instance_processes(inst: Instance, *, lock_held: bool = False) -> list[int]:
     holds the lock) other openers of the lock file are only waiting for it, and do
     not count."""
     from pylima.store.instance import read_pid_file
-    from pylima.store.lock import lock_path, processes_using
+    from pylima.store.lock import lock_holders, processes_using
 
     pids = [read_pid_file(inst.dir / dirs.HA_PID, "hostagent"),
             read_pid_file(inst.dir / dirs.QEMU_PID, f"lima-{inst.name}")]
-    lock_users = processes_using([lock_path(inst.name)]) \
-        if not lock_held and is_locked(inst.name) else []
-    pids += lock_users + processes_using([], [inst.dir])
+    if not lock_held:
+        pids += lock_holders(inst.name)
+    pids += processes_using([], [inst.dir])
     me = os.getpid()
     return sorted({p for p in pids if p and p != me and pid_alive(p)})
 

@@ -54,50 +54,33 @@ def read_pid_file(path: str | Path, expect: str = "") -> int:
     if not pid_alive(pid):
         return 0
     if expect:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+        argv = proc_argv(pid)
+        if argv is None:
             return pid  # another user's process: it is alive, trust the file
-        if expect not in cmdline:
+        if expect not in " ".join(argv):
             return 0
     return pid
 
 
-def _lock_is_held(name: str) -> bool:
-    """Whether some process holds instance NAME's lock (cheap: `limactl list` asks it
-    for every stopped instance)."""
+def proc_argv(pid: int) -> list[str] | None:
+    """Process `pid`'s command line, or None when it cannot be read."""
     try:
-        fd = os.open(os.path.join(dirs.lima_home(), "_locks", f"{name}.lock"),
-                     os.O_RDONLY | os.O_CLOEXEC)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").rstrip("\0").split("\0")
     except OSError:
-        return False  # never locked: no lock file
-    import fcntl
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+        return None
 
 
 def _stranger_holding_lock(name: str) -> str:
     """"PID (command)" of a process other than pylima's holding the instance lock."""
-    if not _lock_is_held(name):
-        return ""
-    from pylima.store.lock import lock_path, processes_using
+    from pylima.store.lock import lock_holders
 
-    for pid in processes_using([lock_path(name)]):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
+    for pid in lock_holders(name):
+        argv = proc_argv(pid)
+        if argv is None:
             continue
-        text = b" ".join(argv).decode(errors="replace").strip()
-        if "pylima" in text or "limactl" in text or "lima" == os.path.basename(
-                argv[0].decode(errors="replace")):
+        text = " ".join(argv).strip()
+        if "pylima" in text or "limactl" in text or os.path.basename(argv[0]) == "lima":
             continue
         return f"{pid} ({text[:80]})"
     return ""

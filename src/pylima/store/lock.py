@@ -80,11 +80,20 @@ def instance_lock(name: str, timeout: float = 5.0) -> Iterator[None]:
 
 
 def is_locked(name: str) -> bool:
-    fd = try_lock(name)
-    if fd is None:
+    """Whether some process holds instance NAME's lock. Creates nothing: `limactl
+    list` asks it for every stopped instance, and an instance never locked has no
+    lock file."""
+    try:
+        fd = os.open(lock_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
         return True
-    os.close(fd)
-    return False
+    finally:
+        os.close(fd)
 
 
 def processes_using(paths: list[Path], prefixes: list[Path] = ()) -> list[int]:  # type: ignore[assignment]
