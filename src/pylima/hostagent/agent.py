@@ -88,6 +88,7 @@ class HostAgent:
         self.guest_agent_alive = asyncio.Event()
         self.mounts = MountManager(name, self.dir)
         self.ssh_master: asyncio.subprocess.Process | None = None
+        self.mount_tags: list[str] = []
 
     def guest_path(self, marker: str) -> str:
         return f"{self.guest_run_dir}/{marker}"
@@ -156,6 +157,10 @@ class HostAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
         write_atomic(self.pidfile, f"{os.getpid()}\n")
+        pause = os.environ.get(PAUSE_ENV)
+        if pause and pause not in PAUSE_PHASES:
+            log.warning("%s=%s names no phase (%s); not pausing", PAUSE_ENV, pause,
+                        ", ".join(PAUSE_PHASES))
         server = None
         try:
             try:
