@@ -217,10 +217,15 @@ def test_a_second_host_agent_touches_nothing(inst_dir: Path,
     (inst_dir / "ha.pid").write_text("12345\n")  # the owner's files
     (inst_dir / "ha.sock").write_text("")
     before = sorted((p.name, p.stat().st_mtime_ns) for p in inst_dir.iterdir())
+    umask = os.umask(0o022)
+    os.umask(umask)
     try:
         assert main(NAME, str(inst_dir / "ha.pid"), str(inst_dir / "ha.sock")) == 1
     finally:
         os.close(owner)
+    # main() narrows the umask for the agent's own files, and gives it back: it may run
+    # inside another process (the mount tests once inherited 077 from this test)
+    assert os.umask(umask) == umask
     assert sorted((p.name, p.stat().st_mtime_ns) for p in inst_dir.iterdir()) == before
     assert f"instance `{NAME}` is owned by another process" in caplog.text
 

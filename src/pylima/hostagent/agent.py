@@ -560,7 +560,17 @@ def main(name: str, pidfile: str, socket_path: str, lock_fd: int | None = None) 
     # with it); the driver narrows the modes of the sockets they create.
     from pylima import process
 
-    process.child_umask = os.umask(0o077)
+    user_umask = process.child_umask = os.umask(0o077)
+    try:
+        return _main(name, pidfile, socket_path, lock_fd)
+    finally:
+        # main() may run inside another Python process (the API, tests): leave its
+        # umask as it was
+        os.umask(user_umask)
+        process.child_umask = None
+
+
+def _main(name: str, pidfile: str, socket_path: str, lock_fd: int | None) -> int:
     fd = adopt_lock(name, lock_fd)
     if fd is None:
         from pylima.store.lock import lock_holders
