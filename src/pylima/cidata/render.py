@@ -17,6 +17,9 @@ else on the seed is pylima's boot machinery:
   their index in `provision` so that name order is config order. ``boot`` mode
   scripts go to cloud-init's ``bootcmd`` instead (run very early on every boot).
 - ``lima-guestagent``: the guest agent, when one is given.
+- ``pylima-init``: the boot path of pylima's own images, which carry no cloud-init:
+  it reads meta-data, user-data and network-config and does what cloud-init does
+  with them, then runs the same per-boot launcher (see `guestagent/init.py`).
 
 The cloud image's cloud-init must keep these modules: bootcmd, write_files,
 growpart, resizefs, set_hostname/update_hostname, users_groups, ssh, timezone,
@@ -63,7 +66,7 @@ PROXY_VARS = ("ftp_proxy", "http_proxy", "https_proxy", "no_proxy")
 
 # Files on the seed that must be executable (mode 0755); everything else is 0644.
 _EXECUTABLE_DIRS = ("boot", "provision.dependency", "provision.system", "provision.user")
-_EXECUTABLE_FILES = ("boot.sh", "lima-guestagent")
+_EXECUTABLE_FILES = ("boot.sh", "lima-guestagent", "pylima-init")
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BLOCK_START = "#LIMA-START"
@@ -95,6 +98,7 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
                   ssh_local_port: int, slirp: SlirpNet = SLIRP,
                   mount_tags: Mapping[int, str] | None = None,
                   guest_agent: bytes | None = None,
+                  guest_init: bytes | None = None,
                   host_env: Mapping[str, str] | None = None,
                   ca_cert_files: Sequence[str] = (),
                   host_home: str | None = None,
@@ -109,6 +113,7 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
     `caCerts.files`, read by the caller. `mount_tags` maps an index in `mounts` to the
     tag the VM driver gave that share (Lima's tag by default). `host_home` (the
     host user's home) finds the mount of the host's home for LIMA_CIDATA_HOSTHOME_*.
+    `guest_init` is pylima-init, for images that boot without cloud-init.
     `containerd_archive` is the nerdctl-full archive for `containerd.system/user` (None
     when the host could not get one).
     """
@@ -140,6 +145,8 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
     if guest_agent is not None:
         files["boot/25-guestagent.sh"] = scripts.GUEST_AGENT_SH
         files["lima-guestagent"] = guest_agent
+    if guest_init is not None:
+        files["pylima-init"] = guest_init
     if seed.needs_dependency_step():
         files["boot/30-dependencies.sh"] = scripts.DEPENDENCIES_SH
     if seed.needs_containerd_step():

@@ -1,0 +1,549 @@
+#!/usr/bin/python3
+"""pylima-init: what cloud-init does for pylima's NoCloud seed, in a fraction of the time.
+
+pylima's own images carry no cloud-init. Two systemd units of the image run this
+program from the mounted seed (`pylima-init early|final SEED`):
+
+- early (before the network, sshd and logind start): `bootcmd`, the host name,
+  the user and its SSH keys, sudo, the SSH host keys, the time zone, CA
+  certificates, `write_files`, and the network configuration for systemd-networkd.
+- final (once the network and sshd are up): growing the root partition and file
+  system, package update/upgrade, deferred `write_files`, then the scripts in
+  /var/lib/cloud/scripts/per-boot (pylima's launcher of boot.sh, written there by
+  `write_files` as for cloud-init).
+
+It reads the same meta-data, user-data and network-config that cloud-init reads, and
+knows every field pylima writes. A field it does not know is never skipped silently:
+it is named on the console (the host's serial.log) and in /run/lima-boot-errors, and
+the host reports a degraded start. Images with cloud-init ignore this file.
+
+Stdlib and PyYAML only (a guest's python3). `--root DIR` addresses every file under
+DIR and leaves the running system alone (no commands are run): tests use it to run
+the file-writing steps on a host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import os
+import pwd
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+BOOT_ERRORS = "/run/lima-boot-errors"
+STATE_DIR = "/run/pylima-init"
+PER_BOOT_DIR = "/var/lib/cloud/scripts/per-boot"
+SUDOERS_FILE = "/etc/sudoers.d/90-pylima-users"
+NETWORK_DIR = "/run/systemd/network"
+
+# The fields this program knows, per document. Nested fields are checked where
+# they are used.
+META_DATA_KEYS = {"instance-id", "local-hostname"}
+USER_DATA_KEYS = {
+    "bootcmd", "growpart", "resize_rootfs", "users", "ssh_deletekeys", "ssh_genkeytypes",
+    "ssh_keys", "timezone", "package_update", "package_upgrade",
+    "package_reboot_if_required", "ca_certs", "manage_resolv_conf", "resolv_conf",
+    "write_files",
+}
+USER_KEYS = {"name", "uid", "gecos", "homedir", "shell", "sudo", "lock_passwd",
+             "ssh_authorized_keys"}
+WRITE_FILE_KEYS = {"path", "content", "owner", "permissions", "encoding", "append", "defer"}
+ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name"}
+SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
+KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+
+
+class FieldError(Exception):
+    """A field of the seed this program does not know or cannot apply."""
+
+
+class Init:
+    def __init__(self, seed: str, root: str = "") -> None:
+        self.seed = seed
+        self.root = root.rstrip("/")
+        self.errors: list[str] = []
+        self.meta = self._load("meta-data")
+        self.user_data = self._load("user-data")
+        self.network = self._load("network-config")
+        self.iid = str(self.meta.get("instance-id") or "")
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def path(self, p: str) -> str:
+        return self.root + p
+
+    @property
+    def on_guest(self) -> bool:
+        return not self.root
+
+    def _load(self, name: str) -> dict[str, Any]:
+        p = os.path.join(self.seed, name)
+        try:
+            with open(p, encoding="utf-8") as f:
+                doc = yaml.safe_load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, yaml.YAMLError) as e:
+            self.error(f"cannot read {name}: {e}")
+            return {}
+        if doc is None:
+            return {}
+        if not isinstance(doc, dict):
+            self.error(f"{name} is not a mapping")
+            return {}
+        return doc
+
+    def log(self, msg: str) -> None:
+        print(f"pylima-init: {msg}", flush=True)
+
+    def error(self, msg: str) -> None:
+        self.log(f"ERROR: {msg}")
+        self.errors.append(msg)
+        try:
+            os.makedirs(os.path.dirname(self.path(BOOT_ERRORS)), exist_ok=True)
+            with open(self.path(BOOT_ERRORS), "a", encoding="utf-8") as f:
+                f.write(f"pylima-init: {msg}\n")
+        except OSError:
+            pass
+
+    def unknown(self, doc: str, keys: Any, known: set[str], where: str = "") -> None:
+        for k in sorted(map(str, keys)):
+            if k not in known:
+                self.error(f"unknown field `{where}{k}` in {doc}: not applied "
+                           "(pylima-init knows: " + ", ".join(sorted(known)) + ")")
+
+    def run(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        if not self.on_guest:
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        r = subprocess.run(argv, text=True, capture_output=True, **kw)
+        if r.returncode != 0:
+            out = (r.stderr or r.stdout).strip().splitlines()
+            raise FieldError(f"`{shlex.join(argv)}` failed with exit code {r.returncode}"
+                             + (f": {out[-1]}" if out else ""))
+        return r
+
+    def write(self, p: str, content: str | bytes, mode: int = 0o644, append: bool = False,
+              owner: tuple[int, int] | None = None) -> None:
+        full = self.path(p)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        data = content.encode() if isinstance(content, str) else content
+        if append:
+            with open(full, "ab") as f:
+                f.write(data)
+        else:
+            tmp = f"{full}.pylima-init.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, full)
+        os.chmod(full, mode)
+        if owner is not None and self.on_guest:
+            os.chown(full, *owner)
+
+    def step(self, name: str, fn: Callable[[], None]) -> None:
+        t0 = time.monotonic()
+        try:
+            fn()
+        except FieldError as e:
+            self.error(f"{name}: {e}")
+        except Exception as e:  # one failing step never stops the others
+            self.error(f"{name}: {type(e).__name__}: {e}")
+        dt = time.monotonic() - t0
+        if dt > 0.5:
+            self.log(f"{name} took {dt:.1f} s")
+
+    # -- early -------------------------------------------------------------------------
+
+    def early(self) -> None:
+        self.unknown("meta-data", self.meta, META_DATA_KEYS)
+        self.unknown("user-data", self.user_data, USER_DATA_KEYS)
+        ud = self.user_data
+        self.step("bootcmd", self.bootcmd)
+        self.step("hostname", self.hostname)
+        self.step("users", self.users)
+        self.step("ssh", self.ssh_host_keys)
+        self.step("timezone", self.timezone)
+        self.step("ca_certs", self.ca_certs)
+        self.step("resolv_conf", self.resolv_conf)
+        self.step("write_files", lambda: self.write_files(deferred=False))
+        self.step("network-config", self.network_config)
+        if ud.get("package_update") or ud.get("package_upgrade"):
+            self.log("packages are updated in the final stage")
+
+    def bootcmd(self) -> None:
+        cmds = self.user_data.get("bootcmd") or []
+        if not cmds:
+            return
+        if not isinstance(cmds, list):
+            raise FieldError("`bootcmd` must be a list")
+        # As cloud-init: one shell script, a line per string entry, a quoted command
+        # per list entry, run by /bin/sh with INSTANCE_ID set.
+        lines = ["#!/bin/sh"]
+        for c in cmds:
+            lines.append(shlex.join(map(str, c)) if isinstance(c, list) else str(c))
+        script = self.path(f"{STATE_DIR}/bootcmd")
+        self.write(f"{STATE_DIR}/bootcmd", "\n".join(lines) + "\n", 0o700)
+        self.run(["/bin/sh", script], env={**os.environ, "INSTANCE_ID": self.iid},
+                 stdin=subprocess.DEVNULL)
+
+    def hostname(self) -> None:
+        name = str(self.meta.get("local-hostname") or "")
+        if not name:
+            return
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", name):
+            raise FieldError(f"`local-hostname` `{name}` is not a valid host name")
+        self.write("/etc/hostname", name + "\n")
+        if self.on_guest:
+            import socket
+
+            socket.sethostname(name)
+        # As cloud-init's `manage_etc_hosts: localhost`: the name resolves locally.
+        hosts = self.path("/etc/hosts")
+        try:
+            with open(hosts, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            lines = ["127.0.0.1\tlocalhost"]
+        lines = [ln for ln in lines if not ln.startswith("127.0.1.1")]
+        lines.insert(1 if lines else 0, f"127.0.1.1\t{name}")
+        self.write("/etc/hosts", "\n".join(lines) + "\n")
+
+    def growpart(self) -> None:
+        gp = self.user_data.get("growpart")
+        if gp is None:
+            return
+        if not isinstance(gp, dict):
+            raise FieldError("`growpart` must be a mapping")
+        self.unknown("user-data", gp, {"mode", "devices", "ignore_growroot_disabled"},
+                     "growpart.")
+        if gp.get("mode") in (False, "off"):
+            return
+        devices = gp.get("devices") or ["/"]
+        if devices != ["/"]:
+            raise FieldError(f"`growpart.devices` {devices!r}: only [\"/\"] is supported")
+        if not self.on_guest:
+            return
+        part = root_partition()
+        if part is None:
+            raise FieldError("cannot find the root partition")
+        disk, number, grow = part
+        if not grow:
+            return
+        self.log(f"growing /dev/{disk} partition {number} to the end of the disk")
+        self.run(["growpart", f"/dev/{disk}", str(number)])
+        if self.user_data.get("resize_rootfs", True):
+            dev = partition_device(disk, number)
+            self.run(["resize2fs", dev])
+
+    def users(self) -> None:
+        users = self.user_data.get("users") or []
+        if not isinstance(users, list):
+            raise FieldError("`users` must be a list")
+        sudoers = []
+        for i, u in enumerate(users):
+            if not isinstance(u, dict):
+                raise FieldError(f"`users[{i}]`: only a mapping is supported")
+            self.unknown("user-data", u, USER_KEYS, f"users[{i}].")
+            name = str(u["name"])
+            if not re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", name):
+                raise FieldError(f"`users[{i}].name` `{name}` is not a valid user name")
+            home = str(u.get("homedir") or f"/home/{name}")
+            self.ensure_user(name, u, home)
+            if u.get("sudo"):
+                rules = u["sudo"] if isinstance(u["sudo"], list) else [u["sudo"]]
+                sudoers += [f"# User rules for {name}"] + [f"{name} {r}" for r in rules]
+            if u.get("lock_passwd", True):
+                self.run(["passwd", "-l", name], stdin=subprocess.DEVNULL)
+            keys = [str(k).strip() for k in u.get("ssh_authorized_keys") or []]
+            self.authorized_keys(name, home, keys)
+        if sudoers:
+            self.write(SUDOERS_FILE, "# Written by pylima-init\n" + "\n".join(sudoers) + "\n",
+                       0o440)
+
+    def ensure_user(self, name: str, u: dict[str, Any], home: str) -> None:
+        if not self.on_guest:
+            return
+        try:
+            pwd.getpwnam(name)
+            return  # an earlier boot made it; its home and files stay as they are
+        except KeyError:
+            pass
+        argv = ["useradd", "--create-home", "--home-dir", home,
+                "--shell", str(u.get("shell") or "/bin/bash")]
+        if u.get("uid") is not None:
+            argv += ["--uid", str(int(u["uid"]))]
+        if u.get("gecos"):
+            argv += ["--comment", str(u["gecos"])]
+        self.run([*argv, name])
+
+    def authorized_keys(self, name: str, home: str, keys: list[str]) -> None:
+        if not keys:
+            return
+        if self.on_guest:
+            pw = pwd.getpwnam(name)
+            owner: tuple[int, int] | None = (pw.pw_uid, pw.pw_gid)
+        else:
+            owner = None
+        ssh_dir = f"{home}/.ssh"
+        os.makedirs(self.path(ssh_dir), mode=0o700, exist_ok=True)
+        if owner:
+            os.chown(self.path(ssh_dir), *owner)
+        path = f"{ssh_dir}/authorized_keys"
+        try:
+            with open(self.path(path), encoding="utf-8") as f:
+                existing = [ln for ln in f.read().splitlines() if ln.strip()]
+        except FileNotFoundError:
+            existing = []
+        # As cloud-init: keys already there stay, the seed's are added once.
+        merged = existing + [k for k in keys if k not in existing]
+        self.write(path, "\n".join(merged) + "\n", 0o600, owner=owner)
+
+    def ssh_host_keys(self) -> None:
+        ud = self.user_data
+        keys = ud.get("ssh_keys") or {}
+        if not isinstance(keys, dict):
+            raise FieldError("`ssh_keys` must be a mapping")
+        bad = [k for k in keys if not SSH_KEY_RE.match(str(k))]
+        for k in bad:
+            self.error(f"unknown field `ssh_keys.{k}` in user-data: not applied")
+        if ud.get("ssh_deletekeys"):
+            d = self.path("/etc/ssh")
+            for f in os.listdir(d) if os.path.isdir(d) else []:
+                if f.startswith("ssh_host_") and "key" in f:
+                    os.unlink(os.path.join(d, f))
+        for k, v in keys.items():
+            m = SSH_KEY_RE.match(str(k))
+            if not m:
+                continue
+            kind, part = m.groups()
+            base = f"/etc/ssh/ssh_host_{kind}_key"
+            if part == "private":
+                self.write(base, str(v).strip() + "\n", 0o600)
+            elif part == "public":
+                self.write(base + ".pub", str(v).strip() + "\n", 0o644)
+            else:
+                self.write(base + "-cert.pub", str(v).strip() + "\n", 0o644)
+        for kind in ud.get("ssh_genkeytypes") or []:
+            if kind not in KEY_TYPES:
+                raise FieldError(f"`ssh_genkeytypes`: unknown key type `{kind}`")
+            path = f"/etc/ssh/ssh_host_{kind}_key"
+            if not os.path.exists(self.path(path)):
+                self.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", path])
+
+    def timezone(self) -> None:
+        tz = self.user_data.get("timezone")
+        if not tz:
+            return
+        tz = str(tz)
+        zone = f"/usr/share/zoneinfo/{tz}"
+        if ".." in tz.split("/") or not os.path.isfile(self.path(zone)):
+            raise FieldError(f"unknown time zone `{tz}`")
+        link = self.path("/etc/localtime")
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(zone, link)
+        self.write("/etc/timezone", tz + "\n")
+
+    def ca_certs(self) -> None:
+        ca = self.user_data.get("ca_certs")
+        if not ca:
+            return
+        if not isinstance(ca, dict):
+            raise FieldError("`ca_certs` must be a mapping")
+        self.unknown("user-data", ca, {"remove_defaults", "trusted"}, "ca_certs.")
+        if ca.get("remove_defaults"):
+            conf = self.path("/etc/ca-certificates.conf")
+            if os.path.exists(conf):
+                with open(conf, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+                # "!name" deselects a certificate (update-ca-certificates(8)).
+                lines = [ln if ln.startswith(("#", "!")) or not ln.strip() else "!" + ln
+                         for ln in lines]
+                self.write("/etc/ca-certificates.conf", "\n".join(lines) + "\n")
+        for i, cert in enumerate(ca.get("trusted") or []):
+            self.write(f"/usr/local/share/ca-certificates/pylima-ca-{i}.crt",
+                       str(cert).strip() + "\n")
+        self.run(["update-ca-certificates", "--fresh"], stdin=subprocess.DEVNULL)
+
+    def resolv_conf(self) -> None:
+        rc = self.user_data.get("resolv_conf")
+        if rc is None:
+            return
+        if not isinstance(rc, dict):
+            raise FieldError("`resolv_conf` must be a mapping")
+        self.unknown("user-data", rc, {"nameservers"}, "resolv_conf.")
+        # As cloud-init on Debian, where systemd-resolved owns /etc/resolv.conf: the
+        # name servers reach the resolver through network-config, which must list them.
+        wanted = [str(a) for a in rc.get("nameservers") or []]
+        given: set[str] = set()
+        for eth in ((self.network.get("ethernets") or {}).values()):
+            given.update(str(a) for a in
+                         ((eth or {}).get("nameservers") or {}).get("addresses") or [])
+        missing = [a for a in wanted if a not in given]
+        if missing:
+            raise FieldError(f"`resolv_conf.nameservers` {missing} are not in network-config")
+
+    def write_files(self, deferred: bool) -> None:
+        entries = self.user_data.get("write_files") or []
+        if not isinstance(entries, list):
+            raise FieldError("`write_files` must be a list")
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict) or not e.get("path"):
+                raise FieldError(f"`write_files[{i}]` needs a path")
+            if not deferred:
+                self.unknown("user-data", e, WRITE_FILE_KEYS, f"write_files[{i}].")
+            if bool(e.get("defer")) != deferred:
+                continue
+            content: str | bytes = str(e.get("content") or "")
+            enc = str(e.get("encoding") or "text").lower()
+            if enc in ("b64", "base64"):
+                content = base64.b64decode(content)
+            elif enc in ("gz+b64", "gzip+base64", "gz+base64", "gzip+b64"):
+                content = gzip.decompress(base64.b64decode(content))
+            elif enc not in ("text", "text/plain"):
+                raise FieldError(f"`write_files[{i}].encoding` `{enc}` is not supported")
+            mode = int(str(e.get("permissions") or "0644"), 8)
+            owner = None
+            if self.on_guest:
+                user, _, group = str(e.get("owner") or "root:root").partition(":")
+                pw = pwd.getpwnam(user)
+                gid = pw.pw_gid
+                if group:
+                    import grp
+
+                    gid = grp.getgrnam(group).gr_gid
+                owner = (pw.pw_uid, gid)
+            self.write(str(e["path"]), content, mode, bool(e.get("append")), owner)
+
+    def network_config(self) -> None:
+        net = self.network
+        if not net:
+            return
+        self.unknown("network-config", net, {"version", "ethernets"})
+        if net.get("version") != 2:
+            raise FieldError(f"network-config version {net.get('version')!r}: only 2 is "
+                             "supported")
+        eths = net.get("ethernets") or {}
+        for name, eth in eths.items():
+            eth = eth or {}
+            self.unknown("network-config", eth, ETHERNET_KEYS, f"ethernets.{name}.")
+            self.write(f"{NETWORK_DIR}/10-pylima-{name}.network",
+                       render_networkd(str(name), eth))
+
+    # -- final -------------------------------------------------------------------------
+
+    def final(self) -> None:
+        ud = self.user_data
+        # Nothing before sshd needs the room: growing the disk (first boot only)
+        # overlaps the host's first SSH connections instead of delaying them.
+        self.step("growpart", self.growpart)
+        if ud.get("package_update") or ud.get("package_upgrade"):
+            self.step("package_update_upgrade_install", self.packages)
+        self.step("write_files (deferred)", lambda: self.write_files(deferred=True))
+        self.step("scripts_per_boot", self.per_boot)
+
+    def packages(self) -> None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        self.run(["apt-get", "-q", "update"], env=env, stdin=subprocess.DEVNULL)
+        if self.user_data.get("package_upgrade"):
+            self.run(["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold",
+                      "dist-upgrade"], env=env, stdin=subprocess.DEVNULL)
+        if (self.user_data.get("package_reboot_if_required")
+                and os.path.exists(self.path("/var/run/reboot-required")) and self.on_guest):
+            self.log("a package asks for a reboot: rebooting")
+            subprocess.run(["systemctl", "reboot"], check=False)
+            sys.exit(0)
+
+    def per_boot(self) -> None:
+        d = self.path(PER_BOOT_DIR)
+        if not os.path.isdir(d):
+            return
+        for f in sorted(os.listdir(d)):
+            p = os.path.join(d, f)
+            if not (os.path.isfile(p) and os.access(p, os.X_OK)):
+                continue
+            self.log(f"running {PER_BOOT_DIR}/{f}")
+            if self.on_guest:
+                # its output goes straight to our stdout (the console and the journal)
+                r = subprocess.run([p], stdin=subprocess.DEVNULL)
+                if r.returncode != 0:
+                    # boot.sh records its own failures in /run/lima-boot-errors
+                    self.log(f"{f} exited with status {r.returncode}")
+
+
+def render_networkd(name: str, eth: dict[str, Any]) -> str:
+    """One systemd-networkd .network file for a network-config v2 ethernet (as
+    cloud-init's networkd renderer writes it)."""
+    match = eth.get("match") or {}
+    lines = ["# Written by pylima-init from the seed's network-config", "[Match]"]
+    if match.get("name"):
+        lines.append(f"Name={match['name']}")
+    elif match.get("macaddress"):
+        lines.append(f"MACAddress={match['macaddress']}")
+    else:
+        lines.append(f"Name={name}")
+    lines += ["", "[Network]"]
+    d4, d6 = bool(eth.get("dhcp4")), bool(eth.get("dhcp6"))
+    lines.append("DHCP=" + {(True, True): "yes", (True, False): "ipv4",
+                            (False, True): "ipv6", (False, False): "no"}[(d4, d6)])
+    ns = eth.get("nameservers") or {}
+    for a in ns.get("addresses") or []:
+        lines.append(f"DNS={a}")
+    if ns.get("search"):
+        lines.append("Domains=" + " ".join(map(str, ns["search"])))
+    return "\n".join(lines) + "\n"
+
+
+def root_partition() -> tuple[str, int, bool] | None:
+    """(disk, partition number, whether the disk has room after it) for '/'."""
+    dev = os.stat("/").st_dev
+    sys_dir = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open(f"{sys_dir}/partition") as f:
+            number = int(f.read())
+        real = os.path.realpath(sys_dir)
+        disk = os.path.basename(os.path.dirname(real))
+
+        def num(p: str) -> int:
+            with open(p) as f:
+                return int(f.read())
+
+        end = num(f"{real}/start") + num(f"{real}/size")
+        total = num(f"/sys/class/block/{disk}/size")
+    except (OSError, ValueError):
+        return None
+    # room beyond the backup GPT (33 sectors) and alignment slack: grow
+    return disk, number, total - end > 4096
+
+
+def partition_device(disk: str, number: int) -> str:
+    return f"/dev/{disk}p{number}" if disk[-1].isdigit() else f"/dev/{disk}{number}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pylima-init")
+    ap.add_argument("stage", choices=["early", "final"])
+    ap.add_argument("seed", help="the mounted cidata seed")
+    ap.add_argument("--root", default="", help="write under this directory, run nothing")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    init = Init(args.seed, args.root)
+    init.log(f"{args.stage} stage of {init.iid or 'an unknown instance'}")
+    getattr(init, args.stage)()
+    init.write(f"{STATE_DIR}/{args.stage}.done", init.iid + "\n")
+    init.log(f"{args.stage} stage done in {time.monotonic() - t0:.1f} s"
+             + (f" with {len(init.errors)} error(s)" if init.errors else ""))
+    return 1 if init.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""pylima-init, run as the guest runs it (`pylima-init STAGE SEED`) on a seed pylima
+rendered, with `--root` pointing every file it writes at a scratch directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.unit.test_cidata import HOST_PRIV, HOST_PUB, IID, PUBKEY, filled, render
+
+from pylima.cidata import file_mode
+from pylima.guestagent import guest_init_bytes
+from pylima.guestagent.init import render_networkd
+
+INIT = Path(__file__).resolve().parents[2] / "src" / "pylima" / "guestagent" / "init.py"
+
+
+def write_seed(tmp: Path, files: dict[str, bytes]) -> Path:
+    seed = tmp / "seed"
+    for name, data in files.items():
+        p = seed / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return seed
+
+
+def fake_root(tmp: Path) -> Path:
+    root = tmp / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\told-name\n")
+    (root / "etc" / "ca-certificates.conf").write_text("# comment\nmozilla/A.crt\n")
+    zone = root / "usr" / "share" / "zoneinfo" / "Europe" / "Paris"
+    zone.parent.mkdir(parents=True)
+    zone.write_bytes(b"TZif2")
+    return root
+
+
+def run_init(stage: str, seed: Path, root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(INIT), stage, str(seed), "--root", str(root)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def seed_files() -> dict[str, bytes]:
+    return render(guest_init=guest_init_bytes())
+
+
+def test_shipped_on_the_seed_as_an_executable(seed_files: dict[str, bytes]) -> None:
+    assert seed_files["pylima-init"] == INIT.read_bytes()
+    assert file_mode("pylima-init") == 0o755
+    assert "pylima-init" not in render()  # only when the caller ships it
+
+
+def test_early_stage_writes_what_cloud_init_would(tmp_path: Path,
+                                                  seed_files: dict[str, bytes]) -> None:
+    seed, root = write_seed(tmp_path, seed_files), fake_root(tmp_path)
+    r = run_init("early", seed, root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (root / "run" / "lima-boot-errors").exists()
+    assert (root / "run" / "pylima-init" / "early.done").read_text() == IID + "\n"
+    # host name, and the name resolving locally (the old 127.0.1.1 line replaced)
+    assert (root / "etc" / "hostname").read_text() == "lima-dev\n"
+    assert (root / "etc" / "hosts").read_text() == "127.0.0.1\tlocalhost\n127.0.1.1\tlima-dev\n"
+    # the user's key, sudo rule and the pinned host key
+    home = root / "home" / "alice.guest"
+    keys = home / ".ssh" / "authorized_keys"
+    assert keys.read_text() == PUBKEY + "\n"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / ".ssh").stat().st_mode) == 0o700
+    sudoers = root / "etc" / "sudoers.d" / "90-pylima-users"
+    assert "alice ALL=(ALL) NOPASSWD:ALL" in sudoers.read_text().splitlines()
+    assert stat.S_IMODE(sudoers.stat().st_mode) == 0o440
+    priv = root / "etc" / "ssh" / "ssh_host_ed25519_key"
+    assert priv.read_text() == HOST_PRIV
+    assert stat.S_IMODE(priv.stat().st_mode) == 0o600
+    assert (root / "etc" / "ssh" / "ssh_host_ed25519_key.pub").read_text() == HOST_PUB + "\n"
+    # time zone, CA certificate (caCerts.certs), the default CAs kept
+    assert os.readlink(root / "etc" / "localtime") == "/usr/share/zoneinfo/Europe/Paris"
+    assert (root / "etc" / "timezone").read_text() == "Europe/Paris\n"
+    ca = root / "usr" / "local" / "share" / "ca-certificates" / "pylima-ca-0.crt"
+    assert ca.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert "mozilla/A.crt" in (root / "etc" / "ca-certificates.conf").read_text().splitlines()
+    # the per-boot launcher of boot.sh (write_files), run by the final stage
+    launcher = root / "var" / "lib" / "cloud" / "scripts" / "per-boot" / "00-lima.boot.sh"
+    assert stat.S_IMODE(launcher.stat().st_mode) == 0o755
+    assert "boot.sh" in launcher.read_text()
+    # `boot` mode provisioning, as one bootcmd script
+    bootcmd = (root / "run" / "pylima-init" / "bootcmd").read_text()
+    assert bootcmd.startswith("#!/bin/sh\n") and "echo boot-one $PARAM_GREETING" in bootcmd
+    # the network: DHCP on either NIC name, with the slirp DNS
+    net = root / "run" / "systemd" / "network"
+    assert sorted(p.name for p in net.iterdir()) == ["10-pylima-slirp-en.network",
+                                                      "10-pylima-slirp-eth.network"]
+    en = (net / "10-pylima-slirp-en.network").read_text()
+    assert "Name=en*" in en and "DHCP=ipv4" in en and "DNS=192.168.5.3" in en
+    assert "packages are updated in the final stage" in r.stdout  # upgradePackages
+
+
+def test_a_second_boot_keeps_keys_the_user_added(tmp_path: Path,
+                                                 seed_files: dict[str, bytes]) -> None:
+    seed, root = write_seed(tmp_path, seed_files), fake_root(tmp_path)
+    assert run_init("early", seed, root).returncode == 0
+    keys = root / "home" / "alice.guest" / ".ssh" / "authorized_keys"
+    keys.write_text(keys.read_text() + "ssh-ed25519 AAAAmine user@elsewhere\n")
+    assert run_init("early", seed, root).returncode == 0
+    assert keys.read_text() == PUBKEY + "\nssh-ed25519 AAAAmine user@elsewhere\n"
+
+
+def test_remove_default_cas(tmp_path: Path) -> None:
+    files = render(filled({"caCerts": {"removeDefaults": True}}), guest_init=guest_init_bytes())
+    seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
+    assert run_init("early", seed, root).returncode == 0
+    conf = (root / "etc" / "ca-certificates.conf").read_text().splitlines()
+    assert conf == ["# comment", "!mozilla/A.crt"]
+
+
+def test_unknown_fields_are_named_and_the_rest_is_applied(
+        tmp_path: Path, seed_files: dict[str, bytes]) -> None:
+    ud = yaml.safe_load(seed_files["user-data"])
+    ud["snap"] = {"commands": ["true"]}
+    ud["users"][0]["groups"] = "docker"
+    net = yaml.safe_load(seed_files["network-config"])
+    net["ethernets"]["slirp-en"]["mtu"] = 1400
+    files = {**seed_files, "user-data": ("#cloud-config\n" + yaml.safe_dump(ud)).encode(),
+             "network-config": yaml.safe_dump(net).encode()}
+    seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
+    r = run_init("early", seed, root)
+    assert r.returncode == 1
+    errors = (root / "run" / "lima-boot-errors").read_text().splitlines()
+    assert [e.split(":")[1].strip() for e in errors] == [
+        "unknown field `snap` in user-data", "unknown field `users[0].groups` in user-data",
+        "unknown field `ethernets.slirp-en.mtu` in network-config"]
+    for field in ("`snap`", "`users[0].groups`", "`ethernets.slirp-en.mtu`"):
+        assert field in r.stdout  # on the console: the host's serial.log
+    assert (root / "home" / "alice.guest" / ".ssh" / "authorized_keys").exists()
+    assert "1 error" not in r.stdout and "3 error(s)" in r.stdout
+
+
+def test_a_field_that_cannot_be_applied_is_an_error(tmp_path: Path) -> None:
+    files = render(filled({"timezone": "Mars/Olympus_Mons"}), guest_init=guest_init_bytes())
+    seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
+    r = run_init("early", seed, root)
+    assert r.returncode == 1
+    assert (root / "run" / "lima-boot-errors").read_text() == (
+        "pylima-init: timezone: unknown time zone `Mars/Olympus_Mons`\n")
+    assert not (root / "etc" / "localtime").exists()
+
+
+def test_an_unreadable_document_is_an_error(tmp_path: Path,
+                                            seed_files: dict[str, bytes]) -> None:
+    seed = write_seed(tmp_path, {**seed_files, "user-data": b"users: [unclosed\n"})
+    root = fake_root(tmp_path)
+    r = run_init("early", seed, root)
+    assert r.returncode == 1
+    assert "cannot read user-data" in (root / "run" / "lima-boot-errors").read_text()
+
+
+def test_final_stage_marks_its_end(tmp_path: Path, seed_files: dict[str, bytes]) -> None:
+    seed, root = write_seed(tmp_path, seed_files), fake_root(tmp_path)
+    assert run_init("early", seed, root).returncode == 0
+    r = run_init("final", seed, root)
+    assert r.returncode == 0, r.stdout
+    assert "running /var/lib/cloud/scripts/per-boot/00-lima.boot.sh" in r.stdout
+    assert (root / "run" / "pylima-init" / "final.done").read_text() == IID + "\n"
+
+
+def test_networkd_rendering() -> None:
+    assert render_networkd("e", {"match": {"macaddress": "52:55:55:00:00:01"},
+                                 "dhcp4": True, "dhcp6": True,
+                                 "nameservers": {"addresses": ["1.1.1.1", "8.8.8.8"],
+                                                 "search": ["lan"]}}) == (
+        "# Written by pylima-init from the seed's network-config\n"
+        "[Match]\nMACAddress=52:55:55:00:00:01\n\n[Network]\nDHCP=yes\n"
+        "DNS=1.1.1.1\nDNS=8.8.8.8\nDomains=lan\n")
+    assert "Name=eth0\n" in render_networkd("eth0", {})
+    assert "DHCP=no\n" in render_networkd("eth0", {})
