@@ -145,7 +145,7 @@ def test_recipe_contents() -> None:
     r = b.make_recipe()
     assert "linux-image-amd64" in r.packages
     assert "linux-image-cloud-amd64" not in r.packages
-    for pkg in ("cloud-init", "openssh-server", "openssh-sftp-server", "sshfs", "python3",
+    for pkg in ("openssh-server", "openssh-sftp-server", "sshfs", "python3", "python3-yaml",
                 "sudo", "cloud-guest-utils", "e2fsprogs", "initramfs-tools", "systemd-sysv"):
         assert pkg in r.packages
     assert "ifupdown" not in r.packages
@@ -156,17 +156,47 @@ def test_recipe_contents() -> None:
     for mod in ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "9p",
                 "9pnet_virtio", "virtiofs", "ext4"):
         assert mod in hook.content.split()
+    masked = {p for p, f in r.post_files.items() if f.symlink and f.content == "/dev/null"}
+    assert "etc/systemd/system/systemd-networkd-wait-online.service" in masked
+    assert "etc/systemd/system/fstrim.timer" in masked
+    assert "etc/systemd/system/modprobe@drm.service" in masked
+    assert "blacklist kvm_amd" in r.pre_files["etc/modprobe.d/pylima-blacklist.conf"].content
+    assert "apt-mark hold linux-image-amd64" in r.customize_script
+    assert "ssh_host_" in r.customize_script
+
+
+def test_default_image_boots_with_pylima_init() -> None:
+    """No cloud-init: pylima-init's launcher and its two units, enabled."""
+    r = b.make_recipe()
+    assert "cloud-init" not in r.packages
+    assert not any(p.startswith("etc/cloud/") for p in r.post_files)
+    launcher = r.post_files["usr/local/lib/pylima/init-launch"]
+    assert launcher.mode == 0o755
+    assert 'exec /usr/bin/python3 "$mnt/pylima-init" "$1" "$mnt"' in launcher.content
+    early = r.post_files["etc/systemd/system/pylima-init.service"].content
+    assert "DefaultDependencies=no" in early
+    before = next(ln for ln in early.splitlines() if ln.startswith("Before="))
+    for unit in ("ssh.service", "systemd-networkd.service", "sysinit.target"):
+        assert unit in before
+    assert "ExecStart=/usr/local/lib/pylima/init-launch early" in early
+    final = r.post_files["etc/systemd/system/pylima-final.service"].content
+    assert "ExecStart=/usr/local/lib/pylima/init-launch final" in final
+    assert "After=pylima-init.service network.target ssh.service" in final
+    assert "systemctl enable systemd-networkd.service systemd-resolved.service " \
+        "pylima-init.service pylima-final.service" in r.customize_script
+
+
+def test_cloud_init_variant_boots_with_cloud_init() -> None:
+    r = b.make_recipe(variant="cloud-init")
+    assert "cloud-init" in r.packages
+    assert r.digest() != b.make_recipe().digest()
+    assert not any("pylima-init" in p or "init-launch" in p for p in r.post_files)
+    assert "pylima-init" not in r.customize_script
     cfg = r.post_files["etc/cloud/cloud.cfg.d/90_pylima.cfg"].content
     assert "datasource_list: [NoCloud, None]" in cfg
     assert "ssh_genkeytypes: [ed25519]" in cfg
     assert "renderers: [networkd]" in cfg
     assert "  - growpart\n" in cfg and "  - resizefs\n" in cfg
-    masked = {p for p, f in r.post_files.items() if f.symlink and f.content == "/dev/null"}
-    assert "etc/systemd/system/systemd-networkd-wait-online.service" in masked
-    assert "etc/systemd/system/fstrim.timer" in masked
-    assert "blacklist kvm_amd" in r.pre_files["etc/modprobe.d/pylima-blacklist.conf"].content
-    assert "apt-mark hold linux-image-amd64" in r.customize_script
-    assert "ssh_host_" in r.customize_script
 
 
 def test_unknown_arch() -> None:
