@@ -396,7 +396,8 @@ before=$(cat "$ROOT/etc/environment" 2>/dev/null || true)
 replace_block "$ROOT/etc/environment" '#LIMA-START' '#LIMA-END' \\
 \t"$LIMA_CIDATA_MNT/etc_environment"
 after=$(cat "$ROOT/etc/environment")
-if on_guest && [ "$before" != "$after" ] && command -v loginctl >/dev/null 2>&1; then
+if on_guest && [ "$before" != "$after" ] && [ -d "/run/user/$LIMA_CIDATA_UID" ] &&
+	command -v loginctl >/dev/null 2>&1; then
 \t# A session opened before the change would keep the old values.
 \tloginctl terminate-user "$LIMA_CIDATA_USER" 2>/dev/null || true
 fi
@@ -406,53 +407,37 @@ printf '%s\\n' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-ssh-ready"
 
 GUEST_AGENT_SH = """\
 #!/bin/sh
-# Install the guest agent shipped on the seed and run it as a systemd service on the
-# virtio-serial port. Without systemd or without the port, the host agent runs it
-# over SSH instead (`lima-guestagent stdio`), so nothing here is fatal.
+# Install the guest agent shipped on the seed and run it as a transient systemd
+# service on the virtio-serial port (started by this script on every boot: no unit
+# file, so no `systemctl daemon-reload`, which costs seconds under emulation).
+# Without systemd or without the port, the host agent runs it over SSH instead
+# (`lima-guestagent stdio`), so nothing here is fatal.
 set -eu
 # shellcheck source=/dev/null
 . "$LIMA_CIDATA_MNT/lib.sh"
 src="$LIMA_CIDATA_MNT/lima-guestagent"
 [ -f "$src" ] || exit 0
 bin="$LIMA_CIDATA_GUEST_INSTALL_PREFIX/bin/lima-guestagent"
-changed=0
 if ! cmp -s "$src" "$ROOT$bin"; then
 \tmkdir -p "$(dirname "$ROOT$bin")"
 \tinstall -m 755 "$src" "$ROOT$bin"
 \tlog "installed $bin"
-\tchanged=1
 fi
 [ -n "$LIMA_CIDATA_VIRTIO_PORT" ] || exit 0
-unit="$ROOT/etc/systemd/system/lima-guestagent.service"
-mkdir -p "$(dirname "$unit")"
-cat >"$unit.new" <<EOF
-[Unit]
-Description=pylima guest agent (listening ports, time sync)
-ConditionPathExists=/dev/virtio-ports/$LIMA_CIDATA_VIRTIO_PORT
-
-[Service]
-ExecStart=$bin daemon
-Restart=always
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-EOF
-if cmp -s "$unit.new" "$unit"; then
-\trm -f "$unit.new"
-else
-\tmv "$unit.new" "$unit"
-\tchanged=1
-fi
 on_guest || exit 0
 [ -d /run/systemd/system ] || exit 0
-if [ "$changed" = 1 ]; then
+[ -e "/dev/virtio-ports/$LIMA_CIDATA_VIRTIO_PORT" ] || exit 0
+unit=/etc/systemd/system/lima-guestagent.service
+if [ -e "$unit" ]; then
+\t# left by an older pylima: the transient unit takes its name
+\tsystemctl disable --quiet --now lima-guestagent.service 2>/dev/null || true
+\trm -f "$unit"
 \tsystemctl daemon-reload
-\tsystemctl enable --quiet lima-guestagent.service
-\tsystemctl restart lima-guestagent.service
-else
-\tsystemctl start lima-guestagent.service
 fi
+systemctl stop lima-guestagent.service 2>/dev/null || true
+systemd-run --quiet --unit=lima-guestagent --collect \\
+\t--description="pylima guest agent (listening ports, time sync)" \\
+\t--property=Restart=always --property=RestartSec=2 "$bin" daemon
 """
 
 DEPENDENCIES_SH = """\
