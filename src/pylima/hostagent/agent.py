@@ -100,7 +100,7 @@ class HostAgent:
         cidata.iso."""
         from pylima.cidata.iso import write_cidata_iso
         from pylima.cidata.render import mount_tag, render_cidata
-        from pylima.guestagent import guest_agent_bytes
+        from pylima.guestagent import guest_agent_bytes, guest_init_bytes
         from pylima.images.disk import boot_disk_path
         from pylima.sshutil import ensure_host_key, free_port, write_ssh_files
         from pylima.store.instance import inspect
@@ -146,7 +146,7 @@ class HostAgent:
                               host_key_public=host_pub, ssh_local_port=self.ssh_port,
                               mount_tags=tags, host_env=dict(os.environ),
                               ca_cert_files=ca_files, host_home=str(Path.home()),
-                              guest_agent=guest_agent_bytes(),
+                              guest_agent=guest_agent_bytes(), guest_init=guest_init_bytes(),
                               containerd_archive=archive.read_bytes() if archive else None)
         write_cidata_iso(files, self.dir / dirs.CIDATA_ISO)
 
@@ -246,7 +246,8 @@ class HostAgent:
             if rc == 0:
                 break
             log.debug("ssh not ready: %s", err.decode(errors="replace").strip())
-            await asyncio.sleep(1)
+            # a refused attempt is cheap (QEMU answers for the guest until sshd does)
+            await asyncio.sleep(0.5)
         log.info("SSH is ready")
         self._emit(sshLocalPort=self.ssh_port, phase="boot scripts")
         await self._checkpoint("ssh")
@@ -278,12 +279,20 @@ class HostAgent:
 
     async def _wait_for_marker(self, path: str) -> None:
         """Wait until the guest file `path` holds this boot's instance-id (a marker left
-        by an earlier boot never counts)."""
+        by an earlier boot never counts).
+
+        One SSH command waits in the guest, reading the file with the shell's own
+        `read` every 0.2 s: the host hears of the marker at once, and the guest pays
+        one `sleep` per check instead of a new SSH session a second."""
+        script = (f"i=0; while [ $i -lt 250 ]; do v=; read -r v <{shlex.quote(path)} 2>/dev/null; "
+                  f'[ "$v" = {self.instance_id} ] && exit 0; i=$((i + 1)); sleep 0.2; '
+                  "done; exit 3")
         while True:
-            rc, out, _ = await self._ssh(f"cat {path} 2>/dev/null || true")
-            if rc == 0 and out.decode().strip() == self.instance_id:
+            rc, _, _ = await self._ssh(script, timeout=120)
+            if rc == 0:
                 return
-            await asyncio.sleep(1)
+            if rc != 3:  # not "still waiting": SSH failed; the guest may be rebooting
+                await asyncio.sleep(1)
 
     async def _run_probes(self) -> list[str]:
         errors = []
