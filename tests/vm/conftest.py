@@ -40,6 +40,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     cross = [it for it in items if "tests/vm/test_cross_arch" in str(it.fspath)]
     items[:] = [it for it in items if it not in cross] + cross
     wanted = []
+    if any("tests/vm/test_mounts" in str(it.fspath) for it in items):
+        wanted.append(("x86_64", "cloud-init"))
     if any("tests/vm/test_containers" in str(it.fspath) for it in items):
         wanted.append(("x86_64", "docker"))
     if cross:
@@ -197,3 +199,20 @@ def unprivileged_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host
 @pytest.fixture(scope="session")
 def shared_image(built_image: dict) -> dict:
     return _share_image(built_image) if os.getuid() == 0 else built_image
+
+
+@pytest.fixture(scope="session")
+def cloud_init_image() -> dict:
+    """The local image's cloud-init variant (the boot path of cloud images), readable
+    by the unprivileged test user. pylima's default image boots with pylima-init: one
+    shared guest boots this variant instead, so that the cloud-init path stays tested."""
+    from pylima.images import builder
+
+    img = builder.find_cached_image(arch="x86_64", variant="cloud-init")
+    if img is None:
+        ok, why = builder.can_build()
+        if not ok:
+            pytest.fail(f"cannot build the guest image: {why}")
+        img = builder.build_debian_image(arch="x86_64", variant="cloud-init")
+    entry = builder.images_entry(img)
+    return _share_image(entry) if os.getuid() == 0 else entry

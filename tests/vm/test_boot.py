@@ -57,6 +57,18 @@ def test_lima_runs_a_command(guest: Host) -> None:
     assert r.stdout.startswith("Linux lima-vmtest ")
 
 
+def test_booted_by_pylima_init_not_cloud_init(guest: Host) -> None:
+    """pylima's own image has no cloud-init: pylima-init's two stages set it up."""
+    r = guest.lima("sh", "-c", "command -v cloud-init; ls /run/cloud-init 2>&1; "
+                   "cat /run/pylima-init/early.done /run/pylima-init/final.done; "
+                   "systemctl is-active pylima-init.service pylima-final.service",
+                   env=lima_env())
+    lines = r.stdout.splitlines()
+    assert lines[0] == "ls: cannot access '/run/cloud-init': No such file or directory", r.stdout
+    assert lines[1] == lines[2] and lines[1].startswith("iid-")
+    assert lines[3:] == ["active", "active"]
+
+
 def test_guest_user_matches_host_user(guest: Host) -> None:
     r = guest.limactl("shell", NAME, "id", "-un")
     assert r.stdout.strip() == guest.user

@@ -1,6 +1,10 @@
 """Host directories shared with a real guest, one guest per mount type (9p,
 reverse-sshfs, virtiofs), each started once and used by every test of its type.
 
+The reverse-sshfs guest boots the local image's cloud-init variant (the boot path of
+cloud images); the others boot pylima's default image, through pylima-init. Each
+also runs a provisioning script, and the cloud-init guest forwards a port.
+
 Each guest gets a read-only mount (`ro`) and a writable one (`rw`) of two
 directories that sit next to a file the guest must never read (`secret.txt`); the
 mounts' symbolic links point at it by absolute and relative paths. 9p and
@@ -15,6 +19,8 @@ import os
 import pwd
 import shlex
 import shutil
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +41,7 @@ class Guest:
     mount_type: str
     base: Path
     start_output: str
+    boot_path: str  # "cloud-init" or "pylima-init"
 
     @property
     def ro(self) -> Path:
@@ -71,17 +78,23 @@ def _make_tree(base: Path, owner: str) -> None:
         os.lchown(p, pw.pw_uid, pw.pw_gid)
 
 
+PROVISION = [{"mode": "system",
+              "script": "#!/bin/sh\necho \"provisioned as $(id -un)\" >/run/pylima-provisioned\n"}]
+
+
 def _mounts_set(image: dict, mount_type: str, mounts: list[dict]) -> str:
     return (f".images = [{json.dumps(image)}] | .mountType = {json.dumps(mount_type)} | "
-            f".mounts = {json.dumps(mounts)} | .mountTypesUnsupported = []")
+            f".mounts = {json.dumps(mounts)} | .mountTypesUnsupported = [] | "
+            f".provision = {json.dumps(PROVISION)}")
 
 
 @pytest.fixture(scope="module", params=["9p", "reverse-sshfs", "virtiofs"])
 def guest(request: pytest.FixtureRequest, unprivileged_host: Host,
-          shared_image: dict, built_image: dict,
+          shared_image: dict, built_image: dict, cloud_init_image: dict,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     mount_type: str = request.param
     name = "mnt-" + mount_type.replace("reverse-", "r")
+    boot_path = "cloud-init" if mount_type == "reverse-sshfs" else "pylima-init"
     if mount_type == "virtiofs":
         from pylima.drivers.qemu.virtiofs import virtiofsd_problem
 
@@ -95,7 +108,8 @@ def guest(request: pytest.FixtureRequest, unprivileged_host: Host,
         image = built_image
         base = Path("/var/tmp/pylima-mounttest-virtiofs")
     else:
-        host, image = unprivileged_host, shared_image
+        host = unprivileged_host
+        image = cloud_init_image if boot_path == "cloud-init" else shared_image
         base = host.home / f"mounttest-{mount_type}"
     _make_tree(base, host.user)
     mounts: list[dict] = [{"location": str(base / "ro")},
@@ -121,7 +135,7 @@ def guest(request: pytest.FixtureRequest, unprivileged_host: Host,
         for link, target in (("abs-link", str(base / "secret.txt")),
                              ("rel-link", "../secret.txt"), ("up-dir", "..")):
             (base / "rw" / link).symlink_to(target)
-    g = Guest(host, name, mount_type, base, out)
+    g = Guest(host, name, mount_type, base, out, boot_path)
     yield g
     host.limactl("stop", "-f", name)
     host.limactl("delete", "-f", name)
@@ -208,6 +222,43 @@ def test_no_escape_through_links_or_dotdot(guest: Guest, d: str) -> None:
 def test_shell_lands_in_host_cwd_under_a_mount(guest: Guest) -> None:
     r = guest.host.limactl("shell", guest.name, "pwd", cwd=str(guest.ro / "sub"))
     assert r.stdout.strip() == str(guest.ro / "sub"), r.stderr
+
+
+def test_boot_path_and_provisioning(guest: Guest) -> None:
+    """pylima's image boots without cloud-init; its cloud-init variant through it. Both
+    run the provisioning script (as root)."""
+    rc, out, err = guest.sh("cat /run/pylima-provisioned")
+    assert out == "provisioned as root\n", err
+    rc, out, err = guest.sh(
+        "if [ -e /run/cloud-init/result.json ]; then echo cloud-init; "
+        "elif [ -e /run/pylima-init/final.done ]; then echo pylima-init; fi; "
+        "command -v cloud-init >/dev/null && echo has-cloud-init || true")
+    if guest.boot_path == "cloud-init":
+        assert out.split() == ["cloud-init", "has-cloud-init"], err
+    else:
+        assert out.split() == ["pylima-init"], err
+
+
+def test_cloud_init_guest_forwards_a_port(guest: Guest) -> None:
+    if guest.boot_path != "cloud-init":
+        pytest.skip("port forwarding on pylima-init guests: tests/vm/test_boot.py")
+    port = 18765
+    rc, _, err = guest.sh(
+        "mkdir -p /tmp/www && echo from-cloud-init-guest >/tmp/www/index.html && "
+        f"(setsid nohup python3 -m http.server {port} --bind 127.0.0.1 --directory /tmp/www "
+        ">/dev/null 2>&1 &)")
+    assert rc == 0, err
+    deadline = time.monotonic() + 60
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                body = resp.read().decode()
+                break
+        except OSError:
+            time.sleep(1)
+    assert body == "from-cloud-init-guest\n"
+    guest.sh(f"pkill -f 'http.server {port}'")
 
 
 def test_failed_mount_is_reported_by_name(guest: Guest) -> None:
