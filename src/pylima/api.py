@@ -473,9 +473,11 @@ def prepare_instance(inst: Instance, on_progress: Any = None) -> None:
     ensure_archive(cfg, on_progress=on_progress)
 
 
-def spawn_host_agent(inst: Instance, debug: bool = False, lock_fd: int | None = None) -> int:
+def spawn_host_agent(inst: Instance, debug: bool = False, lock_fd: int | None = None,
+                     progress: bool = False) -> int:
     """Start `limactl hostagent NAME` detached; its stdout/stderr go to ha.*.log. The
-    instance lock `lock_fd` (held by the caller) is handed over to it."""
+    instance lock `lock_fd` (held by the caller) is handed over to it. `progress`:
+    the guest's boot log comes as events (`limactl start --progress`)."""
     import subprocess
     import sys
 
@@ -488,6 +490,8 @@ def spawn_host_agent(inst: Instance, debug: bool = False, lock_fd: int | None = 
              "--socket", str(inst.dir / dirs.HA_SOCK)]
     if lock_fd is not None:
         argv += ["--lock-fd", str(lock_fd)]
+    if progress:
+        argv.append("--progress")
     argv.append(inst.name)
     out_fd = os.open(inst.dir / dirs.HA_STDOUT_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                      0o600)
@@ -634,18 +638,20 @@ def prepare_start(inst: Instance, on_progress: Any = None) -> Instance:
 
 
 def start_instance(inst: Instance, timeout: float = 600.0, *, debug: bool = False,
-                   on_progress: Any = None, on_event: Any = None) -> Instance:
+                   on_progress: Any = None, on_event: Any = None,
+                   progress: bool = False) -> Instance:
     """Start a stopped instance and wait (up to `timeout` seconds) until the guest is
     ready: the work of `limactl start`. When another process is starting it (or it
     runs already), wait for that one instead. Raises InstanceError when the host agent
     exits, the guest comes up degraded or the timeout passes. Returns the instance
     inspected afresh."""
     return start_or_join(inst, timeout, debug=debug, on_progress=on_progress,
-                         on_event=on_event)[0]
+                         on_event=on_event, progress=progress)[0]
 
 
 def start_or_join(inst: Instance, timeout: float = 600.0, *, debug: bool = False,
-                  on_progress: Any = None, on_event: Any = None) -> tuple[Instance, bool]:
+                  on_progress: Any = None, on_event: Any = None,
+                  progress: bool = False) -> tuple[Instance, bool]:
     """`start_instance`, and whether this call started the instance (False: it was
     running, or another process started it and this call waited until READY).
 
@@ -665,7 +671,7 @@ def start_or_join(inst: Instance, timeout: float = 600.0, *, debug: bool = False
                 if inst.status == STATUS_RUNNING:
                     return inst, False  # a host agent from before instance locks
                 inst = prepare_start(inst, on_progress=on_progress)
-                pid = spawn_host_agent(inst, debug=debug, lock_fd=fd)
+                pid = spawn_host_agent(inst, debug=debug, lock_fd=fd, progress=progress)
             finally:
                 os.close(fd)  # the host agent holds the lock from here on
             ev = _follow_host_agent(inst, max(1.0, deadline - time.monotonic()), on_event,

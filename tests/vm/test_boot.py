@@ -410,10 +410,18 @@ def test_kill_9_at_each_phase(guest: Host, phase: str, victim: str) -> None:
     qemu_img_check(guest)
 
 
-def test_the_data_survives_and_the_next_start_works(guest: Host) -> None:
-    r = guest.limactl("start", NAME, timeout=1200)
+def test_the_data_survives_and_the_next_start_shows_its_progress(guest: Host) -> None:
+    r = guest.limactl("start", "--progress", NAME, timeout=1200)
     assert r.returncode == 0, r.stderr
     assert guest.limactl("shell", NAME, "cat", "durable").stdout == "durable\n"
+    # --progress: the guest's boot log (pylima-init and boot.sh), ended before READY
+    lines = [ln.split("msg=", 1)[1] for ln in r.stderr.splitlines() if "msg=" in ln]
+    assert '"Cloud-init provisioning started..."' in lines
+    shown = [ln for ln in lines if ln.startswith('"[cloud-init] ')]
+    assert any("running boot/25-guestagent.sh" in ln for ln in shown), r.stderr
+    assert any("boot done" in ln for ln in shown), r.stderr
+    done = lines.index('"Cloud-init progress monitoring done."')
+    assert done < next(i for i, ln in enumerate(lines) if ln.startswith('"READY.'))
 
 
 def test_delete_f_of_an_instance_whose_host_agent_was_killed(guest: Host) -> None:

@@ -38,7 +38,23 @@ def _on_event(ev: dict[str, Any]) -> None:
         log.info("SSH Local Port: %d", st["sshLocalPort"])
 
 
-def start_instance_cli(inst: Any, timeout: float, foreground: bool, debug: bool) -> int:
+def _on_progress_event(ev: dict[str, Any]) -> None:
+    """`--progress`: the guest's boot log, as Lima prints it."""
+    _on_event(ev)
+    progress = (ev.get("status") or {}).get("cloudInitProgress")
+    if not progress:
+        return
+    line = progress.get("logLine") or ""
+    if progress.get("active") and not line:
+        log.info("Cloud-init provisioning started...")
+    if line:
+        log.info("[cloud-init] %s", line)
+    if progress.get("completed"):
+        log.info("Cloud-init progress monitoring done.")
+
+
+def start_instance_cli(inst: Any, timeout: float, foreground: bool, debug: bool,
+                       progress: bool = False) -> int:
     from pylima import api
     from pylima.cli.progress import download_progress
     from pylima.store import dirs
@@ -60,9 +76,10 @@ def start_instance_cli(inst: Any, timeout: float, foreground: bool, debug: bool)
             raise
         # The host agent takes the descriptor over (and closes it).
         return agent_main(inst.name, str(inst.dir / dirs.HA_PID),
-                          str(inst.dir / dirs.HA_SOCK), fd)
-    inst, started = api.start_or_join(inst, timeout, debug=debug,
-                                      on_progress=download_progress(), on_event=_on_event)
+                          str(inst.dir / dirs.HA_SOCK), fd, progress)
+    inst, started = api.start_or_join(
+        inst, timeout, debug=debug, on_progress=download_progress(),
+        on_event=_on_progress_event if progress else _on_event, progress=progress)
     if not started:
         log.info("The instance `%s` is already running. Run `%s` to open the shell.",
                  inst.name, shell_hint(inst.name))
@@ -99,6 +116,8 @@ def shell_hint(name: str) -> str:
 @click.option("--timeout", default="10m0s", show_default=True,
               help="Duration to wait for the instance to be running before timing out")
 @click.option("--foreground", is_flag=True, help="Run the hostagent in the foreground")
+@click.option("--progress", is_flag=True,
+              help="Show provision script progress by tailing cloud-init logs")
 @click.option("--list-templates", is_flag=True, help="List available templates and exit")
 @LIST_DRIVERS_OPTION
 @TTY_OPTION
@@ -106,8 +125,8 @@ def shell_hint(name: str) -> str:
 @edit_flag_options(new_instance=True)
 @click.pass_context
 def start(ctx: click.Context, target: str | None, name: str | None, timeout: str,
-          foreground: bool, list_templates: bool, list_drivers: bool, tty: bool | None,
-          yes: bool, **kwargs: Any) -> int:
+          foreground: bool, progress: bool, list_templates: bool, list_drivers: bool,
+          tty: bool | None, yes: bool, **kwargs: Any) -> int:
     """Start an instance of Lima. If the instance does not exist, open an editor for
     creating new one, with name "default".
 
@@ -152,7 +171,8 @@ def start(ctx: click.Context, target: str | None, name: str | None, timeout: str
                          yes, kwargs)
         if inst is None:
             return 0
-    return start_instance_cli(inst, seconds, foreground, bool((ctx.obj or {}).get("debug")))
+    return start_instance_cli(inst, seconds, foreground, bool((ctx.obj or {}).get("debug")),
+                              progress)
 
 
 def _looks_like_name(arg: str) -> bool:

@@ -67,8 +67,10 @@ def probe_timeout() -> float:
 class HostAgent:
     def __init__(self, name: str, pidfile: Path, socket_path: Path, *,
                  driver_factory: DriverFactory | None = None,
-                 guest_run_dir: str = GUEST_RUN_DIR) -> None:
+                 guest_run_dir: str = GUEST_RUN_DIR, show_progress: bool = False) -> None:
         self.name = name
+        # `limactl start --progress`: the guest's boot log as cloudInitProgress events
+        self.show_progress = show_progress
         self.dir = dirs.instance_dir(name)
         self.pidfile = pidfile
         self.socket_path = socket_path
@@ -83,6 +85,8 @@ class HostAgent:
         self.cfg: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
         self.boot_done = asyncio.Event()
+        self.progress_done = asyncio.Event()
+        self.progress_task: asyncio.Task[None] | None = None
         self.forwarder: PortForwarder | None = None
         self.ssh_forwards: list[dict[str, Any]] = []
         self.guest_agent_alive = asyncio.Event()
@@ -250,6 +254,17 @@ class HostAgent:
             await asyncio.sleep(0.5)
         log.info("SSH is ready")
         self._emit(sshLocalPort=self.ssh_port, phase="boot scripts")
+        if self.show_progress:
+            self.progress_task = asyncio.create_task(self._watch_progress())
+        try:
+            await self._boot_scripts()
+        finally:
+            if self.progress_task is not None:
+                self.progress_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.progress_task
+
+    async def _boot_scripts(self) -> None:
         await self._checkpoint("ssh")
         await self._wait_for_marker(self.guest_path(SSH_READY))
         await self._start_ssh_master()
@@ -262,6 +277,12 @@ class HostAgent:
             errors += await provision.apply_yq(self._ssh, self.cfg, self.instance_id)
         await self._wait_for_marker(self.guest_path(BOOT_DONE))
         self.boot_done.set()
+        if self.progress_task is not None:
+            # as Lima: the log's end is reported before READY
+            await asyncio.sleep(0.5)  # the last lines are on their way
+            self.progress_done.set()
+            with contextlib.suppress(Exception):
+                await self.progress_task
         log.info("The guest's boot scripts have finished")
         rc, out, _ = await self._ssh(f"cat {self.guest_path(BOOT_ERRORS)} 2>/dev/null || true")
         errors += self.mounts.describe(
@@ -276,6 +297,45 @@ class HostAgent:
         self._emit(running=True, degraded=bool(errors), errors=errors,
                    sshLocalPort=self.ssh_port)
         await self._checkpoint("ready")
+
+    # The guest's boot log: pylima-init's and boot.sh's lines in the journal on
+    # pylima's images, cloud-init's output log on images that boot with cloud-init.
+    PROGRESS_SCRIPT = (
+        "if [ -d /run/pylima-init ]; then "
+        "exec sudo -n journalctl -b -f -o cat -t init-launch; "
+        "else exec sudo -n tail -n +1 -F /var/log/cloud-init-output.log; fi")
+
+    async def _watch_progress(self) -> None:
+        """Follow the guest's boot log until the boot scripts are done (Lima's
+        `--progress`, with Lima's event: `cloudInitProgress`)."""
+        from pylima.process import kill_and_reap, spawn_owned
+        from pylima.sshutil import ssh_argv
+
+        status = dict(self.status)
+        events.emit(**status, cloudInitProgress={"active": True})
+        argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10"), "--",
+                self.PROGRESS_SCRIPT]
+        proc = await spawn_owned(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                 stdout=asyncio.subprocess.PIPE,
+                                 stderr=asyncio.subprocess.DEVNULL)
+
+        async def relay() -> None:
+            assert proc.stdout is not None
+            async for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line:
+                    events.emit(**status, cloudInitProgress={"active": True, "logLine": line})
+
+        reader = asyncio.create_task(relay())
+        try:
+            await self.progress_done.wait()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await kill_and_reap(proc)
+        events.emit(**status, cloudInitProgress={
+            "completed": True, "logLine": "Cloud-init monitoring completed successfully"})
 
     async def _wait_for_marker(self, path: str) -> None:
         """Wait until the guest file `path` holds this boot's instance-id (a marker left
@@ -563,7 +623,8 @@ def adopt_lock(name: str, lock_fd: int | None) -> int | None:
     return try_lock(name)
 
 
-def main(name: str, pidfile: str, socket_path: str, lock_fd: int | None = None) -> int:
+def main(name: str, pidfile: str, socket_path: str, lock_fd: int | None = None,
+         show_progress: bool = False) -> int:
     # Every socket, pid file and key the agent creates is the user's alone. Its
     # children keep the user's umask (QEMU's 9p and virtiofsd create the guest's files
     # with it); the driver narrows the modes of the sockets they create.
@@ -571,7 +632,7 @@ def main(name: str, pidfile: str, socket_path: str, lock_fd: int | None = None) 
 
     user_umask = process.child_umask = os.umask(0o077)
     try:
-        return _main(name, pidfile, socket_path, lock_fd)
+        return _main(name, pidfile, socket_path, lock_fd, show_progress)
     finally:
         # main() may run inside another Python process (the API, tests): leave its
         # umask as it was
@@ -579,7 +640,8 @@ def main(name: str, pidfile: str, socket_path: str, lock_fd: int | None = None) 
         process.child_umask = None
 
 
-def _main(name: str, pidfile: str, socket_path: str, lock_fd: int | None) -> int:
+def _main(name: str, pidfile: str, socket_path: str, lock_fd: int | None,
+          show_progress: bool) -> int:
     fd = adopt_lock(name, lock_fd)
     if fd is None:
         from pylima.store.lock import lock_holders
@@ -590,7 +652,7 @@ def _main(name: str, pidfile: str, socket_path: str, lock_fd: int | None) -> int
         log.error("instance `%s` is owned by another process%s; not starting a second "
                   "host agent", name, who)
         return 1
-    agent = HostAgent(name, Path(pidfile), Path(socket_path))
+    agent = HostAgent(name, Path(pidfile), Path(socket_path), show_progress=show_progress)
     try:
         return asyncio.run(agent.run())
     except KeyboardInterrupt:  # pragma: no cover
