@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,59 @@ def test_variants_extend_the_base_recipe_without_changing_it(monkeypatch):
 def test_unknown_variant_is_one_clear_error():
     with pytest.raises(LimaError, match="unknown image variant `nope`"):
         b.make_recipe("x86_64", variant="nope")
+
+
+def _read_newc(data: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:
+    """The entries of a newc cpio archive: (name, mode, data, rdev)."""
+    out, pos = [], 0
+    while True:
+        assert data[pos:pos + 6] == b"070701"
+        f = [int(data[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
+        namesize, filesize = f[11], f[6]
+        name = data[pos + 110:pos + 110 + namesize - 1].decode()
+        pos += 110 + namesize
+        pos += -pos % 4
+        body = data[pos:pos + filesize]
+        pos += filesize
+        pos += -pos % 4
+        if name == "TRAILER!!!":
+            assert pos == len(data)
+            return out
+        out.append((name, f[1], body, (f[9], f[10])))
+
+
+def test_small_initrd_archive() -> None:
+    ids = b.disk_ids("a" * 64)
+    entries = b.small_initrd_entries(ids, b"BUSYBOX", {"virtio_blk.ko": b"VB", "ext4.ko": b"E4"},
+                                     ["virtio_blk.ko", "ext4.ko"])
+    archive = b.newc_archive(entries)
+    assert archive == b.newc_archive(entries)  # reproducible
+    got = {name: (mode, body, rdev) for name, mode, body, rdev in _read_newc(archive)}
+    assert got["init"][0] == 0o100755 and got["init"][1].startswith(b"#!/bin/busybox sh\n")
+    assert got["bin/busybox"] == (0o100755, b"BUSYBOX", (0, 0))
+    assert got["dev/console"] == (0o020600, b"", (5, 1))
+    assert got["load"][1] == b"virtio_blk.ko\next4.ko\n"
+    assert got["lib/modules/ext4.ko"][1] == b"E4"
+    for d in ("dev", "proc", "sys", "root", "bin", "lib/modules"):
+        assert got[d][0] == 0o040755
+
+
+def test_small_init_finds_the_root_and_switches() -> None:
+    ids = b.disk_ids("a" * 64)
+    init = b.render_small_init(ids)
+    # the image's root partition maps to its file system UUID (busybox's findfs
+    # knows UUID=, not PARTUUID=)
+    assert f"PARTUUID={ids.root_partuuid}) spec=UUID={ids.root_fs_uuid} ;;" in init
+    assert 'insmod "/lib/modules/$m"' in init and "done </load" in init
+    assert 'mount -t "$fstype" -o "$flags" "$dev" /root' in init
+    assert init.rstrip().endswith('exec switch_root /root "$init"')
+    assert "poweroff -f" in init  # a failure ends the VM instead of hanging it
+    assert b.kernel_cmdline(b.ARCHES["x86_64"], ids, b.Tuning()).startswith(
+        f"root=PARTUUID={ids.root_partuuid} rw ")
+
+
+def test_small_init_is_valid_shell(tmp_path: Path) -> None:
+    init = b.render_small_init(b.disk_ids("a" * 64))
+    script = tmp_path / "init"
+    script.write_text(init)
+    assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
