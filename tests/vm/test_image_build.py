@@ -1,6 +1,7 @@
 """Build the local Debian image (cached between runs) and boot it under QEMU/TCG,
-through UEFI firmware as a downloaded cloud image would boot, and by direct kernel
-boot with the exported kernel and initrd. Both must reach a login prompt."""
+through UEFI firmware as a downloaded cloud image would boot (GRUB, initramfs-tools'
+initrd), and by direct kernel boot with the exported kernel and pylima's small initrd.
+Both must reach a login prompt."""
 
 from __future__ import annotations
 
@@ -38,13 +39,16 @@ def image() -> builder.BuiltImage:
 
 
 def _seed_iso(tmp: Path, user_data: str) -> Path:
-    """A minimal NoCloud seed, written by pylima's own ISO writer."""
+    """A minimal NoCloud seed, written by pylima's own ISO writer, with pylima-init
+    (the image boots through it: it has no cloud-init)."""
     from pylima.cidata.iso import write_cidata_iso
+    from pylima.guestagent import guest_init_bytes
 
     iso = tmp / "seed.iso"
     write_cidata_iso({"meta-data": b"instance-id: iid-pylima-test\n"
                                    b"local-hostname: pylima-test\n",
-                      "user-data": user_data.encode()}, iso)
+                      "user-data": user_data.encode(),
+                      "pylima-init": guest_init_bytes()}, iso)
     return iso
 
 
@@ -92,9 +96,17 @@ def _qemu_base(disk: Path, seed: Path) -> list[str]:
             "-nic", "user,model=virtio-net-pci"]
 
 
+# pylima-init grows the root (growpart, resize_rootfs), then runs the per-boot scripts
+# (write_files puts one there, as pylima's seed does with its launcher of boot.sh).
 USER_DATA = """#cloud-config
-runcmd:
-  - [sh, -c, 'echo "PYLIMA-ROOT-MIB=$(df -BM --output=size / | tail -n1 | tr -dc 0-9)" >/dev/ttyS0']
+growpart: {mode: auto, devices: ["/"]}
+resize_rootfs: true
+write_files:
+  - path: /var/lib/cloud/scripts/per-boot/report-root.sh
+    permissions: "0755"
+    content: |
+      #!/bin/sh
+      echo "PYLIMA-ROOT-MIB=$(df -BM --output=size / | tail -n1 | tr -dc 0-9)" >/dev/ttyS0
 """
 
 
@@ -110,7 +122,7 @@ def test_direct_kernel_boot_reaches_login(image: builder.BuiltImage, tmp_path: P
     print(f"\ndirect kernel boot: login prompt after {seen[b'login:']:.1f} s")
     text = (tmp_path / "serial.log").read_bytes().decode(errors="replace")
     root_mib = int(text.split("PYLIMA-ROOT-MIB=")[1].split()[0])
-    # growpart + resize2fs grew the root fs to (nearly) the 4 GiB disk.
+    # pylima-init grew the root fs to (nearly) the 4 GiB disk.
     assert root_mib > 3500, text[-2000:]
 
 

@@ -305,10 +305,11 @@ def test_qemu_driver_start_reports_an_early_exit(inst_dir: Path,
 
 def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real guest: the NoCloud seed on a virtio disk is found by cloud-init (its
+    """A real guest: the NoCloud seed on a virtio disk is found by pylima-init (its
     bootcmd runs) and the guest writes to ttyS0 (serial.log) and hvc0 (serialv.log)."""
     from pylima.cidata.iso import write_cidata_iso
     from pylima.drivers.qemu import QemuDriver
+    from pylima.guestagent import guest_init_bytes
 
     image = find_built_image()
     if image is None:
@@ -319,6 +320,7 @@ def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
         "user-data": b"#cloud-config\nbootcmd:\n  - [sh, -c, \"echo PYLIMA-CIDATA > "
                      b"/dev/ttyS0; echo PYLIMA-HVC0 > /dev/hvc0\"]\n",
         "meta-data": b"instance-id: smoke\nlocal-hostname: smoke\n",
+        "pylima-init": guest_init_bytes(),
     }, inst_dir / dirs.CIDATA_ISO)
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(image / "disk.qcow2"), str(inst_dir / dirs.DISK)], check=True)

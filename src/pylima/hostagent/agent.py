@@ -302,7 +302,7 @@ class HostAgent:
     # pylima's images, cloud-init's output log on images that boot with cloud-init.
     PROGRESS_SCRIPT = (
         "if [ -d /run/pylima-init ]; then "
-        "exec sudo -n journalctl -b -f -o cat -t init-launch; "
+        "exec sudo -n journalctl -b -f -o cat -t init-launch -t lima-boot; "
         "else exec sudo -n tail -n +1 -F /var/log/cloud-init-output.log; fi")
 
     async def _watch_progress(self) -> None:
