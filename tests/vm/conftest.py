@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,20 @@ class Host:
 
     def lima(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
         return self.run("lima", *args, **kw)  # type: ignore[arg-type]
+
+
+def eventually(check, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    """Poll `check` until it returns a true value (generous deadline: TCG is slow); an
+    OSError (a connection not accepted yet) counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except OSError:
+            value = None
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
 
 
 def _ensure_test_user() -> Path:

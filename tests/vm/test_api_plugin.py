@@ -17,6 +17,7 @@ import pytest
 
 import pylima
 from pylima.errors import GuestCommandError
+from tests.vm.conftest import eventually
 
 pytest_plugins = ["pytester"]
 
@@ -80,16 +81,12 @@ def test_forward_http_server(vm: pylima.Instance) -> None:
     vm.run("setsid nohup python3 -m http.server 8765 --bind 127.0.0.1 --directory /tmp/www "
            "</dev/null >/dev/null 2>&1 &")
     host, port = vm.forward(8765)
-    body = ""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}/index.html", timeout=5) as r:
-                body = r.read().decode()
-            break
-        except OSError:
-            time.sleep(0.5)
-    assert body == "served-from-guest\n"
+
+    def page() -> str:
+        with urllib.request.urlopen(f"http://{host}:{port}/index.html", timeout=5) as r:
+            return r.read().decode()
+
+    assert eventually(page, timeout=30) == "served-from-guest\n"
     vm.unforward(8765, port)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import Host
+from tests.vm.conftest import Host, eventually
 
 NAME = "vmtest"
 
@@ -143,19 +143,6 @@ def in_guest_background(h: Host, *argv: str, name: str = NAME) -> None:
     cmd = "setsid -f " + " ".join(shlex.quote(a) for a in argv) + " >/dev/null 2>&1"
     r = h.limactl("shell", name, "sh", "-c", cmd)
     assert r.returncode == 0, r.stderr
-
-
-def eventually(check, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    """Poll `check` until it returns a true value (generous deadline: TCG is slow)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except OSError:
-            value = None
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.5)
 
 
 def http_get(port: int) -> str:

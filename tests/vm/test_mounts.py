@@ -19,7 +19,6 @@ import os
 import pwd
 import shlex
 import shutil
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import REPO, Host
+from tests.vm.conftest import REPO, Host, eventually
 
 SECRET = "TOPSECRET"
 # A location that can never be created: that mount fails, the rest still work.
@@ -248,16 +247,12 @@ def test_cloud_init_guest_forwards_a_port(guest: Guest) -> None:
         f"(setsid nohup python3 -m http.server {port} --bind 127.0.0.1 --directory /tmp/www "
         ">/dev/null 2>&1 &)")
     assert rc == 0, err
-    deadline = time.monotonic() + 60
-    body = ""
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-                body = resp.read().decode()
-                break
-        except OSError:
-            time.sleep(1)
-    assert body == "from-cloud-init-guest\n"
+
+    def page() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+            return resp.read().decode()
+
+    assert eventually(page) == "from-cloud-init-guest\n"
     guest.sh(f"pkill -f 'http.server {port}'")
 
 
