@@ -85,7 +85,6 @@ class HostAgent:
         self.cfg: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
         self.boot_done = asyncio.Event()
-        self.progress_done = asyncio.Event()
         self.progress_task: asyncio.Task[None] | None = None
         self.forwarder: PortForwarder | None = None
         self.ssh_forwards: list[dict[str, Any]] = []
@@ -279,8 +278,6 @@ class HostAgent:
         self.boot_done.set()
         if self.progress_task is not None:
             # as Lima: the log's end is reported before READY
-            await asyncio.sleep(0.5)  # the last lines are on their way
-            self.progress_done.set()
             with contextlib.suppress(Exception):
                 await self.progress_task
         log.info("The guest's boot scripts have finished")
@@ -328,7 +325,8 @@ class HostAgent:
 
         reader = asyncio.create_task(relay())
         try:
-            await self.progress_done.wait()
+            await self.boot_done.wait()
+            await asyncio.sleep(0.5)  # the last lines are on their way
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
