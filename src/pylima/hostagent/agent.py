@@ -52,6 +52,8 @@ PAUSE_ENV = "PYLIMA_HOSTAGENT_PAUSE_AT"
 PAUSE_PHASES = ("booting", "ssh", "boot-scripts", "ready")
 TIME_SYNC_DELAY = 5.0
 TIME_SYNC_INTERVAL = 10.0  # as Lima
+# The first line of the host agent's marker-waiting command: SSH got through.
+MARKER_CONNECTED = "pylima-connected"
 
 
 DriverFactory = Callable[[str, Path, dict[str, Any]], Driver]
@@ -244,17 +246,19 @@ class HostAgent:
     async def _boot_sequence(self) -> None:
         await self._checkpoint("booting")
         log.info("Waiting for SSH on 127.0.0.1:%d", self.ssh_port)
+        # Three SSH connections take the guest from booting to READY: one that waits
+        # for the boot scripts' lima-ssh-ready, the master, and one over the master
+        # that waits for lima-boot-done and reads the boot errors. Under emulation a
+        # connection costs a second or two of the guest's CPU, so none is spare.
         while True:
-            rc, _, err = await self._ssh("true", timeout=20)
+            await self._wait_for_sshd()
+            rc, _ = await self._wait_for_marker(self.guest_path(SSH_READY),
+                                                on_connected=self._on_ssh_ready)
             if rc == 0:
                 break
-            log.debug("ssh not ready: %s", err.decode(errors="replace").strip())
-            # a refused attempt is cheap (QEMU answers for the guest until sshd does)
+            # SSH failed (sshd up before the user's keys, a rebooting guest)
             await asyncio.sleep(0.5)
-        log.info("SSH is ready")
-        self._emit(sshLocalPort=self.ssh_port, phase="boot scripts")
-        if self.show_progress:
-            self.progress_task = asyncio.create_task(self._watch_progress())
+        await self._checkpoint("ssh")
         try:
             await self._boot_scripts()
         finally:
@@ -263,9 +267,51 @@ class HostAgent:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self.progress_task
 
+    def _on_ssh_ready(self) -> None:
+        if self.status.get("phase") == "boot scripts":
+            return  # a later connection of the same wait
+        log.info("SSH is ready")
+        self._emit(sshLocalPort=self.ssh_port, phase="boot scripts")
+        if self.show_progress:
+            self.progress_task = asyncio.create_task(self._watch_progress())
+
+    async def _wait_for_sshd(self) -> None:
+        """Until the SSH port answers with an SSH banner.
+
+        QEMU's user-mode network accepts a connection on the host port before the
+        guest can: until the guest's network is up, its SYN to the guest goes
+        unanswered and is retried with TCP's backoff (1 s, 2 s, 4 s ...), so an ssh
+        started then hears of sshd seconds late. A probe that gives up on a silent
+        connection after a short wait, and opens a new one, hears of it at once."""
+        wait, silent = 1.5, 0
+        while True:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", self.ssh_port), 5)
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.3)
+                continue
+            try:
+                banner = await asyncio.wait_for(reader.readexactly(4), wait)
+                if banner == b"SSH-":
+                    log.debug("sshd greets on port %d", self.ssh_port)
+                    return
+            except asyncio.IncompleteReadError:
+                pass  # closed: the guest refused (its sshd is not listening yet)
+            except TimeoutError:
+                # Silent: the guest's network is not up yet (the usual case for the
+                # first 10-20 s), or sshd is slow to greet under load: after half a
+                # minute of silence, wait longer each time so a slow sshd is heard.
+                silent += 1
+                if silent > 20:
+                    wait = min(wait + 0.5, 10.0)
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+            await asyncio.sleep(0.3)
+
     async def _boot_scripts(self) -> None:
-        await self._checkpoint("ssh")
-        await self._wait_for_marker(self.guest_path(SSH_READY))
         await self._start_ssh_master()
         await self._checkpoint("boot-scripts")
         await self._start_ssh_forwards()
@@ -274,14 +320,20 @@ class HostAgent:
         errors: list[str] = list(self.mounts.errors)
         if provision.yq_entries(self.cfg):
             errors += await provision.apply_yq(self._ssh, self.cfg, self.instance_id)
-        await self._wait_for_marker(self.guest_path(BOOT_DONE))
+        while True:
+            # the marker, then the boot errors, in one command
+            rc, out = await self._wait_for_marker(
+                self.guest_path(BOOT_DONE),
+                then=f"cat {self.guest_path(BOOT_ERRORS)} 2>/dev/null")
+            if rc == 0:
+                break
+            await asyncio.sleep(1)  # SSH failed; the guest may be rebooting
         self.boot_done.set()
         if self.progress_task is not None:
             # as Lima: the log's end is reported before READY
             with contextlib.suppress(Exception):
                 await self.progress_task
         log.info("The guest's boot scripts have finished")
-        rc, out, _ = await self._ssh(f"cat {self.guest_path(BOOT_ERRORS)} 2>/dev/null || true")
         errors += self.mounts.describe(
             [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()])
         errors += await self.mounts.mount_reverse_sshfs()
@@ -335,22 +387,47 @@ class HostAgent:
         events.emit(**status, cloudInitProgress={
             "completed": True, "logLine": "Cloud-init monitoring completed successfully"})
 
-    async def _wait_for_marker(self, path: str) -> None:
+    async def _wait_for_marker(self, path: str, *, then: str = "",
+                               on_connected: Callable[[], None] | None = None,
+                               ) -> tuple[int, bytes]:
         """Wait until the guest file `path` holds this boot's instance-id (a marker left
-        by an earlier boot never counts).
+        by an earlier boot never counts), then run the shell command `then`; (0, its
+        output) once the marker is there, else (SSH's status, b"").
 
         One SSH command waits in the guest, reading the file with the shell's own
         `read` every 0.2 s: the host hears of the marker at once, and the guest pays
-        one `sleep` per check instead of a new SSH session a second."""
-        script = (f"i=0; while [ $i -lt 250 ]; do v=; read -r v <{shlex.quote(path)} 2>/dev/null; "
-                  f'[ "$v" = {self.instance_id} ] && exit 0; i=$((i + 1)); sleep 0.2; '
-                  "done; exit 3")
+        one `sleep` per check instead of a new SSH session a second. The command's
+        first line tells that SSH got through (`on_connected`)."""
+        from pylima.process import kill_and_reap
+        from pylima.sshutil import HOST_AGENT_KEX, ssh_argv
+
+        script = (f"echo {MARKER_CONNECTED}; i=0; while [ $i -lt 250 ]; do v=; "
+                  f"read -r v <{shlex.quote(path)} 2>/dev/null; "
+                  f'if [ "$v" = {self.instance_id} ]; then {then or ":"}; exit 0; fi; '
+                  "i=$((i + 1)); sleep 0.2; done; exit 3")
+        argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10", *HOST_AGENT_KEX),
+                "--", script]
         while True:
-            rc, _, _ = await self._ssh(script, timeout=120)
-            if rc == 0:
-                return
-            if rc != 3:  # not "still waiting": SSH failed; the guest may be rebooting
-                await asyncio.sleep(1)
+            proc = await spawn_owned(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                     stdout=asyncio.subprocess.PIPE,
+                                     stderr=asyncio.subprocess.PIPE)
+            try:
+                assert proc.stdout is not None
+                first = await asyncio.wait_for(proc.stdout.readline(), 60)
+                if first.strip() == MARKER_CONNECTED.encode() and on_connected is not None:
+                    on_connected()
+                out, err = await asyncio.wait_for(proc.communicate(), 90)
+            except BaseException as e:
+                await asyncio.shield(kill_and_reap(proc))
+                if isinstance(e, TimeoutError):
+                    continue
+                raise
+            if proc.returncode == 0:
+                return 0, out
+            if proc.returncode != 3:  # not "still waiting": SSH failed
+                log.debug("ssh to the guest failed (%s): %s", proc.returncode,
+                          err.decode(errors="replace").strip())
+                return proc.returncode or 255, b""
 
     async def _run_probes(self) -> list[str]:
         errors = []
