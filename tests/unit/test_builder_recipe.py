@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,7 +176,7 @@ def test_default_image_boots_with_pylima_init() -> None:
     assert not any(p.startswith("etc/cloud/") for p in r.post_files)
     launcher = r.post_files["usr/local/lib/pylima/init-launch"]
     assert launcher.mode == 0o755
-    assert 'exec /usr/bin/python3 "$mnt/pylima-init" "$1" "$mnt"' in launcher.content
+    assert "exec /usr/bin/python3 -S -c " in launcher.content
     early = r.post_files["etc/systemd/system/pylima-init.service"].content
     assert "DefaultDependencies=no" in early
     before = next(ln for ln in early.splitlines() if ln.startswith("Before="))
@@ -401,3 +404,75 @@ def test_small_init_is_valid_shell(tmp_path: Path) -> None:
     script = tmp_path / "init"
     script.write_text(init)
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+
+
+def _launcher_tail(tmp: Path, seed: Path) -> str:
+    """The launcher from its copy of pylima-init on, runnable on this host: the seed
+    at `seed`, the cache under `tmp`, this Python and its yaml, `--root` appended."""
+    import yaml
+
+    content = b.make_recipe().post_files["usr/local/lib/pylima/init-launch"].content
+    tail = content[content.index(f"lib={b.INIT_CACHE_DIR}\n"):]
+    site = str(Path(yaml.__file__).parent.parent)
+    tail = (tail.replace(b.INIT_CACHE_DIR, str(tmp / "cache"))
+            .replace("/usr/bin/python3", sys.executable)
+            .replace("/usr/lib/python3/dist-packages", site)
+            .replace('"$1" "$mnt"', '"$1" "$mnt" --root "$ROOT"'))
+    return f"set -eu\nmnt={shlex.quote(str(seed))}\n{tail}"
+
+
+def test_launcher_runs_a_cached_copy_of_the_seeds_pylima_init(tmp_path: Path) -> None:
+    """The launcher runs pylima-init as a module from its copy on the root disk, so its
+    bytecode is compiled once and reused; a seed with another pylima-init replaces
+    the copy."""
+    from tests.unit.test_cidata import IID, render
+    from tests.unit.test_guest_init import fake_root, write_seed
+
+    from pylima.guestagent import guest_init_bytes
+
+    seed = write_seed(tmp_path, render(guest_init=guest_init_bytes()))
+    root = fake_root(tmp_path)
+    script = _launcher_tail(tmp_path, seed)
+
+    # as in the guest's systemd unit: bytecode is written
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+    def launch() -> None:
+        r = subprocess.run(["sh", "-c", script, "init-launch", "early"],
+                           env={**env, "ROOT": str(root)},
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "early stage done" in r.stdout
+
+    launch()
+    cache = tmp_path / "cache"
+    assert (cache / "pylima_init.py").read_bytes() == (seed / "pylima-init").read_bytes()
+    pyc = list((cache / "__pycache__").glob("pylima_init.*.pyc"))
+    assert len(pyc) == 1
+    assert (root / "run" / "pylima-init" / "early.done").read_text() == IID + "\n"
+    compiled = pyc[0].stat().st_mtime_ns
+    launch()  # the same seed: the copy and its bytecode are kept
+    assert pyc[0].stat().st_mtime_ns == compiled
+    (seed / "pylima-init").write_bytes(guest_init_bytes() + b"\n# another pylima\n")
+    launch()
+    assert (cache / "pylima_init.py").read_bytes().endswith(b"# another pylima\n")
+
+
+def test_sshd_pam_stack_loses_only_pam_motd(tmp_path: Path) -> None:
+    """The customize script's PAM edit, run on Debian 12's /etc/pam.d/sshd lines."""
+    script = b.make_recipe().customize_script
+    loop = script[script.index("for m in 'pam_motd"):]
+    loop = loop[:loop.index("done\n") + 5]
+    pam = tmp_path / "etc" / "pam.d" / "sshd"
+    pam.parent.mkdir(parents=True)
+    lines = ["# Print the message of the day upon successful login.",
+             "session    optional     pam_motd.so  motd=/run/motd.dynamic",
+             "session    optional     pam_motd.so noupdate",
+             "session    optional     pam_mail.so standard noenv # [1]",
+             "session    required     pam_env.so user_readenv=1 envfile=/etc/default/locale"]
+    pam.write_text("\n".join(lines) + "\n")
+    subprocess.run(["sh", "-c", loop], env={**os.environ, "ROOT": str(tmp_path)}, check=True)
+    out = pam.read_text().splitlines()
+    assert out[0] == lines[0]
+    assert out[1] == "# pylima: " + lines[1] and out[2] == "# pylima: " + lines[2]
+    assert out[3:] == lines[3:]
