@@ -402,7 +402,7 @@ class HostAgent:
         from pylima.sshutil import HOST_AGENT_KEX, ssh_argv
 
         script = (f"echo {MARKER_CONNECTED}; i=0; while [ $i -lt 250 ]; do v=; "
-                  f"read -r v <{shlex.quote(path)} 2>/dev/null; "
+                  f"read -r v 2>/dev/null <{shlex.quote(path)}; "
                   f'if [ "$v" = {self.instance_id} ]; then {then or ":"}; exit 0; fi; '
                   "i=$((i + 1)); sleep 0.2; done; exit 3")
         argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10", *HOST_AGENT_KEX),
