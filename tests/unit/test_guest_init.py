@@ -26,6 +26,7 @@ def write_seed(tmp: Path, files: dict[str, bytes]) -> Path:
         p = seed / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
+        p.chmod(file_mode(name))  # as the ISO's Rock Ridge modes give them
     return seed
 
 
@@ -99,6 +100,10 @@ def test_early_stage_writes_what_cloud_init_would(tmp_path: Path,
     en = (net / "10-pylima-slirp-en.network").read_text()
     assert "Name=en*" in en and "DHCP=ipv4" in en and "DNS=192.168.5.3" in en
     assert "packages are updated in the final stage" in r.stdout  # upgradePackages
+    # boot/07 ran before sshd: /etc/environment is final and SSH sessions may begin
+    env = (root / "etc" / "environment").read_text()
+    assert env.startswith("#LIMA-START\n") and env.endswith("#LIMA-END\n")
+    assert (root / "run" / "lima-ssh-ready").read_text() == IID + "\n"
 
 
 def test_a_second_boot_keeps_keys_the_user_added(tmp_path: Path,
@@ -179,3 +184,24 @@ def test_networkd_rendering() -> None:
         "DNS=1.1.1.1\nDNS=8.8.8.8\nDomains=lan\n")
     assert "Name=eth0\n" in render_networkd("eth0", {})
     assert "DHCP=no\n" in render_networkd("eth0", {})
+
+
+def test_plain_mode_runs_no_boot_script_early(tmp_path: Path) -> None:
+    seed = write_seed(tmp_path, render(filled({"plain": True}), guest_init=guest_init_bytes()))
+    root = fake_root(tmp_path)
+    r = run_init("early", seed, root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (root / "etc" / "environment").exists()
+    assert not (root / "run" / "lima-ssh-ready").exists()
+
+
+def test_a_failing_early_boot_script_is_named(tmp_path: Path,
+                                              seed_files: dict[str, bytes]) -> None:
+    seed = write_seed(tmp_path, {**seed_files,
+                                 "boot/07-etc-environment.sh": b"#!/bin/sh\necho no >&2\nexit 4\n"})
+    root = fake_root(tmp_path)
+    r = run_init("early", seed, root)
+    assert r.returncode == 1
+    assert (root / "run" / "lima-boot-errors").read_text() == (
+        "pylima-init: early boot scripts: boot/07-etc-environment.sh failed with exit "
+        "code 4: no\n")

@@ -69,6 +69,20 @@ def test_booted_by_pylima_init_not_cloud_init(guest: Host) -> None:
     assert lines[3:] == ["active", "active"]
 
 
+def test_boot_trimmings_took_effect(guest: Host) -> None:
+    """What the image leaves out for boot speed is really out of the booted guest:
+    pylima-init ran from its cached copy (its bytecode compiled once), the q35 and
+    SIMD-crypto modules were not loaded, and sshd's PAM stack has no pam_motd."""
+    r = guest.lima("sh", "-c", "sudo ls /var/lib/pylima/init/__pycache__; "
+                   "echo --; cut -d' ' -f1 /proc/modules; "
+                   "echo --; grep -c '^[^#].*pam_motd' /etc/pam.d/sshd", env=lima_env())
+    pyc, modules, motd = (part.split() for part in r.stdout.split("--\n"))
+    assert len(pyc) == 1 and pyc[0].startswith("pylima_init.cpython-"), r.stdout
+    assert "virtio_net" in modules and "evdev" in modules  # the ones pylima needs stay
+    assert not {"ahci", "i2c_i801", "lpc_ich", "pcspkr", "aesni_intel"} & set(modules)
+    assert motd == ["0"]
+
+
 def test_guest_user_matches_host_user(guest: Host) -> None:
     r = guest.limactl("shell", NAME, "id", "-un")
     assert r.stdout.strip() == guest.user

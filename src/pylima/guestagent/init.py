@@ -62,6 +62,8 @@ WRITE_FILE_KEYS = {"path", "content", "owner", "permissions", "encoding", "appen
 ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name"}
 SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
 KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+# Boot scripts of the seed that the early stage runs too (see early_boot_scripts).
+EARLY_BOOT_SCRIPTS = ("boot/07-etc-environment.sh",)
 
 
 class FieldError(Exception):
@@ -178,8 +180,33 @@ class Init:
         self.step("resolv_conf", self.resolv_conf)
         self.step("write_files", lambda: self.write_files(deferred=False))
         self.step("network-config", self.network_config)
+        self.step("early boot scripts", self.early_boot_scripts)
         if ud.get("package_update") or ud.get("package_upgrade"):
             self.log("packages are updated in the final stage")
+
+    def early_boot_scripts(self) -> None:
+        """The boot script that makes SSH sessions final (/etc/environment, then the
+        lima-ssh-ready marker), run here, before sshd starts, as well as by boot.sh
+        later. Run later only, it found the host's first SSH session open and, the
+        file having changed, ended it; now no session is older than the file. Plain
+        mode runs no boot script (boot.sh writes the marker itself)."""
+        if not os.path.isfile(os.path.join(self.seed, "lima.env")):
+            return  # not pylima's seed layout
+        for rel in EARLY_BOOT_SCRIPTS:
+            script = os.path.join(self.seed, rel)
+            if not os.path.isfile(script):
+                continue
+            env = {**os.environ, "LIMA_CIDATA_MNT": self.seed}
+            if self.root:
+                env["LIMA_CIDATA_ROOT"] = self.root
+            r = subprocess.run(
+                ["/bin/sh", "-c", 'set -a; . "$LIMA_CIDATA_MNT/lima.env"; set +a; '
+                 '[ "${LIMA_CIDATA_PLAIN:-0}" = 1 ] && exit 0; exec "$0"', script],
+                env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if r.returncode != 0:
+                out = (r.stderr or r.stdout).strip().splitlines()
+                raise FieldError(f"{rel} failed with exit code {r.returncode}"
+                                 + (f": {out[-1]}" if out else ""))
 
     def bootcmd(self) -> None:
         cmds = self.user_data.get("bootcmd") or []
