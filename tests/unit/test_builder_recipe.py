@@ -177,6 +177,9 @@ def test_default_image_boots_with_pylima_init() -> None:
     launcher = r.post_files["usr/local/lib/pylima/init-launch"]
     assert launcher.mode == 0o755
     assert "exec /usr/bin/python3 -S -c " in launcher.content
+    # boot/20's delegation drop-in is in the image already: no daemon-reload at boot
+    assert r.post_files["etc/systemd/system/user@.service.d/lima.conf"].content == (
+        "[Service]\nDelegate=yes\n")
     early = r.post_files["etc/systemd/system/pylima-init.service"].content
     assert "DefaultDependencies=no" in early
     before = next(ln for ln in early.splitlines() if ln.startswith("Before="))

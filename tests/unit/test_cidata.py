@@ -104,7 +104,7 @@ def test_file_list(files: dict[str, bytes]) -> None:
         "meta-data", "user-data", "network-config", "lima.env", "param.env",
         "etc_environment", "etc_hosts", "boot.sh", "lib.sh",
         "boot/05-mounts.sh", "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh",
-        "boot/30-dependencies.sh",
+        "boot/20-rootless-base.sh", "boot/30-dependencies.sh",
         "provision.system/00000000", "provision.user/00000001",
         "provision.dependency/00000003", "provision.data/00000004",
         "provision.system/00000006",
@@ -132,7 +132,7 @@ def test_steps_without_work_are_left_off() -> None:
     cfg["mounts"] = []
     files = render(cfg)
     assert sorted(n for n in files if n.startswith("boot/")) == [
-        "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh"]
+        "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh", "boot/20-rootless-base.sh"]
     assert "lima-guestagent" not in files
     # reverse-sshfs mounts need sshfs in the guest: the dependency step installs it.
     files = render(filled({"provision": [], "mountType": "reverse-sshfs"}))
@@ -427,7 +427,7 @@ def test_boot_sh_order(files: dict[str, bytes]) -> None:
     assert deps.index("provision.dependency") < deps.index("SKIP_DEFAULT_DEPENDENCY")
     assert sorted(n for n in files if n.startswith("boot/")) == [
         "boot/05-mounts.sh", "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh",
-        "boot/30-dependencies.sh"]
+        "boot/20-rootless-base.sh", "boot/30-dependencies.sh"]
     assert 'printf \'%s\\n\' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-boot-done"' in boot
 
 
@@ -504,6 +504,22 @@ def test_boot_sh_in_a_scratch_root(tmp_path: Path) -> None:
     env = (root / "etc/environment").read_text().splitlines()
     assert env[0] == 'PATH="/usr/bin:/bin"' and f'WEIRD="{WEIRD}"' in env
 
+    # boot/20: linger, delegation, sysctls, subordinate ids, PATH in the rc files
+    user, uid = cfg["user"]["name"], int(cfg["user"]["uid"])
+    assert (root / "var/lib/systemd/linger" / user).exists()
+    assert (root / "etc/systemd/system/user@.service.d/lima.conf").read_text() == (
+        "[Service]\nDelegate=yes\n")
+    sysctl = (root / "etc/sysctl.d/99-lima.conf").read_text().splitlines()
+    assert "net.ipv4.ip_unprivileged_port_start=0" in sysctl
+    assert "net.ipv4.ping_group_range = 0 2147483647" in sysctl
+    first = 524288 if uid < 524288 else uid + 1
+    for f in ("subuid", "subgid"):
+        assert (root / "etc" / f).read_text() == f"{user}:{first}:1073741824\n"
+    home = root / cfg["user"]["home"].lstrip("/")
+    for f in (".profile", ".bashrc", ".zshrc"):
+        rc = (home / f).read_text()
+        assert rc.startswith("# Lima BEGIN\n") and 'PATH="$PATH:/usr/sbin:/sbin"\n' in rc
+
     data = root / "etc/pylima-test/data.conf"
     assert data.read_text() == "key=value\n"
     assert stat.S_IMODE(data.stat().st_mode) == 0o600
@@ -522,6 +538,8 @@ def test_boot_sh_in_a_scratch_root(tmp_path: Path) -> None:
     assert not list((root / "etc").glob("*.lima-new"))
     assert (root / "etc/hosts").read_text().count("#LIMA-START") == 1
     assert (root / "etc/environment").read_text().count("#LIMA-START") == 1
+    assert (root / "etc/subuid").read_text().count("\n") == 1
+    assert (home / ".profile").read_text().count("# Lima BEGIN") == 1
     assert data.read_text() == "changed\n"
 
 

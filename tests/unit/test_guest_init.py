@@ -104,6 +104,8 @@ def test_early_stage_writes_what_cloud_init_would(tmp_path: Path,
     env = (root / "etc" / "environment").read_text()
     assert env.startswith("#LIMA-START\n") and env.endswith("#LIMA-END\n")
     assert (root / "run" / "lima-ssh-ready").read_text() == IID + "\n"
+    # boot/20 ran too: logind, starting after this stage, starts the user's manager
+    assert (root / "var" / "lib" / "systemd" / "linger" / "alice").exists()
 
 
 def test_a_second_boot_keeps_keys_the_user_added(tmp_path: Path,
@@ -193,6 +195,7 @@ def test_plain_mode_runs_no_boot_script_early(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert not (root / "etc" / "environment").exists()
     assert not (root / "run" / "lima-ssh-ready").exists()
+    assert not (root / "var" / "lib" / "systemd" / "linger").exists()
 
 
 def test_a_failing_early_boot_script_is_named(tmp_path: Path,

@@ -137,6 +137,7 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
         "lib.sh": scripts.LIB_SH,
         "boot/06-etc-hosts.sh": scripts.ETC_HOSTS_SH,
         "boot/07-etc-environment.sh": scripts.ETC_ENVIRONMENT_SH,
+        "boot/20-rootless-base.sh": scripts.ROOTLESS_BASE_SH,
     }
     # Steps with nothing to do are left off the seed: every step costs a second or
     # two of shell start-up under emulation.

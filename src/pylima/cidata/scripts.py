@@ -405,6 +405,72 @@ fi
 printf '%s\\n' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-ssh-ready"
 """
 
+ROOTLESS_BASE_SH = """\
+#!/bin/sh
+# What a Lima guest with systemd has for rootless containers and user services, on
+# every boot: the user's manager lingers (so `systemctl --user` services run without
+# a login, and the first SSH login does not wait for the manager to start), cgroup
+# delegation to it, sysctls (ping for all, ports below 1024 for the user),
+# subordinate ids for the user, and /usr/sbin:/sbin on the user's PATH.
+# pylima-init also runs this before logind and sshd start (loginctl cannot answer
+# yet: the linger file alone tells logind, which then starts the manager at boot).
+set -eu
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+if on_guest && ! command -v systemctl >/dev/null 2>&1; then
+	exit 0
+fi
+home="$ROOT$LIMA_CIDATA_HOME"
+if on_guest && [ -d "$home" ] && [ "$LIMA_CIDATA_UID" != 0 ] &&
+	[ "$(stat -c %u "$home")" = 0 ]; then
+	# created by root for a mount point below it, before the user existed
+	find "$home" -xdev -exec chown "$LIMA_CIDATA_USER" {} + 2>/dev/null || true
+fi
+for f in .profile .bashrc .zshrc; do
+	if ! grep -q "^# Lima BEGIN" "$home/$f" 2>/dev/null; then
+		mkdir -p "$home"
+		printf '%s\n' "# Lima BEGIN" "# Make sure iptables and mount.fuse3 are available" \
+			'PATH="$PATH:/usr/sbin:/sbin"' "export PATH" "# Lima END" >>"$home/$f"
+		on_guest && chown "$LIMA_CIDATA_USER" "$home/$f"
+	fi
+done
+dropin="$ROOT/etc/systemd/system/user@.service.d/lima.conf"
+if [ ! -e "$dropin" ]; then
+	mkdir -p "$(dirname "$dropin")"
+	printf '[Service]\nDelegate=yes\n' >"$dropin"
+	! on_guest || systemctl daemon-reload
+fi
+conf="$ROOT/etc/sysctl.d/99-lima.conf"
+if [ ! -e "$conf" ]; then
+	mkdir -p "$(dirname "$conf")"
+	{
+		[ ! -e /proc/sys/kernel/unprivileged_userns_clone ] ||
+			echo "kernel.unprivileged_userns_clone=1"
+		echo "net.ipv4.ping_group_range = 0 2147483647"
+		echo "net.ipv4.ip_unprivileged_port_start=0"
+	} >"$conf"
+	! on_guest || sysctl -q --system >/dev/null
+fi
+# Lima's range: above the ids systemd-homed uses, and above the user's own uid.
+first=524288
+[ "$LIMA_CIDATA_UID" -lt "$first" ] || first=$((LIMA_CIDATA_UID + 1))
+for f in "$ROOT/etc/subuid" "$ROOT/etc/subgid"; do
+	if ! grep -q "^$LIMA_CIDATA_USER:" "$f" 2>/dev/null; then
+		mkdir -p "$(dirname "$f")"
+		echo "$LIMA_CIDATA_USER:$first:1073741824" >>"$f"
+	fi
+done
+linger="$ROOT/var/lib/systemd/linger/$LIMA_CIDATA_USER"
+if [ ! -e "$linger" ]; then
+	if on_guest && systemctl -q is-active systemd-logind.service 2>/dev/null; then
+		loginctl enable-linger "$LIMA_CIDATA_USER"
+	else
+		mkdir -p "$(dirname "$linger")"
+		: >"$linger"
+	fi
+fi
+"""
+
 GUEST_AGENT_SH = """\
 #!/bin/sh
 # Install the guest agent shipped on the seed and run it as a transient systemd

@@ -63,7 +63,7 @@ ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name"}
 SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
 KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 # Boot scripts of the seed that the early stage runs too (see early_boot_scripts).
-EARLY_BOOT_SCRIPTS = ("boot/07-etc-environment.sh",)
+EARLY_BOOT_SCRIPTS = ("boot/07-etc-environment.sh", "boot/20-rootless-base.sh")
 
 
 class FieldError(Exception):
@@ -185,11 +185,13 @@ class Init:
             self.log("packages are updated in the final stage")
 
     def early_boot_scripts(self) -> None:
-        """The boot script that makes SSH sessions final (/etc/environment, then the
-        lima-ssh-ready marker), run here, before sshd starts, as well as by boot.sh
-        later. Run later only, it found the host's first SSH session open and, the
-        file having changed, ended it; now no session is older than the file. Plain
-        mode runs no boot script (boot.sh writes the marker itself)."""
+        """Boot scripts run here, before logind and sshd start, as well as by boot.sh
+        later (where they then change nothing). boot/07 makes SSH sessions final
+        (/etc/environment, then the lima-ssh-ready marker): run later only, it found
+        the host's first SSH session open and, the file having changed, ended it.
+        boot/20's linger file makes logind start the user's manager at boot, instead
+        of the first SSH login waiting for it. Plain mode runs no boot script (boot.sh
+        writes the marker itself)."""
         if not os.path.isfile(os.path.join(self.seed, "lima.env")):
             return  # not pylima's seed layout
         for rel in EARLY_BOOT_SCRIPTS:

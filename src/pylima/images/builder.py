@@ -699,6 +699,11 @@ def render_post_files(spec: ArchSpec, tuning: Tuning,
         "etc/systemd/network/80-pylima-dhcp.network": GuestFile(network),
         "usr/local/sbin/pylima-ssh-hostkeys": GuestFile(keygen, 0o755),
         "etc/systemd/system/ssh.service.d/pylima-hostkeys.conf": GuestFile(ssh_dropin),
+        # What the seed's boot/20 writes (Lima's cgroup delegation to the user's
+        # manager), in place before the first boot: written then, it would need a
+        # `systemctl daemon-reload` (seconds under emulation) in the boot's path.
+        "etc/systemd/system/user@.service.d/lima.conf": GuestFile(
+            "[Service]\nDelegate=yes\n"),
         "etc/hostname": GuestFile("localhost\n"),
         "etc/hosts": GuestFile(hosts),
         # systemd-resolved's stub, fed by networkd's DHCP lease.
