@@ -573,6 +573,7 @@ def render_cloud_cfg(tuning: Tuning) -> str:
 INIT_LAUNCHER = "/usr/local/lib/pylima/init-launch"
 INIT_UNITS = ("pylima-init.service", "pylima-final.service")
 INIT_CACHE_DIR = "/var/lib/pylima/init"
+INIT_CACHE_MODULE = "pylima_init.py"
 
 
 def render_init_files() -> dict[str, GuestFile]:
@@ -604,10 +605,10 @@ def render_init_files() -> dict[str, GuestFile]:
         # a new pylima-init compiles it (2 s under emulation). -S: no site module
         # (0.5 s), the one path it would add is given here.
         f"lib={INIT_CACHE_DIR}\n"
-        'if ! cmp -s "$mnt/pylima-init" "$lib/pylima_init.py"; then\n'
+        f'if ! cmp -s "$mnt/pylima-init" "$lib/{INIT_CACHE_MODULE}"; then\n'
         '  mkdir -p -m 700 "$lib"\n'
-        '  cp "$mnt/pylima-init" "$lib/pylima_init.py.new"\n'
-        '  mv -f "$lib/pylima_init.py.new" "$lib/pylima_init.py"\n'
+        f'  cp "$mnt/pylima-init" "$lib/{INIT_CACHE_MODULE}.new"\n'
+        f'  mv -f "$lib/{INIT_CACHE_MODULE}.new" "$lib/{INIT_CACHE_MODULE}"\n'
         "fi\n"
         "exec /usr/bin/python3 -S -c 'import sys; sys.path[:0] = [sys.argv[1], "
         '"/usr/lib/python3/dist-packages"]; import pylima_init; '
@@ -747,6 +748,12 @@ if chroot "$ROOT" dpkg-query -W -f='${{Status}}' ifupdown 2>/dev/null | grep -q 
 fi
 chroot "$ROOT" systemctl enable {enable}
 for f in {remove}; do rm -f "$ROOT$f"; done
+if [ -f "$ROOT{INIT_CACHE_DIR}/{INIT_CACHE_MODULE}" ]; then
+  chmod 700 "$ROOT{INIT_CACHE_DIR}"
+  chroot "$ROOT" python3 -c \\
+    'import py_compile, sys; py_compile.compile(sys.argv[1], doraise=True)' \\
+    {INIT_CACHE_DIR}/{INIT_CACHE_MODULE}
+fi
 for m in {pam_drop}; do
   sed -i "/^[^#].*[[:space:]]$m/s/^/# pylima: /" "$ROOT/etc/pam.d/sshd"
 done
@@ -1464,6 +1471,15 @@ def _build_into(work: Path, recipe: Recipe, digest: str, mirror: MirrorChoice,
 
     post = dict(recipe.post_files)
     post["etc/fstab"] = GuestFile(render_fstab(ids))
+    if INIT_LAUNCHER.lstrip("/") in post:
+        # A cache, not part of the recipe: the pylima-init of this build, compiled by
+        # the customize script, so a first boot with the same program on its seed
+        # does not compile it (the launcher keeps a copy equal to the seed's). A
+        # newer pylima's seed replaces it, image unchanged.
+        from pylima.guestagent import guest_init_bytes
+
+        post[f"{INIT_CACHE_DIR.lstrip('/')}/{INIT_CACHE_MODULE}"] = GuestFile(
+            guest_init_bytes().decode(), 0o644)
     _write_tree(work / "pre", recipe.pre_files)
     _write_tree(work / "post", post)
     (work / "customize.sh").write_text(recipe.customize_script)
