@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -479,3 +480,25 @@ def test_sshd_pam_stack_loses_only_pam_motd(tmp_path: Path) -> None:
     assert out[0] == lines[0]
     assert out[1] == "# pylima: " + lines[1] and out[2] == "# pylima: " + lines[2]
     assert out[3:] == lines[3:]
+
+
+def test_etc_profile_forks_no_id_in_bash(tmp_path: Path) -> None:
+    """The customize script's /etc/profile edit, on Debian 12's lines: bash takes its
+    uid from EUID, dash (no EUID) still asks `id -u`."""
+    script = b.make_recipe().customize_script
+    edit = next(ln for ln in script.splitlines() if "/etc/profile" in ln and "sed" in ln)
+    profile = tmp_path / "etc" / "profile"
+    profile.parent.mkdir()
+    profile.write_text('if [ "$(id -u)" -eq 0 ]; then\n  echo root\nelse\n  echo user\nfi\n')
+    subprocess.run(["sh", "-c", edit], env={**os.environ, "ROOT": str(tmp_path)}, check=True)
+    text = profile.read_text()
+    assert text.count('"${EUID:-$(id -u)}"') == 1 and '"$(id -u)"' not in text
+    want = "root\n" if os.geteuid() == 0 else "user\n"
+    for sh in ("bash", "dash"):
+        r = subprocess.run([sh, str(profile)], capture_output=True, text=True, check=True)
+        assert r.stdout == want
+    # bash never forks for it: a PATH without `id` still gives the answer
+    bash = shutil.which("bash") or "/bin/bash"
+    r = subprocess.run([bash, "-c", f". {shlex.quote(str(profile))}"],
+                       env={"PATH": "/nonexistent"}, capture_output=True, text=True)
+    assert r.stdout == want and r.returncode == 0, r.stderr

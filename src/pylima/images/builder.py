@@ -754,6 +754,9 @@ if [ -f "$ROOT{INIT_CACHE_DIR}/{INIT_CACHE_MODULE}" ]; then
     'import py_compile, sys; py_compile.compile(sys.argv[1], doraise=True)' \\
     {INIT_CACHE_DIR}/{INIT_CACHE_MODULE}
 fi
+# /etc/profile forks `id -u` in every login shell (each `lima CMD` runs one, as
+# Lima's): bash and zsh know their uid already.
+sed -i 's/"$(id -u)"/"${{EUID:-$(id -u)}}"/g' "$ROOT/etc/profile"
 for m in {pam_drop}; do
   sed -i "/^[^#].*[[:space:]]$m/s/^/# pylima: /" "$ROOT/etc/pam.d/sshd"
 done
