@@ -543,6 +543,25 @@ def test_boot_sh_in_a_scratch_root(tmp_path: Path) -> None:
     assert data.read_text() == "changed\n"
 
 
+def test_boot_sh_skips_the_steps_pylima_init_ran_in_this_boot(tmp_path: Path) -> None:
+    cfg = filled({"provision": []})
+    cfg["mounts"] = []
+    seed, root = tmp_path / "seed", tmp_path / "root"
+    write_cidata_dir(render(cfg), seed)
+    done = root / "run/pylima-init/early-boot-scripts"
+    done.parent.mkdir(parents=True)
+    # boot/07 ran early in this boot, boot/20 in an earlier boot only
+    done.write_text(f"{IID} boot/07-etc-environment.sh\niid-older boot/20-rootless-base.sh\n")
+    res = _boot(seed, root)
+    assert res.returncode == 0, res.stderr
+    assert "boot/07-etc-environment.sh: run by pylima-init earlier in this boot" in res.stdout
+    assert "running boot/07-etc-environment.sh" not in res.stdout
+    assert "running boot/06-etc-hosts.sh" in res.stdout
+    assert "running boot/20-rootless-base.sh" in res.stdout
+    assert not (root / "etc/environment").exists()  # boot/07 really did not run again
+    assert (root / "run/lima-boot-done").read_text() == IID + "\n"
+
+
 def test_boot_done_even_when_every_step_fails(tmp_path: Path) -> None:
     cfg = filled({"provision": [{"mode": "system", "script": "exit 1"},
                                 {"mode": "dependency", "script": "exit 2"}]})

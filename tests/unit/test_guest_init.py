@@ -106,6 +106,9 @@ def test_early_stage_writes_what_cloud_init_would(tmp_path: Path,
     assert (root / "run" / "lima-ssh-ready").read_text() == IID + "\n"
     # boot/20 ran too: logind, starting after this stage, starts the user's manager
     assert (root / "var" / "lib" / "systemd" / "linger" / "alice").exists()
+    # and boot.sh, later in this boot, knows not to run them again
+    assert (root / "run" / "pylima-init" / "early-boot-scripts").read_text() == (
+        f"{IID} boot/07-etc-environment.sh\n{IID} boot/20-rootless-base.sh\n")
 
 
 def test_a_second_boot_keeps_keys_the_user_added(tmp_path: Path,
@@ -208,3 +211,4 @@ def test_a_failing_early_boot_script_is_named(tmp_path: Path,
     assert (root / "run" / "lima-boot-errors").read_text() == (
         "pylima-init: early boot scripts: boot/07-etc-environment.sh failed with exit "
         "code 4: no\n")
+    assert not (root / "run" / "pylima-init" / "early-boot-scripts").exists()  # runs again

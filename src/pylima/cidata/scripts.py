@@ -14,6 +14,8 @@ skipped while ROOT is set (see `on_guest`).
 from __future__ import annotations
 
 # Marker files under /run (a tmpfs, so they never survive a reboot).
+# pylima-init's list of the boot scripts it ran before sshd (see guestagent/init.py).
+EARLY_BOOT_SCRIPTS_DONE = "/run/pylima-init/early-boot-scripts"
 BOOT_DONE = "/run/lima-boot-done"
 BOOT_ERRORS = "/run/lima-boot-errors"
 SSH_READY = "/run/lima-ssh-ready"
@@ -252,6 +254,7 @@ load_pam_env "$LIMA_CIDATA_MNT/etc_environment"
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 export PATH
 
+EARLY_BOOT_SCRIPTS_DONE=/run/pylima-init/early-boot-scripts
 mkdir -p "$ROOT/run"
 rm -f "$ROOT/run/lima-boot-done"
 # A boot script that reboots the guest creates this file before it does so.
@@ -266,8 +269,22 @@ if [ "$LIMA_CIDATA_PLAIN" = 1 ]; then
 \t# No boot script changes the login environment: SSH sessions are final now.
 \tprintf '%s\\n' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-ssh-ready"
 else
+\t# Steps pylima-init already ran, before sshd, in this boot ("IID boot/NN-x.sh"
+\t# lines): run once per boot (read with the shell's own `read`: no process).
+\tearly_done=""
+\tif [ -f "$ROOT$EARLY_BOOT_SCRIPTS_DONE" ]; then
+\t\twhile IFS= read -r _l || [ -n "$_l" ]; do
+\t\t\tearly_done="$early_done|$_l|"
+\t\tdone <"$ROOT$EARLY_BOOT_SCRIPTS_DONE"
+\tfi
 \tfor f in "$LIMA_CIDATA_MNT"/boot/*.sh; do
 \t\t[ -f "$f" ] || continue
+\t\tcase $early_done in
+\t\t*"|$LIMA_CIDATA_IID boot/${f##*/}|"*)
+\t\t\tlog "boot/${f##*/}: run by pylima-init earlier in this boot"
+\t\t\tcontinue
+\t\t\t;;
+\t\tesac
 \t\tlog "running boot/${f##*/}"
 \t\trun_step "boot/${f##*/}" "$f"
 \tdone

@@ -64,6 +64,7 @@ SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
 KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 # Boot scripts of the seed that the early stage runs too (see early_boot_scripts).
 EARLY_BOOT_SCRIPTS = ("boot/07-etc-environment.sh", "boot/20-rootless-base.sh")
+EARLY_DONE_FILE = f"{STATE_DIR}/early-boot-scripts"  # boot.sh's EARLY_BOOT_SCRIPTS_DONE
 
 
 class FieldError(Exception):
@@ -209,6 +210,8 @@ class Init:
                 out = (r.stderr or r.stdout).strip().splitlines()
                 raise FieldError(f"{rel} failed with exit code {r.returncode}"
                                  + (f": {out[-1]}" if out else ""))
+            # boot.sh skips it in this boot (one that failed here runs again there)
+            self.write(EARLY_DONE_FILE, f"{self.iid} {rel}\n", 0o600, append=True)
 
     def bootcmd(self) -> None:
         cmds = self.user_data.get("bootcmd") or []
