@@ -15,7 +15,7 @@ from tests.unit.test_cidata import HOST_PRIV, HOST_PUB, IID, PUBKEY, filled, ren
 
 from pylima.cidata import file_mode
 from pylima.guestagent import guest_init_bytes
-from pylima.guestagent.init import render_networkd
+from pylima.guestagent.init import render_networkd, spawn
 
 INIT = Path(__file__).resolve().parents[2] / "src" / "pylima" / "guestagent" / "init.py"
 
@@ -212,3 +212,17 @@ def test_a_failing_early_boot_script_is_named(tmp_path: Path,
         "pylima-init: early boot scripts: boot/07-etc-environment.sh failed with exit "
         "code 4: no\n")
     assert not (root / "run" / "pylima-init" / "early-boot-scripts").exists()  # runs again
+
+
+def test_spawn_runs_real_programs() -> None:
+    """pylima-init's process helper (no subprocess module in the guest's boot path)."""
+    assert spawn(["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\nerr\n")
+    assert spawn(["cat"]) == (0, "")  # stdin is /dev/null
+    assert spawn(["sed", "s/a/b/"], input="a\n") == (0, "b\n")
+    assert spawn(["sh", "-c", 'echo "$X"'], env={"X": "y", "PATH": os.defpath}) == (0, "y\n")
+    assert spawn(["sh", "-c", "kill -TERM $$"])[0] == -15
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileNotFoundError):
+        spawn(["pylima-no-such-program"], input="x")
+    spawn(["true"], input="x")
+    assert len(os.listdir("/proc/self/fd")) == before  # no descriptor left open
