@@ -27,7 +27,7 @@ from pylima.errors import LimaError
 from pylima.hostagent import events
 from pylima.hostagent.mounts import MountManager
 from pylima.hostagent.portfwd import GuestAgentLink, GuestPort, PortForwarder
-from pylima.process import run_owned, spawn_owned
+from pylima.process import kill_and_reap, run_owned, spawn_owned
 from pylima.store import dirs
 from pylima.store.instance import write_atomic
 
@@ -52,8 +52,6 @@ PAUSE_ENV = "PYLIMA_HOSTAGENT_PAUSE_AT"
 PAUSE_PHASES = ("booting", "ssh", "boot-scripts", "ready")
 TIME_SYNC_DELAY = 5.0
 TIME_SYNC_INTERVAL = 10.0  # as Lima
-# The first line of the host agent's marker-waiting command: SSH got through.
-MARKER_CONNECTED = "pylima-connected"
 
 
 DriverFactory = Callable[[str, Path, dict[str, Any]], Driver]
@@ -88,6 +86,7 @@ class HostAgent:
         self.status: dict[str, Any] = {}
         self.boot_done = asyncio.Event()
         self.progress_task: asyncio.Task[None] | None = None
+        self.after_ssh_ready: asyncio.Task[list[str]] | None = None
         self.forwarder: PortForwarder | None = None
         self.ssh_forwards: list[dict[str, Any]] = []
         self.guest_agent_alive = asyncio.Event()
@@ -246,26 +245,96 @@ class HostAgent:
     async def _boot_sequence(self) -> None:
         await self._checkpoint("booting")
         log.info("Waiting for SSH on 127.0.0.1:%d", self.ssh_port)
-        # Three SSH connections take the guest from booting to READY: one that waits
-        # for the boot scripts' lima-ssh-ready, the master, and one over the master
-        # that waits for lima-boot-done and reads the boot errors. Under emulation a
-        # connection costs a second or two of the guest's CPU, so none is spare.
-        while True:
-            await self._wait_for_sshd()
-            rc, _ = await self._wait_for_marker(self.guest_path(SSH_READY),
-                                                on_connected=self._on_ssh_ready)
-            if rc == 0:
-                break
-            # SSH failed (sshd up before the user's keys, a rebooting guest)
-            await asyncio.sleep(0.5)
-        await self._checkpoint("ssh")
+        # Two SSH connections take the guest from booting to READY (each costs the
+        # guest a second or two of CPU under emulation): the master, opened as soon
+        # as sshd greets, and one command over it that reports the boot scripts'
+        # lima-ssh-ready, then lima-boot-done and the boot errors (_watch_boot).
+        # boot/07 ends the user's sessions when it changes /etc/environment, the
+        # master's among them: a master still up once the marker is there has the
+        # final environment; one that is gone is opened again.
         try:
-            await self._boot_scripts()
+            while True:
+                await self._wait_for_sshd()
+                await self._ensure_ssh_master(quiet=True)
+                out = await self._watch_boot()
+                if out is not None:
+                    break
+                await asyncio.sleep(0.5)  # SSH failed (see _watch_boot); again
+            await self._boot_done(out)
         finally:
-            if self.progress_task is not None:
-                self.progress_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self.progress_task
+            for task in (self.progress_task, self.after_ssh_ready):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _watch_boot(self) -> bytes | None:
+        """One command in the guest, over the master: it says `connected`, then
+        `ssh-ready` once this boot's lima-ssh-ready is there, then `boot-done` and
+        the boot errors once lima-boot-done is. The host acts on each line as it
+        comes: what needs the final SSH environment (the SSH forwards, yq
+        provisioning, which boot.sh waits for) starts at `ssh-ready`. The boot
+        errors, once the boot is done; None when SSH failed before `ssh-ready`
+        (sshd up before the user's keys, a rebooting guest, the session ended by
+        boot/07): the caller tries again."""
+        from pylima.process import kill_and_reap
+        from pylima.sshutil import HOST_AGENT_KEX, ssh_argv
+
+        iid = self.instance_id
+
+        def wait(path: str, code: int) -> str:
+            return (f"i=0; until v=; read -r v 2>/dev/null <{shlex.quote(path)}; "
+                    f'[ "$v" = {iid} ]; do i=$((i + 1)); [ $i -lt 250 ] || exit {code}; '
+                    "sleep 0.2; done")
+
+        while True:
+            script = "echo connected; "
+            if self.after_ssh_ready is None:
+                script += f"{wait(self.guest_path(SSH_READY), 3)}; "
+            script += (f"echo ssh-ready; {wait(self.guest_path(BOOT_DONE), 4)}; "
+                       f"echo boot-done; cat {self.guest_path(BOOT_ERRORS)} 2>/dev/null; exit 0")
+            argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10",
+                              *HOST_AGENT_KEX), "--", script]
+            proc = await spawn_owned(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                     stdout=asyncio.subprocess.PIPE,
+                                     stderr=asyncio.subprocess.PIPE)
+            assert proc.stdout is not None
+            try:
+                while (line := (await asyncio.wait_for(proc.stdout.readline(), 90)).strip()) \
+                        not in (b"boot-done", b""):
+                    if line == b"connected":
+                        self._on_ssh_ready()
+                        await self._checkpoint("ssh")
+                    elif line == b"ssh-ready" and self.after_ssh_ready is None:
+                        await self._ensure_ssh_master()
+                        await self._checkpoint("boot-scripts")
+                        self.after_ssh_ready = asyncio.create_task(self._after_ssh_ready())
+                out, err = await asyncio.wait_for(proc.communicate(), 90)
+            except BaseException as e:
+                await asyncio.shield(kill_and_reap(proc))
+                if isinstance(e, TimeoutError):
+                    continue
+                raise
+            if proc.returncode == 0:
+                return out
+            if proc.returncode in (3, 4):  # still waiting; the guest is up
+                continue
+            log.debug("ssh to the guest failed (%s): %s", proc.returncode,
+                      err.decode(errors="replace").strip())
+            if self.after_ssh_ready is None:
+                return None
+            await asyncio.sleep(1)  # after lima-ssh-ready: a rebooting guest
+            await self._ensure_ssh_master()
+
+    async def _after_ssh_ready(self) -> list[str]:
+        """What needs SSH with the final environment: the SSH forwards, and yq
+        provisioning (boot.sh waits for it before the system scripts)."""
+        await self._start_ssh_forwards()
+        from pylima.hostagent import provision
+
+        if provision.yq_entries(self.cfg):
+            return await provision.apply_yq(self._ssh, self.cfg, self.instance_id)
+        return []
 
     def _on_ssh_ready(self) -> None:
         if self.status.get("phase") == "boot scripts":
@@ -311,23 +380,14 @@ class HostAgent:
                     await writer.wait_closed()
             await asyncio.sleep(0.3)
 
-    async def _boot_scripts(self) -> None:
-        await self._start_ssh_master()
-        await self._checkpoint("boot-scripts")
-        await self._start_ssh_forwards()
+    async def _boot_done(self, out: bytes) -> None:
+        """The boot scripts are done; `out` is their error list. Then the mounts the
+        host serves over SSH, the probes and copyToHost, and READY."""
         from pylima.hostagent import provision
 
         errors: list[str] = list(self.mounts.errors)
-        if provision.yq_entries(self.cfg):
-            errors += await provision.apply_yq(self._ssh, self.cfg, self.instance_id)
-        while True:
-            # the marker, then the boot errors, in one command
-            rc, out = await self._wait_for_marker(
-                self.guest_path(BOOT_DONE),
-                then=f"cat {self.guest_path(BOOT_ERRORS)} 2>/dev/null")
-            if rc == 0:
-                break
-            await asyncio.sleep(1)  # SSH failed; the guest may be rebooting
+        if self.after_ssh_ready is not None:
+            errors += await self.after_ssh_ready
         self.boot_done.set()
         if self.progress_task is not None:
             # as Lima: the log's end is reported before READY
@@ -386,48 +446,6 @@ class HostAgent:
             await kill_and_reap(proc)
         events.emit(**status, cloudInitProgress={
             "completed": True, "logLine": "Cloud-init monitoring completed successfully"})
-
-    async def _wait_for_marker(self, path: str, *, then: str = "",
-                               on_connected: Callable[[], None] | None = None,
-                               ) -> tuple[int, bytes]:
-        """Wait until the guest file `path` holds this boot's instance-id (a marker left
-        by an earlier boot never counts), then run the shell command `then`; (0, its
-        output) once the marker is there, else (SSH's status, b"").
-
-        One SSH command waits in the guest, reading the file with the shell's own
-        `read` every 0.2 s: the host hears of the marker at once, and the guest pays
-        one `sleep` per check instead of a new SSH session a second. The command's
-        first line tells that SSH got through (`on_connected`)."""
-        from pylima.process import kill_and_reap
-        from pylima.sshutil import HOST_AGENT_KEX, ssh_argv
-
-        script = (f"echo {MARKER_CONNECTED}; i=0; while [ $i -lt 250 ]; do v=; "
-                  f"read -r v 2>/dev/null <{shlex.quote(path)}; "
-                  f'if [ "$v" = {self.instance_id} ]; then {then or ":"}; exit 0; fi; '
-                  "i=$((i + 1)); sleep 0.2; done; exit 3")
-        argv = [*ssh_argv(self.dir, self.name, "-o", "ConnectTimeout=10", *HOST_AGENT_KEX),
-                "--", script]
-        while True:
-            proc = await spawn_owned(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                     stdout=asyncio.subprocess.PIPE,
-                                     stderr=asyncio.subprocess.PIPE)
-            try:
-                assert proc.stdout is not None
-                first = await asyncio.wait_for(proc.stdout.readline(), 60)
-                if first.strip() == MARKER_CONNECTED.encode() and on_connected is not None:
-                    on_connected()
-                out, err = await asyncio.wait_for(proc.communicate(), 90)
-            except BaseException as e:
-                await asyncio.shield(kill_and_reap(proc))
-                if isinstance(e, TimeoutError):
-                    continue
-                raise
-            if proc.returncode == 0:
-                return 0, out
-            if proc.returncode != 3:  # not "still waiting": SSH failed
-                log.debug("ssh to the guest failed (%s): %s", proc.returncode,
-                          err.decode(errors="replace").strip())
-                return proc.returncode or 255, b""
 
     async def _run_probes(self) -> list[str]:
         errors = []
@@ -620,8 +638,19 @@ class HostAgent:
         if self.ssh_forwards:
             self._write_forwards()
 
-    async def _start_ssh_master(self) -> None:
-        """The SSH master connection, a child of the host agent (it dies with it)."""
+    async def _ensure_ssh_master(self, quiet: bool = False) -> None:
+        """A master connection that is up: the one there is, else a new one."""
+        proc = self.ssh_master
+        if proc is not None and proc.returncode is None and (self.dir / dirs.SSH_SOCK).exists():
+            return
+        if proc is not None:
+            await kill_and_reap(proc)
+            self.ssh_master = None
+        await self._start_ssh_master(quiet=quiet)
+
+    async def _start_ssh_master(self, quiet: bool = False) -> None:
+        """The SSH master connection, a child of the host agent (it dies with it).
+        `quiet`: failing is expected (the guest may not let the user in yet)."""
         from pylima.sshutil import master_argv
 
         sock = self.dir / dirs.SSH_SOCK
@@ -637,8 +666,9 @@ class HostAgent:
         if not sock.exists():
             if proc.returncode is None:
                 proc.kill()
-            log.warning("Could not start the SSH master connection (status %s); shells "
-                        "will connect directly", await proc.wait())
+            (log.debug if quiet else log.warning)(
+                "Could not start the SSH master connection (status %s); shells "
+                "will connect directly", await proc.wait())
             self.ssh_master = None
 
     async def _close_ssh_master(self) -> None:
