@@ -493,3 +493,31 @@ def test_a_vm_type_that_is_not_built_in(lima_home: Path, tmp_path: Path) -> None
     assert info["vmTypes"] == ["krunkit", "qemu"]
     assert info["vmTypesEx"] == {"krunkit": {"location": str(ext)},
                                  "qemu": {"location": "internal"}}
+
+
+def test_shell_drops_a_double_dash_after_the_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`limactl shell NAME -- CMD...` runs CMD, as Lima's (it drops that `--`); a later
+    `--` and flags after the instance name belong to the command."""
+    from click.testing import CliRunner
+
+    from pylima.cli import shell as shell_mod
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(shell_mod, "run_shell",
+                        lambda name, argv, **kw: calls.append((name, argv)) or 0)
+    for args in (["dev", "--", "sh", "-c", "echo --"], ["dev", "ls", "--", "-l"]):
+        r = CliRunner().invoke(shell_mod.shell, args)
+        assert r.exit_code == 0, r.output
+    assert calls == [("dev", ["sh", "-c", "echo --"]), ("dev", ["ls", "--", "-l"])]
+
+
+def test_lima_drops_a_leading_double_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylima.cli import lima_cmd, shellrun
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(shellrun, "run_shell", lambda name, argv: calls.append((name, argv)) or 0)
+    monkeypatch.setenv("LIMA_INSTANCE", "dev")
+    with pytest.raises(SystemExit) as e:
+        lima_cmd.main(["--", "uname", "--", "-a"])
+    assert e.value.code == 0
+    assert calls == [("dev", ["uname", "--", "-a"])]

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> Any:
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(USAGE)
         return sys.exit(0)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]  # `lima -- CMD`: Lima's wrapper passes it to `limactl shell NAME`
     try:
         from pylima.cli.shellrun import run_shell
 

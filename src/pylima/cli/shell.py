@@ -30,4 +30,6 @@ def shell(shell_: str | None, workdir: str | None, start: bool, instance: str | 
         if not argv:
             raise click.UsageError("requires instance name as first argument")
         instance = argv.pop(0)
+        if argv[:1] == ["--"]:
+            del argv[0]  # as Lima: `limactl shell NAME -- CMD...`
     return run_shell(instance, argv, workdir=workdir, shell=shell_, start=start)
