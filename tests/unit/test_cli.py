@@ -521,3 +521,64 @@ def test_lima_drops_a_leading_double_dash(monkeypatch: pytest.MonkeyPatch) -> No
         lima_cmd.main(["--", "uname", "--", "-a"])
     assert e.value.code == 0
     assert calls == [("dev", ["uname", "--", "-a"])]
+
+
+def test_global_flags_move_before_the_subcommand() -> None:
+    """Lima's persistent flags are taken after the subcommand's name too; shell stops
+    at its instance name (the rest is the guest's command); `--` ends the flags."""
+    from pylima.cli.main import normalize_global_flags
+
+    def own(sub: str) -> set[str]:
+        return {"--tty", "-y", "--yes"} if sub == "start" else set()
+
+    n = normalize_global_flags
+    assert n(["list", "--tty=false", "--log-level", "debug"], own) == [
+        "--tty=false", "--log-level", "debug", "list"]
+    assert n(["--debug", "info", "-y", "--log-format=json"], own) == [
+        "--debug", "-y", "--log-format=json", "info"]
+    # start declares --tty and -y itself: they stay its own
+    assert n(["start", "--tty=false", "--debug", "x"], own) == ["--debug", "start",
+                                                                "--tty=false", "x"]
+    assert n(["shell", "--tty=false", "--workdir", "/w", "dev", "ls", "--debug"], own) == [
+        "--tty=false", "shell", "--workdir", "/w", "dev", "ls", "--debug"]
+    assert n(["copy", "--", "--tty", "x"], own) == ["copy", "--", "--tty", "x"]
+    assert n(["--version"], own) == ["--version"]
+
+
+def test_global_flags_anywhere_and_shell_flag_errors(tmp_path: Path) -> None:
+    env = {"LIMA_HOME": str(tmp_path)}
+    for args in (("list", "--tty=false"), ("--tty=false", "list"), ("info", "--yes"),
+                 ("info", "--log-level", "debug")):
+        assert limactl(*args, env=env).returncode == 0, args
+    r = limactl("info", "--tty=false", "-y", env=env)
+    assert r.returncode == 1
+    assert "cannot use both --tty and --yes flags at the same time" in r.stderr
+    r = limactl("shell", "--x", "dev", env=env)
+    assert r.returncode == 1 and 'msg="unknown flag: --x"' in r.stderr
+    r = limactl("shell", "-q", "dev", env=env)
+    assert r.returncode == 1 and "unknown shorthand flag: 'q' in -q" in r.stderr
+    # --tty before the instance name is limactl's; the instance is looked up
+    r = limactl("shell", "--tty=false", "nosuch", "uname", env=env)
+    assert r.returncode == 1 and "instance `nosuch` does not exist" in r.stderr
+    # with --instance the command comes first: an unknown flag is refused, unless `--`
+    r = limactl("shell", "--instance", "nosuch", "--x", env=env)
+    assert r.returncode == 1 and "unknown flag: --x" in r.stderr
+    r = limactl("shell", "--tty=false", "--instance", "nosuch", "--", "--x", env=env)
+    assert r.returncode == 1 and "instance `nosuch` does not exist" in r.stderr
+
+
+def test_lima_takes_shell_flags_before_the_command(tmp_path: Path) -> None:
+    """`lima --workdir=/tmp pwd`, `lima --tty=false ls`: flags before the command are
+    `limactl shell`'s, as with Lima's wrapper; one it does not know is refused."""
+    def lima(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "import sys; from pylima.cli.lima_cmd import main; "
+             "sys.argv[0] = 'lima'; main()", *args], text=True, capture_output=True,
+            env={**os.environ, "LIMA_HOME": str(tmp_path), "LIMA_INSTANCE": "nosuch"},
+            timeout=60)
+
+    r = lima("--x", "uname")
+    assert r.returncode == 1 and 'msg="unknown flag: --x"' in r.stderr
+    for args in (("--workdir=/tmp", "pwd"), ("--tty=false", "ls"), ("--", "ls")):
+        r = lima(*args)
+        assert r.returncode == 1 and "instance `nosuch` does not exist" in r.stderr, args

@@ -12,6 +12,15 @@ from pylima.errors import InstanceNotFound
 
 
 def is_tty(stream: Any = None) -> bool:
+    """Whether to interact (an editor, prompts): the global `--tty`/`-y` when given,
+    else whether stdout (or `stream`) is a terminal, as Lima's default."""
+    if stream is None:
+        import click
+
+        ctx = click.get_current_context(silent=True)
+        chosen = ((ctx.find_root().obj or {}).get("tty") if ctx is not None else None)
+        if chosen is not None:
+            return bool(chosen)
     stream = stream or sys.stdout
     try:
         return bool(stream.isatty())

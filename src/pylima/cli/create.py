@@ -15,7 +15,7 @@ TTY_OPTION = click.option(
     "--tty", type=click.BOOL, default=None, is_flag=False, flag_value=True,
     help="Enable TUI interactions such as opening an editor. Defaults to true when stdout is a "
     "terminal. Set to false for automation.")
-YES_OPTION = click.option("-y", "yes", is_flag=True, help="Alias of --tty=false")
+YES_OPTION = click.option("-y", "--yes", "yes", is_flag=True, help="Alias of --tty=false")
 LIST_DRIVERS_OPTION = click.option("--list-drivers", is_flag=True,
                                    help="List available drivers and exit")
 
@@ -54,11 +54,13 @@ def do_create(arg: str | None, name: str | None, tty: bool | None, yes: bool,
     from pylima import api
     from pylima.templates.locator import Template
 
+    if yes:
+        if tty is not None:
+            raise click.UsageError("cannot use both --tty and --yes flags at the same time")
+        tty = False
     if arg == "-":
         if tty:
             raise click.UsageError("cannot use --tty=true when reading template from stdin")
-        tty = False
-    if yes:
         tty = False
     if tty is None:
         tty = is_tty()

@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> Any:
         return sys.exit(0)
     if argv[:1] == ["--"]:
         argv = argv[1:]  # `lima -- CMD`: Lima's wrapper passes it to `limactl shell NAME`
+    elif argv and argv[0].startswith("-"):
+        # flags before the command (`lima --workdir=/tmp pwd`, `lima --tty=false ls`):
+        # Lima's wrapper hands them to `limactl shell --instance NAME`; so does this
+        from pylima.cli.main import cli, run
+
+        return sys.exit(run(cli, ["shell", "--instance", name, *argv], prog_name="limactl"))
     try:
         from pylima.cli.shellrun import run_shell
 

@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -87,8 +88,13 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
               help="Set the logging level [trace, debug, info, warn, error].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Set the logging format [text, json].")
+@click.option("--tty", type=click.BOOL, default=None, is_flag=False, flag_value=True,
+              help="Enable TUI interactions such as opening an editor. Defaults to true when "
+              "stdout is a terminal. Set to false for automation.")
+@click.option("-y", "--yes", is_flag=True, help="Alias of --tty=false")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, log_level: str | None, log_format: str) -> None:
+def cli(ctx: click.Context, debug: bool, log_level: str | None, log_format: str,
+        tty: bool | None, yes: bool) -> None:
     """Lima: Linux virtual machines (pylima).
 
     \b
@@ -112,7 +118,72 @@ def cli(ctx: click.Context, debug: bool, log_level: str | None, log_format: str)
         level = {"trace": "DEBUG", "warn": "WARNING", "panic": "CRITICAL",
                  "fatal": "CRITICAL"}.get(log_level, log_level.upper())
         logging.getLogger().setLevel(level)
-    ctx.obj = {"debug": debug}
+    if yes and tty is not None:
+        raise click.UsageError("cannot use both --tty and --yes flags at the same time")
+    if yes and ctx.invoked_subcommand in ("clone", "edit", "rename"):
+        log.warning("--yes flag is deprecated (--tty=false is still supported and works in "
+                    "the same way. Also consider using --start)")
+    ctx.obj = {"debug": debug, "tty": False if yes else tty}
+
+
+# Lima's persistent (global) flags: cobra takes them before or after the subcommand's
+# name. click takes a group's options only before it, so `normalize_global_flags`
+# moves them there, unless the subcommand declares the flag itself (create, start and
+# edit have their own --tty and -y), and never past `--` or, for `shell` (which stops
+# at its instance name, as Lima's), past the instance name.
+GLOBAL_VALUE_FLAGS = ("--log-level", "--log-format")
+GLOBAL_BOOL_FLAGS = ("--debug", "--tty", "--yes", "-y")
+SHELL_VALUE_FLAGS = ("--shell", "--workdir", "--instance")
+
+
+def _global_flag(arg: str) -> tuple[str, bool] | None:
+    """(flag name, whether the next argument is its value) for a global flag."""
+    name = arg.split("=", 1)[0]
+    if name in GLOBAL_VALUE_FLAGS:
+        return name, "=" not in arg
+    if name in GLOBAL_BOOL_FLAGS:
+        return name, False
+    return None
+
+
+def normalize_global_flags(argv: list[str], own_flags: Callable[[str], set[str]]) -> list[str]:
+    """`argv` with the global flags that follow the subcommand moved before it.
+    `own_flags(subcommand)` names the options the subcommand declares itself."""
+    i = 0
+    while i < len(argv):  # the root's own flags, up to the subcommand
+        g = _global_flag(argv[i])
+        if g is None:
+            if argv[i].startswith("-"):
+                return argv  # --version, --help, an unknown flag: click answers
+            break
+        i += 2 if g[1] else 1
+    if i >= len(argv):
+        return argv
+    sub = argv[i]
+    own = own_flags(sub)
+    head, rest, moved = argv[:i], [sub], []
+    j = i + 1
+    while j < len(argv):
+        arg = argv[j]
+        if arg == "--":
+            rest += argv[j:]
+            break
+        g = _global_flag(arg)
+        if g is not None and g[0] not in own:
+            n = 2 if g[1] else 1
+            moved += argv[j:j + n]
+            j += n
+            continue
+        if sub == "shell" and not arg.startswith("-"):
+            rest += argv[j:]  # the instance name: the rest is the guest's command
+            break
+        if sub == "shell" and arg in SHELL_VALUE_FLAGS:
+            rest += argv[j:j + 2]  # the flag and its value
+            j += 2
+            continue
+        rest.append(arg)
+        j += 1
+    return head + moved + rest
 
 
 def _fatal(message: str) -> None:
@@ -124,6 +195,8 @@ def run(group: click.Group, argv: list[str] | None = None, prog_name: str | None
     from pylima.errors import LimaError
 
     argv = sys.argv[1:] if argv is None else argv
+    if group is cli:
+        argv = normalize_global_flags(argv, _own_flags)
     debug = "--debug" in argv
     if not logging.getLogger().handlers:
         from pylima import log as pylog
@@ -161,6 +234,15 @@ def run(group: click.Group, argv: list[str] | None = None, prog_name: str | None
             raise
         _fatal(f"internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)")
         return 1
+
+
+def _own_flags(name: str) -> set[str]:
+    """The option names a subcommand declares itself (its module is imported)."""
+    ctx = click.Context(cli)
+    cmd = cli.get_command(ctx, name)
+    if cmd is None:
+        return set()
+    return {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
 
 
 def main(argv: list[str] | None = None) -> Any:

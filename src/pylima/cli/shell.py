@@ -7,7 +7,28 @@ import click
 from pylima.cli.shellrun import run_shell
 
 
-@click.command("shell", context_settings={"help_option_names": ["-h", "--help"],
+def _refuse_flag(arg: str) -> None:
+    """Lima's (cobra's) error for an unknown flag where a name or command must come."""
+    if arg.startswith("--") and arg != "--":
+        raise click.UsageError(f"unknown flag: {arg.split('=', 1)[0]}")
+    if arg.startswith("-") and len(arg) > 1 and arg != "--":
+        raise click.UsageError(f"unknown shorthand flag: '{arg[1]}' in {arg}")
+
+
+class _ShellCommand(click.Command):
+    """Remembers whether the command line had a `--` before the first argument that
+    is not shell's own flag: click consumes it, and with --instance it decides
+    whether `lima -- --flag` runs `--flag` or refuses an unknown flag."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            i += 2 if args[i] in ("--shell", "--workdir", "--instance") else 1
+        ctx.meta["pylima.shell.dashdash"] = i < len(args) and args[i] == "--"
+        return super().parse_args(ctx, args)
+
+
+@click.command("shell", cls=_ShellCommand, context_settings={"help_option_names": ["-h", "--help"],
                                           "ignore_unknown_options": True,
                                           "allow_interspersed_args": False})
 @click.option("--shell", "shell_", help="Shell interpreter, e.g. /bin/bash")
@@ -29,7 +50,13 @@ def shell(shell_: str | None, workdir: str | None, start: bool, instance: str | 
     if instance is None:
         if not argv:
             raise click.UsageError("requires instance name as first argument")
+        _refuse_flag(argv[0])
         instance = argv.pop(0)
         if argv[:1] == ["--"]:
             del argv[0]  # as Lima: `limactl shell NAME -- CMD...`
+    elif argv[:1] == ["--"]:
+        del argv[0]
+    elif argv and not click.get_current_context().meta.get("pylima.shell.dashdash"):
+        # --instance (the lima wrapper): the command comes first, after shell's flags
+        _refuse_flag(argv[0])
     return run_shell(instance, argv, workdir=workdir, shell=shell_, start=start)

@@ -167,8 +167,7 @@ def start(ctx: click.Context, target: str | None, name: str | None, timeout: str
             existing = inspect(inst_name)
         inst = existing
     else:
-        inst = do_create(target, name, tty if tty is not None else (False if yes else None),
-                         yes, kwargs)
+        inst = do_create(target, name, tty, yes, kwargs)
         if inst is None:
             return 0
     return start_instance_cli(inst, seconds, foreground, bool((ctx.obj or {}).get("debug")),
