@@ -582,3 +582,17 @@ def test_lima_takes_shell_flags_before_the_command(tmp_path: Path) -> None:
     for args in (("--workdir=/tmp", "pwd"), ("--tty=false", "ls"), ("--", "ls")):
         r = lima(*args)
         assert r.returncode == 1 and "instance `nosuch` does not exist" in r.stderr, args
+
+
+def test_delete_never_removes_a_directory_without_lima_yaml(tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    (probe).mkdir()
+    (probe / "disk").write_bytes(b"data")
+    for args in (("delete", "probe"), ("delete", "--force", "probe")):
+        r = limactl(*args, env={"LIMA_HOME": str(tmp_path)})
+        assert r.returncode == 1, r.stderr
+        assert fatal_lines(r.stderr) and "instance `probe` directory" in r.stderr
+        assert "NOT deleted" in r.stderr
+        assert (probe / "disk").read_bytes() == b"data"
+    r = limactl("delete", "--force", "does-not-exist", env={"LIMA_HOME": str(tmp_path)})
+    assert r.returncode == 0 and "Ignoring non-existent instance `does-not-exist`" in r.stderr

@@ -25,7 +25,9 @@ def delete(instances: tuple[str, ...], force: bool) -> None:
         except InstanceNotFound:
             log.warning("Ignoring non-existent instance `%s`", name)
             continue
-        if inst.config is None and not (inst.dir / dirs.LIMA_YAML).exists() and not force:
+        # A directory without lima.yaml may be a clone in progress (or hold a disk
+        # nothing else would reach again): never removed, not even with --force.
+        if inst.config is None and not (inst.dir / dirs.LIMA_YAML).exists():
             raise LimaError(f"instance `{name}` directory `{inst.dir}` exists but its "
                             f"`lima.yaml` could not be read; it was NOT deleted, in case it is "
                             "currently being cloned into. If no `limactl` operation is using "
