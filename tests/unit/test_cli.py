@@ -528,8 +528,12 @@ def test_global_flags_move_before_the_subcommand() -> None:
     at its instance name (the rest is the guest's command); `--` ends the flags."""
     from pylima.cli.main import normalize_global_flags
 
-    def own(sub: str) -> set[str]:
-        return {"--tty", "-y", "--yes"} if sub == "start" else set()
+    def own(sub: str) -> tuple[dict[str, bool], bool]:
+        if sub == "start":
+            return {"--tty": True, "-y": False, "--yes": False}, True
+        if sub == "shell":
+            return {"--workdir": True, "--shell": True, "--instance": True}, False
+        return {}, True
 
     n = normalize_global_flags
     assert n(["list", "--tty=false", "--log-level", "debug"], own) == [

@@ -226,3 +226,13 @@ def test_spawn_runs_real_programs() -> None:
         spawn(["pylima-no-such-program"], input="x")
     spawn(["true"], input="x")
     assert len(os.listdir("/proc/self/fd")) == before  # no descriptor left open
+
+
+def test_boot_sh_reads_the_list_pylima_init_writes() -> None:
+    """The early-run list has one path: pylima-init's (it runs without pylima) is
+    scripts.EARLY_BOOT_SCRIPTS_DONE, the one boot.sh reads."""
+    from pylima.cidata import scripts
+    from pylima.guestagent import init
+
+    assert init.EARLY_DONE_FILE == scripts.EARLY_BOOT_SCRIPTS_DONE
+    assert f"\nEARLY_BOOT_SCRIPTS_DONE={scripts.EARLY_BOOT_SCRIPTS_DONE}\n" in scripts.BOOT_SH

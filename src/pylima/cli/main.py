@@ -129,11 +129,10 @@ def cli(ctx: click.Context, debug: bool, log_level: str | None, log_format: str,
 # Lima's persistent (global) flags: cobra takes them before or after the subcommand's
 # name. click takes a group's options only before it, so `normalize_global_flags`
 # moves them there, unless the subcommand declares the flag itself (create, start and
-# edit have their own --tty and -y), and never past `--` or, for `shell` (which stops
-# at its instance name, as Lima's), past the instance name.
+# edit have their own --tty and -y), and never past `--` or, for a subcommand that
+# stops at its first argument (`shell`, at its instance name, as Lima's), past that.
 GLOBAL_VALUE_FLAGS = ("--log-level", "--log-format")
 GLOBAL_BOOL_FLAGS = ("--debug", "--tty", "--yes", "-y")
-SHELL_VALUE_FLAGS = ("--shell", "--workdir", "--instance")
 
 
 def _global_flag(arg: str) -> tuple[str, bool] | None:
@@ -146,9 +145,17 @@ def _global_flag(arg: str) -> tuple[str, bool] | None:
     return None
 
 
-def normalize_global_flags(argv: list[str], own_flags: Callable[[str], set[str]]) -> list[str]:
+def option_arity(cmd: click.Command) -> dict[str, bool]:
+    """A command's own option names -> whether the option takes a value."""
+    return {o: not p.is_flag for p in cmd.params if isinstance(p, click.Option)
+            for o in (*p.opts, *p.secondary_opts)}
+
+
+def normalize_global_flags(
+        argv: list[str], own_flags: Callable[[str], tuple[dict[str, bool], bool]]) -> list[str]:
     """`argv` with the global flags that follow the subcommand moved before it.
-    `own_flags(subcommand)` names the options the subcommand declares itself."""
+    `own_flags(subcommand)`: its own options (-> whether each takes a value), and
+    whether it takes options after its first argument."""
     i = 0
     while i < len(argv):  # the root's own flags, up to the subcommand
         g = _global_flag(argv[i])
@@ -160,7 +167,7 @@ def normalize_global_flags(argv: list[str], own_flags: Callable[[str], set[str]]
     if i >= len(argv):
         return argv
     sub = argv[i]
-    own = own_flags(sub)
+    own, interspersed = own_flags(sub)
     head, rest, moved = argv[:i], [sub], []
     j = i + 1
     while j < len(argv):
@@ -174,15 +181,12 @@ def normalize_global_flags(argv: list[str], own_flags: Callable[[str], set[str]]
             moved += argv[j:j + n]
             j += n
             continue
-        if sub == "shell" and not arg.startswith("-"):
-            rest += argv[j:]  # the instance name: the rest is the guest's command
+        if not interspersed and not arg.startswith("-"):
+            rest += argv[j:]  # its first argument: the rest is that command's
             break
-        if sub == "shell" and arg in SHELL_VALUE_FLAGS:
-            rest += argv[j:j + 2]  # the flag and its value
-            j += 2
-            continue
-        rest.append(arg)
-        j += 1
+        n = 2 if own.get(arg) else 1  # an option of its own, with its value
+        rest += argv[j:j + n]
+        j += n
     return head + moved + rest
 
 
@@ -236,13 +240,13 @@ def run(group: click.Group, argv: list[str] | None = None, prog_name: str | None
         return 1
 
 
-def _own_flags(name: str) -> set[str]:
-    """The option names a subcommand declares itself (its module is imported)."""
-    ctx = click.Context(cli)
-    cmd = cli.get_command(ctx, name)
+def _own_flags(name: str) -> tuple[dict[str, bool], bool]:
+    """A subcommand's own options and whether it takes options after its first
+    argument (its module is imported)."""
+    cmd = cli.get_command(click.Context(cli), name)
     if cmd is None:
-        return set()
-    return {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
+        return {}, True
+    return option_arity(cmd), cmd.allow_interspersed_args
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -21,9 +21,12 @@ class _ShellCommand(click.Command):
     whether `lima -- --flag` runs `--flag` or refuses an unknown flag."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from pylima.cli.main import option_arity
+
+        takes_value = option_arity(self)
         i = 0
         while i < len(args) and args[i].startswith("-") and args[i] != "--":
-            i += 2 if args[i] in ("--shell", "--workdir", "--instance") else 1
+            i += 2 if takes_value.get(args[i]) else 1
         ctx.meta["pylima.shell.dashdash"] = i < len(args) and args[i] == "--"
         return super().parse_args(ctx, args)
 

@@ -122,6 +122,12 @@ class FieldError(Exception):
     """A field of the seed this program does not know or cannot apply."""
 
 
+def command_failed(what: str, rc: int, output: str) -> FieldError:
+    """The error for a command that exited with `rc`: its status and last line."""
+    lines = output.strip().splitlines()
+    return FieldError(f"{what} failed with exit code {rc}" + (f": {lines[-1]}" if lines else ""))
+
+
 class Init:
     def __init__(self, seed: str, root: str = "") -> None:
         self.seed = seed
@@ -185,9 +191,7 @@ class Init:
             return ""
         rc, out = spawn(argv, env=env, input=input)
         if rc != 0:
-            lines = out.strip().splitlines()
-            raise FieldError(f"`{shlex.join(argv)}` failed with exit code {rc}"
-                             + (f": {lines[-1]}" if lines else ""))
+            raise command_failed(f"`{shlex.join(argv)}`", rc, out)
         return out
 
     def write(self, p: str, content: str | bytes, mode: int = 0o644, append: bool = False,
@@ -260,9 +264,7 @@ class Init:
                 ["/bin/sh", "-c", 'set -a; . "$LIMA_CIDATA_MNT/lima.env"; set +a; '
                  '[ "${LIMA_CIDATA_PLAIN:-0}" = 1 ] && exit 0; exec "$0"', script], env=env)
             if rc != 0:
-                lines = out.strip().splitlines()
-                raise FieldError(f"{rel} failed with exit code {rc}"
-                                 + (f": {lines[-1]}" if lines else ""))
+                raise command_failed(rel, rc, out)
             # boot.sh skips it in this boot (one that failed here runs again there)
             self.write(EARLY_DONE_FILE, f"{self.iid} {rel}\n", 0o600, append=True)
 

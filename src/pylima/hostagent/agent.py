@@ -277,7 +277,6 @@ class HostAgent:
         errors, once the boot is done; None when SSH failed before `ssh-ready`
         (sshd up before the user's keys, a rebooting guest, the session ended by
         boot/07): the caller tries again."""
-        from pylima.process import kill_and_reap
         from pylima.sshutil import HOST_AGENT_KEX, ssh_argv
 
         iid = self.instance_id

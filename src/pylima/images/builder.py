@@ -611,8 +611,8 @@ def render_init_files() -> dict[str, GuestFile]:
         f'  mv -f "$lib/{INIT_CACHE_MODULE}.new" "$lib/{INIT_CACHE_MODULE}"\n'
         "fi\n"
         "exec /usr/bin/python3 -S -c 'import sys; sys.path[:0] = [sys.argv[1], "
-        '"/usr/lib/python3/dist-packages"]; import pylima_init; '
-        "sys.exit(pylima_init.main(sys.argv[2:]))' \"$lib\" \"$1\" \"$mnt\"\n"
+        f'"/usr/lib/python3/dist-packages"]; import {INIT_CACHE_MODULE[:-3]}; '
+        f"sys.exit({INIT_CACHE_MODULE[:-3]}.main(sys.argv[2:]))' \"$lib\" \"$1\" \"$mnt\"\n"
     )
     early = (
         "# pylima: the guest's user, keys, host name and network from the cidata seed,\n"
