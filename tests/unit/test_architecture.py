@@ -96,6 +96,7 @@ PURE_EXTERNAL = {
     "shlex": "shell quoting of strings (never runs a shell)",
     "json": "JSON text <-> values (dumps/loads on strings only)",
     "hashlib": "digests of in-memory data (instance MAC addresses, cidata names)",
+    "binascii": "base64 of in-memory bytes (yq load_base64 on what the caller read)",
     "ipaddress": "parsing IP addresses",
     "urllib.parse": "splitting URLs (never fetches them)",
     "io": "in-memory text streams for the YAML emitter",

@@ -149,7 +149,8 @@ def test_set_and_param(lima_home: Path, tmp_path: Path):
     assert cfg["param"] == {"GREETING": "hello"}
     assert cfg["provision"][0]["script"] == "echo hello"
     r = limactl("create", "--name=q", "--param", "NOPE=1", str(tmpl))
-    assert r.returncode == 1 and "template does not define param `NOPE`" in r.stderr
+    assert r.returncode == 1 and ("error while processing flag `param`: template does not "
+                                  "define param `NOPE`") in r.stderr
     assert not (lima_home / "q").exists()
 
 

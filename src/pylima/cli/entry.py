@@ -12,7 +12,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 def main(argv: list[str] | None = None) -> Any:
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        argv = sys.argv[1:]
+        # Lima's multi-call rule: the program's name, all extensions removed, is `yq`
+        if sys.argv[0].rsplit("/", 1)[-1].split(".", 1)[0] == "yq":  # limactl linked as `yq`
+            return sys.exit(_yq(argv))
+    if argv[:1] == ["yq"]:
+        return sys.exit(_yq(argv[1:]))
     if argv == ["--version"]:
         from pylima.version import LIMA_COMPAT_VERSION, __version__
 
@@ -37,3 +43,9 @@ def main(argv: list[str] | None = None) -> Any:
     from pylima.cli.main import main as click_main
 
     return click_main(argv)
+
+
+def _yq(argv: list[str]) -> int:
+    from pylima.cli.yq_cmd import yq_main
+
+    return yq_main(argv)

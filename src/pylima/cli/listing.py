@@ -25,6 +25,9 @@ def _log() -> Any:
 
 
 def _is_tty() -> bool:
+    """Lima's OutputIsTTY: a terminal, or `_LIMA_OUTPUT_IS_TTY` set (for tests)."""
+    if os.environ.get("_LIMA_OUTPUT_IS_TTY"):
+        return True
     try:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):
@@ -216,7 +219,10 @@ def run_list(instances: tuple[str, ...] = (), fmt: str | None = None,
         fmt = "json"
     out: list[str] = []
     if fmt == "table":
-        width = os.get_terminal_size().columns if tty else 0
+        try:
+            width = os.get_terminal_size().columns if tty else 0
+        except OSError:
+            width = 0
         if insts:
             out.append(format_table(insts, width, all_fields))
         else:
@@ -240,14 +246,22 @@ def run_list(instances: tuple[str, ...] = (), fmt: str | None = None,
                     if isinstance(result, str):  # yq unwraps scalars
                         out.append(result + "\n")
                     elif tty:
-                        out.append(json.dumps(result, indent=4) + "\n")
+                        from pylima.cli.yq_cmd import colorize
+
+                        out.append(colorize(json.dumps(result, indent=4,
+                                                       ensure_ascii=False)) + "\n")
                     else:
                         out.append(json.dumps(result, separators=(",", ":"),
                                               ensure_ascii=False) + "\n")
                 else:
                     from pylima.config.yamlio import dump_yaml
 
-                    out.append(("---\n" if out or len(insts) > 1 else "") + dump_yaml(result)
+                    text = dump_yaml(result)
+                    if tty:
+                        from pylima.cli.yq_cmd import colorize
+
+                        text = colorize(text)
+                    out.append(("---\n" if out or len(insts) > 1 else "") + text
                                if isinstance(result, (dict, list)) else f"{result}\n")
     else:
         from pylima.gotemplate import GoTemplateError, parse, render

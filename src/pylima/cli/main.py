@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "factory-reset": ("factory_reset", "factory_reset", "Factory reset an instance of Lima"),
     "hostagent": ("hostagent_cmd", "hostagent", ""),
     "image": ("image", "image", "Local guest images (pylima): build an offline Debian image"),
+    "help": ("help_cmd", "help_cmd", "Help about any command"),
 }
 HIDDEN = {"hostagent"}
 ALIASES = {"ls": "list", "rm": "delete", "remove": "delete", "tmpl": "template", "cp": "copy"}
@@ -68,6 +69,10 @@ class LazyGroup(click.Group):
         rows = [(n, COMMANDS[n][2]) for n in sorted(set(COMMANDS) - HIDDEN)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        from pylima.cli.help_cmd import TOPICS
+
+        with formatter.section("Additional help topics"):
+            formatter.write_dl([(f"limactl {n}", short) for n, (short, _) in TOPICS.items()])
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

@@ -123,10 +123,11 @@ def template_yq(source: str, expr: str) -> None:
     External references are embedded and default values are filled in before the
     expression is evaluated, e.g. `limactl template yq template:default '.images[].location'`.
     """
-    from pylima.cli.yq_cmd import print_results
+    from pylima.cli.yq_cmd import render
     from pylima.config.yq import evaluate
 
-    print_results(evaluate(expr, filled_config(source)), "yaml", raw=True)
+    for result in evaluate(expr, filled_config(source)):
+        click.echo(render(result, "yaml", 2, unwrap=True, colors=False), nl=False)
 
 
 @click.command("validate", context_settings={"help_option_names": ["-h", "--help"]})

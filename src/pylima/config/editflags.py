@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pylima.errors import ConfigError
 
@@ -90,6 +91,15 @@ def param_expressions(params: Sequence[str], declared: Mapping[str, str] | None)
     return exprs
 
 
+def _flag(name: str, build: Any, *args: Any) -> Any:
+    """`build(*args)`, its error prefixed as Lima prefixes each edit flag's."""
+    try:
+        return build(*args)
+    except ConfigError as e:
+        raise ConfigError(f"error while processing flag `{name}`: {e.message}",
+                          hint=e.hint) from None
+
+
 def yq_expressions(f: EditFlags, *, new_instance: bool,
                    declared_params: Mapping[str, str] | None = None,
                    home: str) -> tuple[list[str], list[str]]:
@@ -153,7 +163,7 @@ def yq_expressions(f: EditFlags, *, new_instance: bool,
         exprs.append(f".vmOpts.vz.rosetta.enabled = {b} | .vmOpts.vz.rosetta.binfmt = {b}")
     exprs.extend(f.set)
     if f.param:
-        exprs.extend(param_expressions(f.param, declared_params))
+        exprs.extend(_flag("param", param_expressions, f.param, declared_params))
     if f.ssh_port is not None:
         exprs.append(f".ssh.localPort = {f.ssh_port}")
     if f.video is not None:
@@ -175,7 +185,7 @@ def yq_expressions(f: EditFlags, *, new_instance: bool,
     if f.plain is not None and only_new("plain", f.plain):
         exprs.append(f".plain = {json.dumps(f.plain)}")
     if f.port_forward:
-        exprs.append(port_forward_expression(f.port_forward))
+        exprs.append(_flag("port-forward", port_forward_expression, f.port_forward))
     if f.shell is not None:
         exprs.append(f".user.shell = {json.dumps(f.shell)}")
     if f.timezone is not None:

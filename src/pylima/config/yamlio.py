@@ -48,9 +48,9 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
-def dump_yaml(data: Any) -> str:
+def dump_yaml(data: Any, indent: int = 2) -> str:
     """Plain YAML for machine output (`list --format yaml`, `validate --fill`)."""
-    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), indent=indent,
                      sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 16)
 
 
