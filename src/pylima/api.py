@@ -345,7 +345,8 @@ def rename_instance(old: Instance, new_name: str) -> Instance:
     return inspect(new_name)
 
 
-def _edit_file(path: Path, flags: EditFlags, name: str, *, new_instance: bool = False) -> str:
+def _edit_file(path: Path, flags: EditFlags, name: str, *, new_instance: bool = False,
+               write: bool = True) -> str:
     data = path.read_bytes()
     what = f"main file `{path}`"
     plain = parse_yaml(data, what)
@@ -359,8 +360,16 @@ def _edit_file(path: Path, flags: EditFlags, name: str, *, new_instance: bool = 
     new_plain = evaluate_one(" | ".join(exprs), plain, what="yq expression")
     text = dump_roundtrip(apply_changes(load_roundtrip(data, what), new_plain))
     check_config(to_plain(new_plain), str(path))
-    path.write_text(text)
+    if write:
+        path.write_text(text)
     return text
+
+
+def check_edit_flags(inst: Instance, flags: EditFlags) -> None:
+    """Raise what `edit_instance_with_flags` would raise, changing nothing (a command
+    that edits after another step, such as a stop, checks first: bad flags then stop
+    nothing). The instance may be running."""
+    _edit_file(inst.dir / dirs.LIMA_YAML, flags, inst.name, write=False)
 
 
 def edit_instance_with_flags(inst: Instance, flags: EditFlags) -> bool:

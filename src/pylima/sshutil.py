@@ -128,22 +128,40 @@ def _change_dir_command(cfg: dict[str, Any], workdir: str | None) -> str:
 
 
 def remote_script(cfg: dict[str, Any], command: str | None, workdir: str | None,
-                  shell: str | None) -> str:
+                  shell: str | None, env: list[tuple[str, str]] | None = None) -> str:
     """The script ssh runs in the guest: change to the working directory, then the
-    user's login shell, running `command` (shell syntax) when one is given."""
+    user's login shell, running `command` (shell syntax) when one is given. `env`
+    (--preserve-env) is set before the login shell, so the guest's profile wins."""
     shell = shell or (cfg.get("user") or {}).get("shell") or "/bin/bash"
-    script = f"{_change_dir_command(cfg, workdir)} 2>/dev/null ; exec {shell} -l"
+    prefix = "env " + "".join(shlex.quote(f"{k}={v}") + " " for k, v in env) if env else ""
+    script = f"{_change_dir_command(cfg, workdir)} 2>/dev/null ; exec {prefix}{shell} -l"
     if command:
         script += " -c " + shlex.quote(command)
     return script
 
 
+def quote_command(argv: list[str]) -> str:
+    """An argument list as shell words, as Lima quotes it: leading `NAME=VALUE`
+    arguments stay assignments (only the value is quoted), so `limactl shell NAME
+    FOO='a b' printenv FOO` sets FOO for the command. (Lima takes any text before the
+    `=` as the name; pylima quotes a word whose name is not a shell name whole.)"""
+    import re
+
+    words, assigning = [], True
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if assigning and eq and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            words.append(f"{name}={shlex.quote(value)}")
+            continue
+        assigning = False
+        words.append(shlex.quote(arg))
+    return " ".join(words)
+
+
 def build_remote_script(cfg: dict[str, Any], argv: list[str], workdir: str | None,
-                        shell: str | None) -> str:
-    """`remote_script` for an argument list (each argument quoted), as `limactl shell`
-    runs it."""
-    command = " ".join(shlex.quote(a) for a in argv) if argv else None
-    return remote_script(cfg, command, workdir, shell)
+                        shell: str | None, env: list[tuple[str, str]] | None = None) -> str:
+    """`remote_script` for an argument list, as `limactl shell` runs it."""
+    return remote_script(cfg, quote_command(argv) if argv else None, workdir, shell, env)
 
 
 def scp_argv(config: Path, sources: list[str], target: str, recursive: bool) -> list[str]:

@@ -516,7 +516,8 @@ def test_lima_drops_a_leading_double_dash(monkeypatch: pytest.MonkeyPatch) -> No
     from pylima.cli import lima_cmd, shellrun
 
     calls: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(shellrun, "run_shell", lambda name, argv: calls.append((name, argv)) or 0)
+    monkeypatch.setattr(shellrun, "run_shell",
+                        lambda name, argv, **kw: calls.append((name, argv)) or 0)
     monkeypatch.setenv("LIMA_INSTANCE", "dev")
     with pytest.raises(SystemExit) as e:
         lima_cmd.main(["--", "uname", "--", "-a"])
@@ -601,3 +602,51 @@ def test_delete_never_removes_a_directory_without_lima_yaml(tmp_path: Path) -> N
         assert (probe / "disk").read_bytes() == b"data"
     r = limactl("delete", "--force", "does-not-exist", env={"LIMA_HOME": str(tmp_path)})
     assert r.returncode == 0 and "Ignoring non-existent instance `does-not-exist`" in r.stderr
+
+
+def test_rename_clone_edit_take_edit_flags_and_start(one: Path, lima_home: Path) -> None:
+    """rename takes Lima's edit flags, checked before anything moves; --start exists on
+    edit, clone and rename (without it and without a terminal nothing starts)."""
+    r = limactl("rename", "one", "two", "--set", ".cpus = ")
+    assert r.returncode == 1 and (lima_home / "one").is_dir() and not (lima_home / "two").exists()
+    r = limactl("rename", "one", "two", "--cpus", "3")
+    assert r.returncode == 0, r.stderr
+    assert "cpus: 3" in (lima_home / "two" / "lima.yaml").read_text()
+    assert limactl("list", "-q").stdout == "two\n"
+    r = limactl("edit", "two", "--vm-type", "qemu", "--video=false", "--start=false")
+    assert r.returncode == 0, r.stderr  # cobra's --FLAG=BOOL
+    assert "display: none" in (lima_home / "two" / "lima.yaml").read_text()
+    r = limactl("edit", "two", "--start=maybe")
+    assert r.returncode == 1 and 'invalid argument "maybe" for "--start" flag' in r.stderr
+    r = limactl("edit", "two", "--memory", "2")
+    assert r.returncode == 0 and limactl("list", "--format", "{{.Status}}", "two").stdout == \
+        "Stopped\n"
+    r = limactl("clone", "two", "three", "--cpus", "1")
+    assert r.returncode == 0 and "cpus: 1" in (lima_home / "three" / "lima.yaml").read_text()
+    for cmd in ("edit", "clone", "rename"):
+        r = limactl(cmd, "--help")
+        assert "--start" in r.stdout, cmd
+
+
+def test_create_only_flags_image_variant_and_audio(lima_home: Path) -> None:
+    r = limactl("create", "--name=a", "--audio-device", "none", "--audio-interface", "virtio",
+                "template:debian-12")
+    assert r.returncode == 0, r.stderr
+    assert "`--audio-device` is experimental" in r.stderr
+    cfg = json.loads(limactl("list", "--json", "a").stdout)["config"]
+    assert cfg["audio"] == {"device": "none", "interface": "virtio"}
+    r = limactl("create", "--name=b", "--image-variant", "", "template:debian-12")
+    assert r.returncode == 1 and "`--image-variant` must not be empty" in r.stderr
+    assert not (lima_home / "b").exists()
+    r = limactl("edit", "a", "--image-variant", "x")  # create and start only, as Lima's
+    assert r.returncode == 1 and 'msg="unknown flag: --image-variant"' in r.stderr
+    r = limactl("edit", "a", "--vm-type", "qemu")  # Lima's edit takes --vm-type
+    assert r.returncode == 0, r.stderr
+
+
+def test_restart_checks_its_edit_flags_first(one: Path) -> None:
+    r = limactl("restart", "one", "--cpus", "-1")
+    assert r.returncode == 1
+    assert "error while processing flag `cpus`" in r.stderr
+    r = limactl("restart", "--help")
+    assert "--progress" in r.stdout and "--set" in r.stdout

@@ -115,6 +115,27 @@ def test_exit_code_and_pipes(guest: Host) -> None:
     assert r.stdout == "out\n" and "err" in r.stderr
 
 
+def test_preserve_env_and_leading_assignments(guest: Host) -> None:
+    """--preserve-env passes what the block list lets through, before the login shell
+    (so the guest's profile wins); leading NAME=VALUE words stay assignments."""
+    env = {"FOO": "foo bar", "SSH_FOO": "ssh", "BARFOO": "x"}
+    r = guest.limactl("shell", NAME, "printenv", env=env)
+    assert "FOO=foo bar" not in r.stdout.splitlines()
+    lines = guest.limactl("shell", "--preserve-env", NAME, "printenv", env=env).stdout
+    assert "FOO=foo bar" in lines.splitlines() and "SSH_FOO=ssh" not in lines.splitlines()
+    lines = guest.limactl("shell", "--preserve-env", NAME, "printenv",
+                          env={**env, "LIMA_SHELLENV_BLOCK": "*FOO"}).stdout.splitlines()
+    assert not {"FOO=foo bar", "BARFOO=x"} & set(lines) and "SSH_FOO=ssh" not in lines
+    guest.limactl("shell", NAME, "sh", "-c", "echo 'export FOO=guest' >> ~/.bash_profile")
+    try:
+        r = guest.limactl("shell", "--preserve-env", NAME, "printenv", "FOO", env=env)
+        assert r.stdout == "guest\n"
+    finally:
+        guest.limactl("shell", NAME, "sed", "-i", "/^export FOO=guest$/d", ".bash_profile")
+    r = guest.limactl("shell", NAME, "FOO=a b", "printenv", "FOO")
+    assert r.stdout == "a b\n", r.stderr
+
+
 def test_copy_both_ways(guest: Host, tmp_path: Path) -> None:
     src = guest.home / "pylima-copy-src.txt"
     guest.run("sh", "-c", f"echo payload > {src}")
@@ -247,6 +268,28 @@ def test_guest_socket_rule_exposes_a_unix_socket(guest: Host) -> None:
             return s.recv(100) == b"unix:hi"
 
     assert eventually(ask)
+
+
+def test_reconnect_opens_a_new_master_and_its_forwards(guest: Host) -> None:
+    """`shell --reconnect` ends the SSH master (new sessions log in anew); the host
+    agent opens a new one and the socket forward that rode on it works again."""
+    import socket
+
+    inst_dir = Path(json.loads(guest.limactl("list", "--json", NAME).stdout)["dir"])
+    r = guest.limactl("shell", "--reconnect", NAME, "true")
+    assert r.returncode == 0 and "Exiting ssh session for the instance `vmtest`" in r.stderr
+
+    def ask() -> bool:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(inst_dir / "sock" / "echo.sock"))
+            s.sendall(b"again")
+            return s.recv(100) == b"unix:again"
+
+    assert eventually(ask)
+    assert (inst_dir / "ssh.sock").exists()
+    assert "The SSH master connection ended; opening a new one" in \
+        (inst_dir / "ha.stderr.log").read_text()
 
 
 def test_ignore_rule_and_a_taken_host_port(guest: Host) -> None:

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from pylima.cli.common import edit_flag_options, edit_flags_from, get_instance_or_fail, is_tty
+from pylima.cli.common import (
+    START_OPTION,
+    edit_flag_options,
+    edit_flags_from,
+    get_instance_or_fail,
+    is_tty,
+    start_if_asked,
+)
 from pylima.cli.create import TTY_OPTION
 
 log = logging.getLogger("pylima")
@@ -17,8 +24,9 @@ log = logging.getLogger("pylima")
 @click.command("edit", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("target", required=False, metavar="INSTANCE|FILE.yaml")
 @TTY_OPTION
+@START_OPTION
 @edit_flag_options(new_instance=False)
-def edit(target: str | None, tty: bool | None, **kwargs: Any) -> None:
+def edit(target: str | None, tty: bool | None, start: bool | None, **kwargs: Any) -> int:
     """Edit an instance of Lima or a template.
 
     With flags, the changes are applied without an editor (comments are kept);
@@ -33,7 +41,7 @@ def edit(target: str | None, tty: bool | None, **kwargs: Any) -> None:
     has_flags = flags != EditFlags()
     if target.endswith((".yaml", ".yml")) and os.path.exists(target):
         _edit_file(target, flags, has_flags, tty)
-        return
+        return 0
     inst = get_instance_or_fail(target)
     if inst.status == "Running":
         raise LimaError("cannot edit a running instance",
@@ -43,7 +51,8 @@ def edit(target: str | None, tty: bool | None, **kwargs: Any) -> None:
             log.info("Instance `%s` configuration edited", inst.name)
         else:
             log.info("Aborting, no changes made to the instance")
-        return
+            return 0
+        return start_if_asked(inst.name, start, tty)
     if tty is None:
         tty = is_tty()
     if not tty:
@@ -54,10 +63,10 @@ def edit(target: str | None, tty: bool | None, **kwargs: Any) -> None:
     after = click.edit(before, extension=".yaml")
     if after is None or after == before:
         log.info("Aborting, no changes made to the instance")
-        return
+        return 0
     if not after.strip():
         log.info("Aborting, as requested by saving the file with empty content")
-        return
+        return 0
     try:
         api.save_edited_yaml(inst, after)
     except LimaError as e:
@@ -66,6 +75,7 @@ def edit(target: str | None, tty: bool | None, **kwargs: Any) -> None:
         raise LimaError(f"the YAML is invalid, saved the buffer as `{rejected}`: {e.message}",
                         e.hint) from e
     log.info("Instance `%s` configuration edited", inst.name)
+    return start_if_asked(inst.name, start, tty)
 
 
 def _edit_file(path: str, flags: Any, has_flags: bool, tty: bool | None) -> None:

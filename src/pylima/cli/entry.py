@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> Any:
             return sys.exit(_yq(argv))
     if argv[:1] == ["yq"]:
         return sys.exit(_yq(argv[1:]))
-    if argv == ["--version"]:
+    if argv in (["--version"], ["-v"]):
         from pylima.version import LIMA_COMPAT_VERSION, __version__
 
         sys.stdout.write(f"limactl version {LIMA_COMPAT_VERSION}\npylima version {__version__}\n")

@@ -66,3 +66,9 @@ def help_cmd(ctx: click.Context, topic: tuple[str, ...]) -> None:
         click.echo(root.get_help())
         return
     click.echo(cmd.get_help(sub_ctx))
+
+
+@click.command("yq-restrictions", context_settings={"help_option_names": ["-h", "--help"]})
+def yq_restrictions() -> None:
+    """Restrictions on yq expressions in Lima"""
+    click.echo(YQ_RESTRICTIONS, nl=False)

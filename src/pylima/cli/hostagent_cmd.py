@@ -8,7 +8,7 @@ import click
 @click.command("hostagent", hidden=True,
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name")
-@click.option("--pidfile", required=True, help="PID file")
+@click.option("-p", "--pidfile", required=True, help="PID file")
 @click.option("--socket", "socket_path", required=True, help="Path of hostagent socket")
 @click.option("--lock-fd", type=int, default=None,
               help="The instance lock, already taken by the caller (internal)")

@@ -13,6 +13,7 @@ def lima_info() -> dict[str, Any]:
     from pylima.cli.template import filled_config
     from pylima.drivers.registry import list_drivers
     from pylima.hostinfo import host_arch
+    from pylima.shellenv import DEFAULT_BLOCK_LIST
     from pylima.store import dirs
     from pylima.templates.locator import list_template_names, templates_paths
     from pylima.version import LIMA_COMPAT_VERSION, __version__
@@ -35,7 +36,7 @@ def lima_info() -> dict[str, Any]:
         "vmTypes": sorted(drivers),
         "vmTypesEx": {n: {"location": loc} for n, loc in sorted(drivers.items())},
         "guestAgents": {},
-        "shellEnvBlock": [],
+        "shellEnvBlock": list(DEFAULT_BLOCK_LIST),
         "hostOS": platform.system().lower(),
         "hostArch": host_arch(),
         "identityFile": str(dirs.config_dir() / dirs.USER_KEY),

@@ -10,11 +10,17 @@ TYPE_CHECKING = False  # typing itself costs start-up time on this path
 if TYPE_CHECKING:
     from typing import Any
 
-USAGE = """Usage: lima [COMMAND...]
+def _usage(prog: str, limactl: str, name: str) -> str:
+    return f"""Usage: {prog} [COMMAND...]
 
-Runs COMMAND in the instance $LIMA_INSTANCE (default: "default"), or opens a
-login shell there. The same as `limactl shell $LIMA_INSTANCE COMMAND...`; the
-working directory follows the host's when it is inside a mount.
+{prog} is an alias for "{limactl} shell {name}": it runs COMMAND in that instance, or
+opens a login shell there. $LIMA_INSTANCE names the instance (default: "default").
+
+$LIMA_SHELL and $LIMA_WORKDIR set the shell and the working directory in the guest
+(`limactl shell --shell` and `--workdir`); by default the working directory follows
+the host's when it is inside a mount. $LIMACTL names the limactl to run.
+
+See `{limactl} shell --help` for further information.
 """
 
 
@@ -23,9 +29,29 @@ def main(argv: list[str] | None = None) -> Any:
 
     argv = sys.argv[1:] if argv is None else argv
     name = os.environ.get("LIMA_INSTANCE") or "default"
-    if argv and argv[0] in ("-h", "--help"):
-        sys.stdout.write(USAGE)
+    limactl = os.environ.get("LIMACTL") or "limactl"
+    if len(argv) == 1 and argv[0] in ("-h", "--help"):
+        sys.stdout.write(_usage(os.path.basename(sys.argv[0]) or "lima", limactl, name))
         return sys.exit(0)
+    shell, workdir = os.environ.get("LIMA_SHELL") or None, os.environ.get("LIMA_WORKDIR") or None
+    version = len(argv) == 1 and argv[0] in ("-v", "--version")
+    if version and limactl == "limactl":
+        from pylima.cli.entry import main as limactl_main
+
+        return limactl_main(argv)
+    if limactl != "limactl":
+        # as Lima's wrapper: exec $LIMACTL (the version flags go to it alone)
+        if version:
+            full = [limactl, *argv]
+        else:
+            full = [limactl, "shell", *(["--workdir", workdir] if workdir else []),
+                    *(["--shell", shell] if shell else []), "--instance", name, *argv]
+        try:
+            os.execvp(full[0], full)
+        except OSError as e:
+            sys.stderr.write(f"{os.path.basename(sys.argv[0]) or 'lima'}: {limactl}: "
+                             f"{e.strerror}\n")
+            return sys.exit(127)
     if argv[:1] == ["--"]:
         argv = argv[1:]  # `lima -- CMD`: Lima's wrapper passes it to `limactl shell NAME`
     elif argv and argv[0].startswith("-"):
@@ -33,11 +59,14 @@ def main(argv: list[str] | None = None) -> Any:
         # Lima's wrapper hands them to `limactl shell --instance NAME`; so does this
         from pylima.cli.main import cli, run
 
-        return sys.exit(run(cli, ["shell", "--instance", name, *argv], prog_name="limactl"))
+        extra = [*(["--workdir", workdir] if workdir else []),
+                 *(["--shell", shell] if shell else [])]
+        return sys.exit(run(cli, ["shell", *extra, "--instance", name, *argv],
+                            prog_name="limactl"))
     try:
         from pylima.cli.shellrun import run_shell
 
-        return sys.exit(run_shell(name, argv))
+        return sys.exit(run_shell(name, argv, workdir=workdir, shell=shell))
     except LimaError as e:
         from pylima.cli.listing import _log
 

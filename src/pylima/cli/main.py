@@ -47,8 +47,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "hostagent": ("hostagent_cmd", "hostagent", ""),
     "image": ("image", "image", "Local guest images (pylima): build an offline Debian image"),
     "help": ("help_cmd", "help_cmd", "Help about any command"),
+    "yq-restrictions": ("help_cmd", "yq_restrictions", "Restrictions on yq expressions in Lima"),
 }
-HIDDEN = {"hostagent"}
+HIDDEN = {"hostagent", "yq-restrictions"}  # the second is listed as a help topic
 ALIASES = {"ls": "list", "rm": "delete", "remove": "delete", "tmpl": "template", "cp": "copy"}
 
 
@@ -85,7 +86,8 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+@click.option("-v", "--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_version,
               help="Show the version.")
 @click.option("--debug", is_flag=True, help="Debug mode (tracebacks on errors).")
 @click.option("--log-level", type=click.Choice(["trace", "debug", "info", "warn", "warning",
@@ -140,6 +142,28 @@ GLOBAL_VALUE_FLAGS = ("--log-level", "--log-format")
 GLOBAL_BOOL_FLAGS = ("--debug", "--tty", "--yes", "-y")
 
 
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def bool_value(arg: str, own: dict[str, bool]) -> list[str] | None:
+    """cobra's `--FLAG=BOOL` for one of the command's flags (options in `own` that take
+    no value), as click flags take it: [] (false), [`--FLAG`], or for a tri-state flag
+    with a FALSE_PREFIX twin its explicit false. None when `arg` is not such a form."""
+    from pylima.cli.common import FALSE_PREFIX
+
+    name, eq, value = arg.partition("=")
+    if not eq or not name.startswith("--") or own.get(name, True):
+        return None
+    if value in _TRUE:
+        return [name]
+    if value in _FALSE:
+        twin = FALSE_PREFIX + name[2:]
+        return [twin] if twin in own else []
+    raise click.UsageError(f'invalid argument "{value}" for "{name}" flag: '
+                           f'strconv.ParseBool: parsing "{value}": invalid syntax')
+
+
 def _global_flag(arg: str) -> tuple[str, bool] | None:
     """(flag name, whether the next argument is its value) for a global flag."""
     name = arg.split("=", 1)[0]
@@ -183,12 +207,20 @@ def normalize_global_flags(
         g = _global_flag(arg)
         if g is not None and g[0] not in own:
             n = 2 if g[1] else 1
-            moved += argv[j:j + n]
+            if g[0] in ("--debug", "--yes") and "=" in arg:
+                moved += bool_value(arg, {g[0]: False}) or []
+            else:
+                moved += argv[j:j + n]
             j += n
             continue
         if not interspersed and not arg.startswith("-"):
             rest += argv[j:]  # its first argument: the rest is that command's
             break
+        as_flag = bool_value(arg, own)
+        if as_flag is not None:
+            rest += as_flag
+            j += 1
+            continue
         n = 2 if own.get(arg) else 1  # an option of its own, with its value
         rest += argv[j:j + n]
         j += n
@@ -223,6 +255,11 @@ def run(group: click.Group, argv: list[str] | None = None, prog_name: str | None
         return e.exit_code
     except click.exceptions.Abort:
         _fatal("aborted")
+        return 1
+    except click.NoSuchOption as e:  # cobra's words, as Lima's scripts may match them
+        opt = e.option_name
+        _fatal(f"unknown flag: {opt}" if opt.startswith("--") else
+               f"unknown shorthand flag: '{opt[1:2]}' in {opt}")
         return 1
     except click.ClickException as e:
         _fatal(e.format_message())

@@ -36,12 +36,23 @@ class _ShellCommand(click.Command):
                                           "allow_interspersed_args": False})
 @click.option("--shell", "shell_", help="Shell interpreter, e.g. /bin/bash")
 @click.option("--workdir", help="Working directory")
+@click.option("--reconnect", is_flag=True, help="Reconnect to the SSH session")
+@click.option("--preserve-env", is_flag=True, help="Propagate environment variables to the shell")
 @click.option("--start", is_flag=True, help="Start the instance if it is not already running")
 @click.option("--instance", hidden=True, help="Instance name (used by the lima wrapper)")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="INSTANCE [COMMAND...]")
-def shell(shell_: str | None, workdir: str | None, start: bool, instance: str | None,
-          args: tuple[str, ...]) -> int:
+def shell(shell_: str | None, workdir: str | None, reconnect: bool, preserve_env: bool,
+          start: bool, instance: str | None, args: tuple[str, ...]) -> int:
     """Execute shell in Lima.
+
+    `lima` is `limactl shell $LIMA_INSTANCE` ($LIMA_INSTANCE defaults to "default").
+
+    \b
+    --preserve-env passes the host's environment variables to the guest shell,
+    except those the block list names: $LIMA_SHELLENV_BLOCK replaces the default
+    list (see `limactl info`), or extends it when it starts with `+`;
+    $LIMA_SHELLENV_ALLOW exempts variables from it. Both are comma-separated
+    names, `*` matching any text.
 
     \b
     Examples:
@@ -62,4 +73,5 @@ def shell(shell_: str | None, workdir: str | None, start: bool, instance: str | 
     elif argv and not click.get_current_context().meta.get("pylima.shell.dashdash"):
         # --instance (the lima wrapper): the command comes first, after shell's flags
         _refuse_flag(argv[0])
-    return run_shell(instance, argv, workdir=workdir, shell=shell_, start=start)
+    return run_shell(instance, argv, workdir=workdir, shell=shell_, start=start,
+                     preserve_env=preserve_env, reconnect=reconnect)

@@ -8,10 +8,24 @@ import sys
 
 
 def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
-              shell: str | None = None, start: bool = False) -> int:
-    from pylima.errors import InstanceError, InstanceNotFound
+              shell: str | None = None, start: bool = False, preserve_env: bool = False,
+              reconnect: bool = False) -> int:
+    from pylima.errors import InstanceError, InstanceNotFound, LimaError
     from pylima.sshutil import build_remote_script, ssh_argv
     from pylima.store.instance import STATUS_RUNNING, inspect
+
+    env = None
+    if preserve_env:
+        from pylima.shellenv import PatternError, preserved
+
+        try:
+            env = preserved(os.environ)
+        except PatternError as e:
+            raise LimaError(str(e)) from None
+    if argv[:1] and argv[0] in ("create", "start", "delete", "shell"):
+        from pylima.cli.listing import _log
+
+        _log().warning("Perhaps you meant `limactl %s`?", " ".join(argv))
 
     try:
         inst = inspect(name)
@@ -30,7 +44,9 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
         start_instance_cli(inst, 600, False, False)
         inst = inspect(name)
     assert inst.config is not None
-    script = build_remote_script(inst.config, argv, workdir, shell)
+    if reconnect:
+        _exit_master(inst.dir, name)
+    script = build_remote_script(inst.config, argv, workdir, shell, env)
     # a terminal on stdin gets a pty in the guest; pipes stay byte-exact
     full = ssh_argv(inst.dir, name, "-q", tty=sys.stdin.isatty())
     full.append("--")
@@ -39,3 +55,38 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
     sys.stderr.flush()
     os.execvp(full[0], full)
     return 255  # pragma: no cover
+
+
+def _exit_master(inst_dir: object, name: str) -> None:
+    """--reconnect: end the SSH master connection, so that this and later sessions log
+    in anew (new group memberships, a changed login shell). The host agent opens a new
+    master and its SSH forwards again; this session connects directly meanwhile."""
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    from pylima.cli.listing import _log
+    from pylima.store import dirs
+
+    sock = Path(str(inst_dir)) / dirs.SSH_SOCK
+    if not sock.exists():
+        return
+    _log().info("Exiting ssh session for the instance `%s`", name)
+    r = subprocess.run(["ssh", "-F", str(Path(str(inst_dir)) / dirs.SSH_CONFIG), "-O", "exit",
+                        f"lima-{name}"], capture_output=True, text=True)
+    if r.returncode == 0:
+        return
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+            alive = True
+        except OSError:
+            alive = False
+    if alive:
+        from pylima.errors import LimaError
+
+        raise LimaError(f"failed to exit the ssh master of instance `{name}`: "
+                        f"{r.stderr.strip()}")
+    sock.unlink(missing_ok=True)
+    _log().warning("Removed stale ssh control socket for the instance `%s` after the master "
+                   "had already exited", name)

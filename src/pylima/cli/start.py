@@ -183,16 +183,31 @@ def _looks_like_name(arg: str) -> bool:
 @click.command("restart", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name", required=False, default="default", metavar="[INSTANCE]")
 @click.option("-f", "--force", is_flag=True, help="Force stop and restart the instance")
+@click.option("--progress", is_flag=True,
+              help="Show provision script progress by tailing cloud-init logs")
 @click.option("--timeout", default="10m0s", show_default=True,
               help="Duration to wait for the instance to be running before timing out")
+@edit_flag_options(new_instance=False)
 @click.pass_context
-def restart(ctx: click.Context, name: str, force: bool, timeout: str) -> int:
-    """Restart a running instance."""
+def restart(ctx: click.Context, name: str, force: bool, progress: bool, timeout: str,
+            **kwargs: Any) -> int:
+    """Restart a running instance.
+
+    The edit flags (--cpus, --set, ...) change lima.yaml between the stop and the
+    start; they are checked before the instance is stopped.
+    """
     from pylima import api
     from pylima.cli.common import get_instance_or_fail
+    from pylima.config.editflags import EditFlags
     from pylima.store.instance import inspect
 
     inst = get_instance_or_fail(name)
+    flags = edit_flags_from(kwargs)
+    if flags != EditFlags():
+        api.check_edit_flags(inst, flags)
+    seconds = parse_duration(timeout)
     api.stop_instance(inst, force=force)
-    return start_instance_cli(inspect(name), parse_duration(timeout), False,
-                              bool((ctx.obj or {}).get("debug")))
+    if flags != EditFlags() and api.edit_instance_with_flags(inspect(name), flags):
+        log.info("Instance `%s` configuration edited", name)
+    return start_instance_cli(inspect(name), seconds, False,
+                              bool((ctx.obj or {}).get("debug")), progress)

@@ -37,6 +37,9 @@ class EditFlags:
     video: bool | None = None
     shell: str | None = None
     timezone: str | None = None
+    image_variant: str | None = None
+    audio_device: str | None = None
+    audio_interface: str | None = None
     param: Sequence[str] = ()
     set: Sequence[str] = field(default_factory=tuple)
 
@@ -85,8 +88,7 @@ def param_expressions(params: Sequence[str], declared: Mapping[str, str] | None)
         if not sep or not key:
             raise ConfigError(f"invalid parameter `{p}`, expected NAME=VALUE")
         if declared is None or key not in declared:
-            raise ConfigError(f"template does not define param `{key}`",
-                              hint="only params listed under `param:` in the template can be set")
+            raise ConfigError(f"template does not define param `{key}`")
         exprs.append(f".param[{json.dumps(key)}] = {json.dumps(value)}")
     return exprs
 
@@ -170,7 +172,18 @@ def yq_expressions(f: EditFlags, *, new_instance: bool,
         exprs.append('.video.display = "default"' if f.video else '.video.display = "none"')
     if f.arch is not None and only_new("arch", f.arch):
         exprs.append(f".arch = {json.dumps(f.arch)}")
-    if f.vm_type is not None and only_new("vm-type", f.vm_type):
+    if f.audio_device is not None:
+        warnings.append("`--audio-device` is experimental")
+        exprs.append(f".audio.device = {json.dumps(f.audio_device)}")
+    if f.audio_interface is not None:
+        warnings.append("`--audio-interface` is experimental")
+        exprs.append(f".audio.interface = {json.dumps(f.audio_interface)}")
+    if f.image_variant is not None and only_new("image-variant", f.image_variant):
+        if not f.image_variant:
+            raise ConfigError("error while processing flag `image-variant`: `--image-variant` "
+                              "must not be empty")
+        exprs.append(f".images = [.images[] | select(.variant == {json.dumps(f.image_variant)})]")
+    if f.vm_type is not None:
         exprs.append(f".vmType = {json.dumps(f.vm_type)}")
     if f.containerd is not None and only_new("containerd", f.containerd):
         modes = {"user": (True, False), "system": (False, True),

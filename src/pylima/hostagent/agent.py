@@ -261,6 +261,7 @@ class HostAgent:
                     break
                 await asyncio.sleep(0.5)  # SSH failed (see _watch_boot); again
             await self._boot_done(out)
+            await self._keep_ssh_master()
         finally:
             for task in (self.progress_task, self.after_ssh_ready):
                 if task is not None and not task.done():
@@ -636,6 +637,23 @@ class HostAgent:
                 self.ssh_forwards.append(record)
         if self.ssh_forwards:
             self._write_forwards()
+
+    async def _keep_ssh_master(self) -> None:
+        """After READY: a master that ends (`limactl shell --reconnect` exits it, so
+        that new sessions log in anew; sshd restarted in the guest) is opened again,
+        and the SSH forwards that rode on it are set up again."""
+        while True:
+            proc = self.ssh_master
+            if proc is None:
+                await asyncio.sleep(5)
+            else:
+                await proc.wait()
+                log.info("The SSH master connection ended; opening a new one")
+                await asyncio.sleep(0.2)
+            await self._ensure_ssh_master(quiet=True)
+            if self.ssh_master is not None and proc is not None:
+                self.ssh_forwards = []
+                await self._start_ssh_forwards()
 
     async def _ensure_ssh_master(self, quiet: bool = False) -> None:
         """A master connection that is up: the one there is, else a new one."""
