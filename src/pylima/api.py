@@ -99,8 +99,10 @@ def check_config(doc: dict[str, Any], file_path: str, *, warn: bool = True) -> L
     """Load (with defaults) and validate; returns the filled config and warnings."""
     loaded = load_config(doc, file_path, warn=warn)
     _check_vm_type_registered(loaded.config)
+    from pylima.store.networks import network_modes
+
     loaded.warnings += validate_or_raise(loaded.config, LIMA_COMPAT_VERSION, warn=warn,
-                                         path_kind=path_kind)
+                                         path_kind=path_kind, network_modes=network_modes)
     if warn:
         loaded.warnings += _beyond_host_warnings(loaded.config)
     return loaded

@@ -107,7 +107,7 @@ def test_file_list(files: dict[str, bytes]) -> None:
         "boot/20-rootless-base.sh", "boot/30-dependencies.sh",
         "provision.system/00000000", "provision.user/00000001",
         "provision.dependency/00000003", "provision.data/00000004",
-        "provision.system/00000006",
+        "provision.system/00000006", "provision.yq/00000005",
     }
     assert all(isinstance(v, bytes) for v in files.values())
 
@@ -407,8 +407,14 @@ def test_provision_layout(files: dict[str, bytes]) -> None:
     assert text(files, "provision.user/00000001") == "#!/bin/sh\necho user-one"
     assert text(files, "provision.dependency/00000003") == "#!/bin/sh\necho dep"
     assert text(files, "provision.data/00000004") == "key=value\n"
-    assert not any(n.startswith("provision.yq") or n.startswith("provision.boot")
-                   for n in files)
+    # yq: the expression, for boot.sh to list (the host evaluates it); its target's
+    # path, owner and permissions are in lima.env under Lima's names
+    assert text(files, "provision.yq/00000005") == ".a = 1"
+    env = text(files, "lima.env")
+    assert "LIMA_CIDATA_YQ_PROVISION_00000005_PATH=/etc/x.yaml\n" in env
+    assert "LIMA_CIDATA_YQ_PROVISION_00000005_OWNER=root:root\n" in env
+    assert "LIMA_CIDATA_YQ_PROVISION_00000005_PERMISSIONS=644\n" in env
+    assert not any(n.startswith("provision.boot") for n in files)
 
 
 def test_unknown_provision_mode() -> None:
@@ -483,6 +489,7 @@ def test_boot_sh_in_a_scratch_root(tmp_path: Path) -> None:
     (root / "etc").mkdir(parents=True)
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n10.0.0.9\thost.lima.internal\n")
     (root / "etc/environment").write_text('PATH="/usr/bin:/bin"\n')
+    (root / cfg["user"]["home"].lstrip("/")).mkdir(parents=True)  # the user exists
 
     res = _boot(seed, root)
     assert res.returncode == 1, res.stderr  # one system script fails on purpose
@@ -519,6 +526,10 @@ def test_boot_sh_in_a_scratch_root(tmp_path: Path) -> None:
     for f in (".profile", ".bashrc", ".zshrc"):
         rc = (home / f).read_text()
         assert rc.startswith("# Lima BEGIN\n") and 'PATH="$PATH:/usr/sbin:/sbin"\n' in rc
+    # the home by Lima's old name too
+    assert home.name.endswith(".guest")
+    alias = home.with_name(home.name.removesuffix(".guest") + ".linux")
+    assert alias.is_symlink() and os.readlink(alias) == home.name
 
     data = root / "etc/pylima-test/data.conf"
     assert data.read_text() == "key=value\n"

@@ -86,17 +86,18 @@ def test_boot_trimmings_took_effect(guest: Host) -> None:
 def test_rootless_base_as_lima(guest: Host) -> None:
     """Lima's rootless base on every systemd guest: the user's manager lingers, gets
     cgroup delegation, the user may bind ports below 1024, has subordinate ids and
-    /usr/sbin on PATH."""
+    /usr/sbin on PATH; the home answers to Lima's old name (.linux) too."""
     r = guest.lima("sh", "-c", 'loginctl show-user "$(id -un)" -p Linger; '
                    "systemctl show user@$(id -u).service -p Delegate; "
                    "sysctl -n net.ipv4.ip_unprivileged_port_start; "
                    'grep -c "^$(id -un):" /etc/subuid /etc/subgid; '
                    'case ":$PATH:" in *:/usr/sbin:*) echo sbin;; esac; '
                    "python3 -c 'import socket; socket.socket().bind((\"127.0.0.1\", 81)); "
-                   "print(\"bound 81\")'", env=lima_env())
+                   "print(\"bound 81\")'; "
+                   'readlink "/home/$(id -un).linux"', env=lima_env())
     assert r.stdout.splitlines() == [
         "Linger=yes", "Delegate=yes", "0", "/etc/subuid:1", "/etc/subgid:1", "sbin",
-        "bound 81"], r.stdout + r.stderr
+        "bound 81", f"{guest.user}.guest"], r.stdout + r.stderr
 
 
 def test_guest_user_matches_host_user(guest: Host) -> None:

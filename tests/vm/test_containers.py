@@ -213,6 +213,8 @@ def test_colima_round_trip(tmp_path: Path) -> None:
 
 PROVISION_YAML = """\
 base: template:default
+user:
+  passwordlessSudo: false
 param:
   GREETING: hello world
 env:
@@ -244,7 +246,7 @@ provision:
 - mode: user
   script: |
     #!/bin/sh
-    echo "user $(id -un) $PARAM_GREETING $FROM_ENV" | sudo tee -a /run/order
+    echo "user $(id -un) $PARAM_GREETING $FROM_ENV" > /tmp/order-user
     echo copied > /tmp/for-host
 probes:
 - description: a probe that never passes
@@ -274,20 +276,36 @@ def test_provision_modes_and_a_failing_probe(tmp_path: Path) -> None:
         assert r.returncode == 1, r.stderr[-3000:]
         assert "a probe that never passes" in r.stderr and "this hint is shown" in r.stderr
         assert "not ready yet" in r.stderr
-        order = _run(env, "limactl", "shell", "prov", "cat", "/run/order").stdout.splitlines()
+        order = _run(env, "limactl", "shell", "prov", "cat", "/run/order",
+                     "/tmp/order-user").stdout.splitlines()
         assert order == ["boot hello world", "dependency",
                          'system {"greeting":"helloworld","n":1}',
                          "user lima hello world env-value"], order
-        r = _run(env, "limactl", "shell", "prov", "sudo", "stat", "-c", "%U %a",
-                 "/etc/pylima-data.conf")
-        assert r.stdout.split() == ["lima", "600"]
-        r = _run(env, "limactl", "shell", "prov", "sudo", "cat", "/etc/pylima-data.conf",
+        r = _run(env, "limactl", "shell", "prov", "stat", "-c", "%U %a",
+                 "/etc/pylima-data.conf", "/etc/pylima/settings.json")
+        assert r.stdout.split() == ["lima", "600", "root", "644"]  # data; yq as root
+        r = _run(env, "limactl", "shell", "prov", "cat", "/etc/pylima-data.conf",
                  "/etc/hostname")
         assert r.stdout.startswith("name=prov\n") and "not-written" not in r.stdout
         assert (inst_dir / "copied.txt").read_text() == "copied\n"
+        # user.passwordlessSudo: false (Lima's facts): sudo wants the password that
+        # boot.sh put in ~/password (mode 600), once
+        assert _run(env, "limactl", "shell", "prov", "sudo", "-n", "true").returncode == 1
+        r = _run(env, "limactl", "shell", "prov", "sh", "-c",
+                 'stat -c %a ~/password && sudo -S -p "" true <~/password && '
+                 "cat ~/password && ls /run/lima-yq 2>&1")
+        lines = r.stdout.splitlines()
+        assert r.returncode == 2 and lines[0] == "600" and len(lines[1]) >= 16, r.stdout
+        password = lines[1]
         r = _run(env, "limactl", "stop", "prov", timeout=300)
         assert r.returncode == 0, r.stderr
         assert not (inst_dir / "copied.txt").exists()  # deleteOnStop
+        # a second boot: the same password; yq reads the file it wrote (as the user,
+        # no root needed) and writes the same result
+        _run(env, "limactl", "start", "--tty=false", "prov", timeout=1200)
+        r = _run(env, "limactl", "shell", "prov", "sh", "-c",
+                 "cat ~/password /etc/pylima/settings.json | tr -d ' \\n'")
+        assert r.stdout == password + '{"greeting":"helloworld","n":1}', r.stdout
     finally:
         _run(env, "limactl", "delete", "-f", "prov", timeout=300)
 

@@ -458,6 +458,12 @@ class _Seed:
                         (f"LIMA_CIDATA_DATAFILE_{n}_PATH", p.get("path") or ""),
                         (f"LIMA_CIDATA_DATAFILE_{n}_PERMISSIONS",
                          p.get("permissions") or "644")]
+            if p.get("mode") == "yq":
+                n = f"{i:08d}"
+                env += [(f"LIMA_CIDATA_YQ_PROVISION_{n}_OWNER", p.get("owner") or "root:root"),
+                        (f"LIMA_CIDATA_YQ_PROVISION_{n}_PATH", p.get("path") or ""),
+                        (f"LIMA_CIDATA_YQ_PROVISION_{n}_PERMISSIONS",
+                         p.get("permissions") or "644")]
         env += [
             ("LIMA_CIDATA_GUEST_INSTALL_PREFIX", cfg.get("guestInstallPrefix") or "/usr/local"),
             ("LIMA_CIDATA_UPGRADE_PACKAGES", _flag(cfg.get("upgradePackages"))),
@@ -561,9 +567,13 @@ class _Seed:
                 files[f"provision.{mode}/{n}"] = script
             elif mode == "data":
                 files[f"provision.data/{n}"] = str(p.get("content") or "")
-            elif mode in ("boot", "yq", "ansible"):
-                # boot: in user-data's bootcmd; yq: applied by the host over SSH;
-                # ansible: run by the host (a deprecated Lima mode).
+            elif mode == "yq":
+                # evaluated by the host (boot.sh installs the results); the file
+                # holds the expression, as Lima's provision.yq/ does
+                files[f"provision.yq/{n}"] = str(p.get("expression") or "")
+            elif mode in ("boot", "ansible"):
+                # boot: in user-data's bootcmd; ansible: run by the host (a deprecated
+                # Lima mode).
                 continue
             else:
                 raise ConfigError(f"field `provision[{i}].mode` has an unknown value `{mode}`")

@@ -318,19 +318,54 @@ if [ -d "$LIMA_CIDATA_MNT/provision.data" ]; then
 \tdone
 fi
 
-# "yq" mode provisioning is applied by the host over SSH (the guest has no yq): it
-# does so once this boot's SSH is ready and then writes this boot's instance id into
-# /run/lima-yq-done. Waiting here keeps Lima's order: data, yq, system, user.
-if [ "${LIMA_CIDATA_YQ_PROVISIONS:-0}" -gt 0 ] && on_guest; then
+# "yq" mode provisioning: the host evaluates the expressions (the guest has no yq),
+# with no root of its own in the guest (sudo may want a password:
+# user.passwordlessSudo: false). boot.sh hands it each target's current content in a
+# directory only the user may use, waits for the results and installs them as root.
+# Lima's order holds: data, yq, system, user.
+if [ -d "$LIMA_CIDATA_MNT/provision.yq" ] && on_guest; then
+	xd=$ROOT/run/lima-yq
+	rm -rf "$xd" && mkdir -m 700 "$xd"
+	for f in "$LIMA_CIDATA_MNT"/provision.yq/*; do
+		n=${f##*/}
+		dest=$(deref "LIMA_CIDATA_YQ_PROVISION_${n}_PATH")
+		if [ -f "$ROOT$dest" ]; then
+			cp "$ROOT$dest" "$xd/$n.in"
+		fi
+	done
+	chown -R "$LIMA_CIDATA_USER" "$xd"
+	printf '%s\n' "$LIMA_CIDATA_IID" >"$xd/ready"
 	log "waiting for the host to apply $LIMA_CIDATA_YQ_PROVISIONS yq provisioning step(s)"
 	i=0
-	while [ "$(cat /run/lima-yq-done 2>/dev/null)" != "$LIMA_CIDATA_IID" ] && [ "$i" -lt 600 ]; do
+	while [ "$(cat "$xd/done" 2>/dev/null)" != "$LIMA_CIDATA_IID" ] && [ "$i" -lt 600 ]; do
 		sleep 1
 		i=$((i + 1))
 	done
-	if [ "$(cat /run/lima-yq-done 2>/dev/null)" != "$LIMA_CIDATA_IID" ]; then
+	# Out of the user's reach before reading: nothing in it can change under us.
+	chown -R root "$xd" && chmod 700 "$xd"
+	if [ "$(cat "$xd/done" 2>/dev/null)" != "$LIMA_CIDATA_IID" ]; then
 		record_error "the host did not apply the yq provisioning steps within 600 s"
 	fi
+	for f in "$LIMA_CIDATA_MNT"/provision.yq/*; do
+		n=${f##*/}
+		out=$xd/$n.out
+		[ -f "$out" ] && [ ! -L "$out" ] || continue
+		dest=$(deref "LIMA_CIDATA_YQ_PROVISION_${n}_PATH")
+		owner=$(deref "LIMA_CIDATA_YQ_PROVISION_${n}_OWNER")
+		perm=$(deref "LIMA_CIDATA_YQ_PROVISION_${n}_PERMISSIONS")
+		log "provision.yq/$n: writing $dest"
+		dir=$(dirname "$dest")
+		if [ ! -d "$ROOT$dir" ] && [ "${owner%%:*}" != root ]; then
+			run_as_user mkdir -p "$dir" >/dev/null 2>&1 || true
+		fi
+		if mkdir -p "$ROOT$dir" && cp "$out" "$ROOT$dest" && chown "$owner" "$ROOT$dest" &&
+			chmod "$perm" "$ROOT$dest"; then
+			:
+		else
+			record_error "provision.yq/$n failed to write $dest"
+		fi
+	done
+	rm -rf "$xd"
 fi
 
 if [ -d "$LIMA_CIDATA_MNT/provision.system" ]; then
@@ -428,12 +463,21 @@ ROOTLESS_BASE_SH = """\
 # every boot: the user's manager lingers (so `systemctl --user` services run without
 # a login, and the first SSH login does not wait for the manager to start), cgroup
 # delegation to it, sysctls (ping for all, ports below 1024 for the user),
-# subordinate ids for the user, and /usr/sbin:/sbin on the user's PATH.
+# subordinate ids for the user, and /usr/sbin:/sbin on the user's PATH. First, on
+# every guest: the home reachable by both of Lima's names, /home/USER.guest (Lima 2.1
+# and later) and /home/USER.linux (before), whichever is the real one.
 # pylima-init also runs this before logind and sshd start (loginctl cannot answer
 # yet: the linger file alone tells logind, which then starts the manager at boot).
 set -eu
 # shellcheck source=/dev/null
 . "$LIMA_CIDATA_MNT/lib.sh"
+for ext in guest:linux linux:guest; do
+	real="$ROOT/home/$LIMA_CIDATA_USER.${ext%%:*}"
+	alias="$ROOT/home/$LIMA_CIDATA_USER.${ext##*:}"
+	if [ -d "$real" ] && [ ! -L "$real" ] && [ ! -e "$alias" ] && [ ! -L "$alias" ]; then
+		ln -s "$LIMA_CIDATA_USER.${ext%%:*}" "$alias"
+	fi
+done
 if on_guest && ! command -v systemctl >/dev/null 2>&1; then
 	exit 0
 fi

@@ -24,6 +24,11 @@ def _read(locator: str) -> tuple[Any, dict[str, Any]]:
 
 def filled_config(locator: str) -> dict[str, Any]:
     """Embed all bases and fill in defaults (as `template copy --fill` does)."""
+    return filled_loaded(locator).config
+
+
+def filled_loaded(locator: str) -> Any:
+    """`filled_config`, with the loader's warnings (non-strict YAML)."""
     from pylima import api
     from pylima.store import dirs
     from pylima.templates.locator import embed_bases, inst_name_from_yaml_path
@@ -36,7 +41,7 @@ def filled_config(locator: str) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a name is only cosmetic here
         pass
     return api.load_config(doc, str(dirs.instance_dir(name) / "lima.yaml"),
-                           what=f"file `{tmpl.locator}`").config
+                           what=f"file `{tmpl.locator}`")
 
 
 def validate_locators(locators: tuple[str, ...], fill: bool) -> None:
@@ -44,13 +49,17 @@ def validate_locators(locators: tuple[str, ...], fill: bool) -> None:
     from pylima.config.yamlio import dump_yaml
     from pylima.errors import LimaError
     from pylima.hostinfo import path_kind
+    from pylima.store.networks import network_modes
     from pylima.version import LIMA_COMPAT_VERSION
 
     for loc in locators:
         try:
-            cfg = filled_config(loc)
+            loaded = filled_loaded(loc)
+            cfg = loaded.config
+            for w in loaded.warnings:  # non-strict YAML, as create warns
+                log.warning(w)
             for w in validate_or_raise(cfg, LIMA_COMPAT_VERSION, warn=True,
-                                       path_kind=path_kind):
+                                       path_kind=path_kind, network_modes=network_modes):
                 log.warning(w)
         except LimaError as e:
             raise LimaError(f"failed to validate YAML file `{loc}`: {e.message}", e.hint) from e
@@ -128,6 +137,15 @@ def template_yq(source: str, expr: str) -> None:
 
     for result in evaluate(expr, filled_config(source)):
         click.echo(render(result, "yaml", 2, unwrap=True, colors=False), nl=False)
+
+
+@template.command("url")
+@click.argument("locator", metavar="CUSTOM_URL")
+def template_url(locator: str) -> None:
+    """Transform custom template URLs to regular file or https URLs."""
+    from pylima.cli.template_url import transform_custom_url
+
+    click.echo(transform_custom_url(locator))
 
 
 @click.command("validate", context_settings={"help_option_names": ["-h", "--help"]})

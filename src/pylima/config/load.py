@@ -67,10 +67,12 @@ def load_bytes(data: bytes, file_path: str, host: HostFacts,
 
 
 def validate_or_raise(cfg: dict[str, Any], lima_version: str, *, warn: bool = False,
-                      hint: str | None = None, path_kind: PathKind | None = None) -> list[str]:
+                      hint: str | None = None, path_kind: PathKind | None = None,
+                      network_modes: Any = None) -> list[str]:
     """Validate (see `validate`); raises ValidationError with every error, returns the
     warnings."""
-    errors, warnings = validate(cfg, lima_version, warn=warn, path_kind=path_kind)
+    errors, warnings = validate(cfg, lima_version, warn=warn, path_kind=path_kind,
+                                network_modes=network_modes)
     if errors:
         raise ValidationError(errors, hint=hint)
     return warnings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pylima.config.units import parse_size
@@ -56,11 +56,15 @@ PathKind = Callable[[str], Literal["dir", "file"] | None]
 
 
 def validate(y: dict[str, Any], lima_version: str, warn: bool = False, *,
-             path_kind: PathKind | None = None) -> tuple[list[str], list[str]]:
+             path_kind: PathKind | None = None,
+             network_modes: Callable[[], Mapping[str, str]] | None = None,
+             macos_host: bool = False) -> tuple[list[str], list[str]]:
     """Validate a filled config. Returns (errors, warnings).
 
     `path_kind` tells what is at a host path; the checks of mount locations against
-    the host's file system are skipped without it."""
+    the host's file system are skipped without it. `network_modes` gives the named
+    networks of networks.yaml (name -> mode), called only when a `networks[].lima`
+    needs it; without it those names are not checked."""
     errs: list[str] = []
     warnings: list[str] = []
     if y.get("base"):
@@ -180,7 +184,7 @@ def validate(y: dict[str, Any], lima_version: str, warn: bool = False, *,
             ipaddress.ip_address(str(addr))
         except ValueError:
             errs.append(f"field `dns[{i}]` must be an IP address, got `{addr}`")
-    _validate_networks(y, errs)
+    _validate_networks(y, errs, network_modes, macos_host)
     for name, value in (y.get("param") or {}).items():
         if not _PARAM_NAME.match(name):
             errs.append(f"param `{name}` name does not match regex `{_PARAM_NAME.pattern}`")
@@ -298,10 +302,21 @@ def _validate_port_forward(field: str, rule: dict[str, Any], errs: list[str]) ->
         errs.append(f"field `{field}.proto` must be `tcp`, `udp`, or `any`")
 
 
-def _validate_networks(y: dict[str, Any], errs: list[str]) -> None:
+def _validate_networks(y: dict[str, Any], errs: list[str],
+                       network_modes: Callable[[], Mapping[str, str]] | None,
+                       macos_host: bool) -> None:
     seen: dict[str, int] = {}
+    modes: Mapping[str, str] | None = None
     for i, nw in enumerate(y.get("networks") or []):
         field = f"networks[{i}]"
+        if nw.get("lima") and network_modes is not None:
+            modes = network_modes() if modes is None else modes
+            name = str(nw["lima"])
+            if name not in modes:
+                errs.append(f"field `{field}.lima` references network `{name}` which is "
+                            "not defined in networks.yaml")
+            elif modes[name] != "user-v2" and not macos_host:
+                errs.append(f"field `{field}.lima` is only supported on macOS right now")
         if nw.get("lima") and nw.get("socket"):
             errs.append(f"field `{field}.lima` and field `{field}.socket` are mutually exclusive")
         if nw.get("vzNAT") and y.get("vmType") != "vz":

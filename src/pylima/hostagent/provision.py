@@ -1,9 +1,11 @@
 """What the host agent does for provisioning beyond the guest's boot scripts.
 
 * `yq` mode: the guest has no yq (its agent is stdlib-only Python), so the host
-  reads the file over SSH, evaluates the expression (with pylima's jq, the same
-  dialect as `--set`) and writes the result back as the entry's owner, then tells
-  the waiting boot.sh to go on (so Lima's order data, yq, system, user holds).
+  evaluates the expression (with pylima's jq, the same dialect as `--set`). It needs
+  no root in the guest (sudo may want a password): boot.sh puts each target's current
+  content in YQ_DIR, a directory only the user may use, and says `ready`; the host
+  reads it as the user, writes `N.out` and `done`; boot.sh installs the results with
+  the entry's owner and permissions (so Lima's order data, yq, system, user holds).
 * `copyToHost`: guest files copied to the host once the guest is ready, and
   removed again on stop for entries with `deleteOnStop`.
 """
@@ -20,7 +22,8 @@ from typing import Any
 
 log = logging.getLogger("pylima.hostagent")
 
-YQ_DONE = "/run/lima-yq-done"
+YQ_DIR = "/run/lima-yq"
+YQ_READY_TIMEOUT = 1800  # the boot scripts before it may install containerd
 
 SSH = Callable[..., Awaitable[tuple[int, bytes, bytes]]]
 
@@ -58,19 +61,27 @@ def yq_apply_text(current: str | None, expression: str, fmt: str) -> str:
 
 async def apply_yq(ssh: SSH, cfg: dict[str, Any], instance_id: str) -> list[str]:
     """Apply every yq entry; returns the errors (each also logged). Always releases
-    the guest's boot.sh, which waits for YQ_DONE, even after errors."""
+    the guest's boot.sh, which waits for `done` in YQ_DIR, even after errors."""
     from pylima.errors import LimaError
 
     errors: list[str] = []
+    iid = shlex.quote(instance_id)
+    rc, _, err = await ssh(
+        f"i=0; until [ \"$(cat {YQ_DIR}/ready 2>/dev/null)\" = {iid} ]; do "
+        f"i=$((i + 1)); [ $i -lt {YQ_READY_TIMEOUT * 5} ] || exit 4; sleep 0.2; done",
+        timeout=YQ_READY_TIMEOUT + 30)
+    if rc != 0:
+        errors.append("the guest's boot.sh did not reach yq provisioning: "
+                      f"{err.decode(errors='replace').strip() or f'status {rc}'}")
+        for msg in errors:
+            log.error("%s", msg)
+        return errors
     for i, p in yq_entries(cfg):
         path = str(p.get("path") or "")
-        owner = str(p.get("owner") or "root:root")
-        user = owner.split(":", 1)[0]
-        perm = str(p.get("permissions") or "644")
         fmt = yq_format(path, str(p.get("format") or "auto"))
-        q, qu = shlex.quote(path), shlex.quote(user)
+        n = f"{i:08d}"
         log.info("provision[%d] (yq): updating %s", i, path)
-        rc, out, err = await ssh(f"if sudo -n test -e {q}; then sudo -n cat {q}; "
+        rc, out, err = await ssh(f"if [ -f {YQ_DIR}/{n}.in ]; then cat {YQ_DIR}/{n}.in; "
                                  f"else exit 3; fi", timeout=60)
         if rc not in (0, 3):
             errors.append(f"provision[{i}] (yq) could not read {path}: "
@@ -82,18 +93,13 @@ async def apply_yq(ssh: SSH, cfg: dict[str, Any], instance_id: str) -> list[str]
         except (LimaError, ValueError) as e:
             errors.append(f"provision[{i}] (yq) failed for {path}: {e}")
             continue
-        d = shlex.quote(os.path.dirname(path) or "/")
-        rc, _, err = await ssh(
-            f"sudo -n -u {qu} mkdir -p {d} && sudo -n -u {qu} tee {q} >/dev/null && "
-            f"sudo -n chown {shlex.quote(owner)} {q} && sudo -n chmod {shlex.quote(perm)} {q}",
-            input=text.encode(), timeout=60)
+        rc, _, err = await ssh(f"cat >{YQ_DIR}/{n}.out", input=text.encode(), timeout=60)
         if rc != 0:
-            errors.append(f"provision[{i}] (yq) could not write {path} as {user}: "
+            errors.append(f"provision[{i}] (yq) could not hand {path} to the guest: "
                           f"{err.decode(errors='replace').strip()}")
     for msg in errors:
         log.error("%s", msg)
-    rc, _, err = await ssh(f"echo {shlex.quote(instance_id)} | sudo -n tee {YQ_DONE} "
-                           ">/dev/null", timeout=30)
+    rc, _, err = await ssh(f"echo {iid} >{YQ_DIR}/done", timeout=30)
     if rc != 0:
         errors.append(f"could not signal the end of yq provisioning to the guest: "
                       f"{err.decode(errors='replace').strip()}")
