@@ -28,12 +28,16 @@ def main(argv: list[str] | None = None) -> Any:
     from pylima.errors import LimaError
 
     argv = sys.argv[1:] if argv is None else argv
+    prog = os.path.basename(sys.argv[0]) or "lima"
     name = os.environ.get("LIMA_INSTANCE") or "default"
     limactl = os.environ.get("LIMACTL") or "limactl"
     if len(argv) == 1 and argv[0] in ("-h", "--help"):
-        sys.stdout.write(_usage(os.path.basename(sys.argv[0]) or "lima", limactl, name))
+        sys.stdout.write(_usage(prog, limactl, name))
         return sys.exit(0)
     shell, workdir = os.environ.get("LIMA_SHELL") or None, os.environ.get("LIMA_WORKDIR") or None
+    # LIMA_WORKDIR and LIMA_SHELL as `limactl shell` flags, as Lima's wrapper passes them
+    shell_flags = [*(["--workdir", workdir] if workdir else []),
+                   *(["--shell", shell] if shell else [])]
     version = len(argv) == 1 and argv[0] in ("-v", "--version")
     if version and limactl == "limactl":
         from pylima.cli.entry import main as limactl_main
@@ -41,16 +45,12 @@ def main(argv: list[str] | None = None) -> Any:
         return limactl_main(argv)
     if limactl != "limactl":
         # as Lima's wrapper: exec $LIMACTL (the version flags go to it alone)
-        if version:
-            full = [limactl, *argv]
-        else:
-            full = [limactl, "shell", *(["--workdir", workdir] if workdir else []),
-                    *(["--shell", shell] if shell else []), "--instance", name, *argv]
+        full = [limactl, *argv] if version else \
+            [limactl, "shell", *shell_flags, "--instance", name, *argv]
         try:
             os.execvp(full[0], full)
         except OSError as e:
-            sys.stderr.write(f"{os.path.basename(sys.argv[0]) or 'lima'}: {limactl}: "
-                             f"{e.strerror}\n")
+            sys.stderr.write(f"{prog}: {limactl}: {e.strerror}\n")
             return sys.exit(127)
     if argv[:1] == ["--"]:
         argv = argv[1:]  # `lima -- CMD`: Lima's wrapper passes it to `limactl shell NAME`
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> Any:
         # Lima's wrapper hands them to `limactl shell --instance NAME`; so does this
         from pylima.cli.main import cli, run
 
-        extra = [*(["--workdir", workdir] if workdir else []),
-                 *(["--shell", shell] if shell else [])]
-        return sys.exit(run(cli, ["shell", *extra, "--instance", name, *argv],
+        return sys.exit(run(cli, ["shell", *shell_flags, "--instance", name, *argv],
                             prog_name="limactl"))
     try:
         from pylima.cli.shellrun import run_shell

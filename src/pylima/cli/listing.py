@@ -246,23 +246,24 @@ def run_list(instances: tuple[str, ...] = (), fmt: str | None = None,
                     if isinstance(result, str):  # yq unwraps scalars
                         out.append(result + "\n")
                     elif tty:
-                        from pylima.cli.yq_cmd import colorize
+                        from pylima.cli.colour import colorize
 
                         out.append(colorize(json.dumps(result, indent=4,
                                                        ensure_ascii=False)) + "\n")
                     else:
                         out.append(json.dumps(result, separators=(",", ":"),
                                               ensure_ascii=False) + "\n")
-                else:
+                elif isinstance(result, (dict, list)):
                     from pylima.config.yamlio import dump_yaml
 
                     text = dump_yaml(result)
                     if tty:
-                        from pylima.cli.yq_cmd import colorize
+                        from pylima.cli.colour import colorize
 
                         text = colorize(text)
-                    out.append(("---\n" if out or len(insts) > 1 else "") + text
-                               if isinstance(result, (dict, list)) else f"{result}\n")
+                    out.append(("---\n" if out or len(insts) > 1 else "") + text)
+                else:
+                    out.append(f"{result}\n")
     else:
         from pylima.gotemplate import GoTemplateError, parse, render
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False  # typing itself costs start-up time on this path
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
               shell: str | None = None, start: bool = False, preserve_env: bool = False,
@@ -57,22 +62,21 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
     return 255  # pragma: no cover
 
 
-def _exit_master(inst_dir: object, name: str) -> None:
+def _exit_master(inst_dir: Path, name: str) -> None:
     """--reconnect: end the SSH master connection, so that this and later sessions log
     in anew (new group memberships, a changed login shell). The host agent opens a new
     master and its SSH forwards again; this session connects directly meanwhile."""
     import socket
     import subprocess
-    from pathlib import Path
 
     from pylima.cli.listing import _log
     from pylima.store import dirs
 
-    sock = Path(str(inst_dir)) / dirs.SSH_SOCK
+    sock = inst_dir / dirs.SSH_SOCK
     if not sock.exists():
         return
     _log().info("Exiting ssh session for the instance `%s`", name)
-    r = subprocess.run(["ssh", "-F", str(Path(str(inst_dir)) / dirs.SSH_CONFIG), "-O", "exit",
+    r = subprocess.run(["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG), "-O", "exit",
                         f"lima-{name}"], capture_output=True, text=True)
     if r.returncode == 0:
         return

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from pylima.cli.colour import colorize
 from pylima.version import YQ_COMPAT_VERSION
 
 USAGE = """Usage:
@@ -254,47 +255,6 @@ def render(value: Any, fmt: str, indent: int, unwrap: bool, colors: bool) -> str
         return f"{value}\n"
     text = dump_yaml(value, indent=indent or 2)
     return colorize(text) if colors else text
-
-
-def colorize(text: str) -> str:
-    """ANSI colours for YAML or JSON text (keys, strings, other scalars), each coloured
-    span ending in a reset, as yq's colourised output does."""
-    import yaml
-
-    spans: list[tuple[int, int, str]] = []
-    try:
-        tokens = list(yaml.scan(text))
-    except yaml.YAMLError:
-        return text
-    key_next = False
-    for tok in tokens:
-        if isinstance(tok, yaml.KeyToken):
-            key_next = True
-            continue
-        if isinstance(tok, yaml.ScalarToken):
-            if key_next:
-                colour = "36"
-            elif tok.plain and tok.value in ("true", "false", "null", "~") or \
-                    tok.plain and _is_number(tok.value):
-                colour = "35"
-            else:
-                colour = "32"
-            spans.append((tok.start_mark.index, tok.end_mark.index, colour))
-        key_next = False
-    out, pos = [], 0
-    for start, end, colour in spans:
-        out += [text[pos:start], f"\x1b[{colour}m", text[start:end], "\x1b[0m"]
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
 
 
 def run(argv: list[str]) -> int:
