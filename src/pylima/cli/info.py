@@ -10,6 +10,7 @@ import click
 
 
 def lima_info() -> dict[str, Any]:
+    from pylima.cli.plugins import discover
     from pylima.cli.template import filled_config
     from pylima.drivers.registry import list_drivers
     from pylima.hostinfo import host_arch
@@ -40,7 +41,8 @@ def lima_info() -> dict[str, Any]:
         "hostOS": platform.system().lower(),
         "hostArch": host_arch(),
         "identityFile": str(dirs.config_dir() / dirs.USER_KEY),
-        "plugins": [],
+        # null when there are none, as Lima's (a nil Go slice)
+        "plugins": [p.to_json() for p in discover()] or None,
         "libexecPaths": [],
         "sharePaths": [],
         "pylimaVersion": __version__,

@@ -46,21 +46,36 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "factory-reset": ("factory_reset", "factory_reset", "Factory reset an instance of Lima"),
     "hostagent": ("hostagent_cmd", "hostagent", ""),
     "image": ("image", "image", "Local guest images (pylima): build an offline Debian image"),
+    "watch": ("watch", "watch", "Watch events from instances"),
+    "screenshot": ("screenshot", "screenshot", "Capture a screenshot of the VM display"),
+    "sudoers": ("sudoers", "sudoers",
+                "Generate the content of the /etc/sudoers.d/lima file (macOS only)"),
+    "autostart": ("autostart", "autostart", "Manage automatic startup of Lima instances"),
+    "start-at-login": ("autostart", "start_at_login",
+                       "Register/Unregister an autostart file for the instance (DEPRECATED)"),
     "help": ("help_cmd", "help_cmd", "Help about any command"),
     "yq-restrictions": ("help_cmd", "yq_restrictions", "Restrictions on yq expressions in Lima"),
 }
-HIDDEN = {"hostagent", "yq-restrictions"}  # the second is listed as a help topic
+HIDDEN = {"hostagent", "yq-restrictions",  # the second is listed as a help topic
+          "start-at-login"}  # deprecated: cobra hides it from the list
 ALIASES = {"ls": "list", "rm": "delete", "remove": "delete", "tmpl": "template", "cp": "copy"}
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(COMMANDS) - HIDDEN)
+        from pylima.cli.plugins import visible_plugins
+
+        plugins = {p.name for p in visible_plugins(set(COMMANDS) | set(ALIASES))}
+        return sorted((set(COMMANDS) - HIDDEN) | plugins)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         name = ALIASES.get(cmd_name, cmd_name)
         if name not in COMMANDS:
-            return None
+            # not a built-in: a `limactl-NAME` plugin (built-ins win, as in Lima)
+            from pylima.cli.plugins import find_plugin, plugin_command
+
+            plugin = find_plugin(cmd_name)
+            return plugin_command(plugin) if plugin else None
         module, attr, _ = COMMANDS[name]
         cmd = getattr(importlib.import_module(f"pylima.cli.{module}"), attr)
         assert isinstance(cmd, click.Command)
@@ -70,6 +85,12 @@ class LazyGroup(click.Group):
         rows = [(n, COMMANDS[n][2]) for n in sorted(set(COMMANDS) - HIDDEN)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        from pylima.cli.plugins import visible_plugins
+
+        plugins = visible_plugins(set(COMMANDS) | set(ALIASES))
+        if plugins:
+            with formatter.section("Available Plugins (Experimental)"):
+                formatter.write_dl([(p.name, p.description) for p in plugins])
         from pylima.cli.help_cmd import TOPICS
 
         with formatter.section("Additional help topics"):

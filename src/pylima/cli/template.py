@@ -139,6 +139,15 @@ def template_yq(source: str, expr: str) -> None:
         click.echo(render(result, "yaml", 2, unwrap=True, colors=False), nl=False)
 
 
+@template.command("url")
+@click.argument("locator", metavar="CUSTOM_URL")
+def template_url(locator: str) -> None:
+    """Transform custom template URLs to regular file or https URLs."""
+    from pylima.templates.locator import locator_url
+
+    click.echo(locator_url(locator))
+
+
 @click.command("validate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("files", nargs=-1, required=True, metavar="FILE.yaml [FILE.yaml, ...]")
 @click.option("--fill", is_flag=True, help="Fill defaults")
