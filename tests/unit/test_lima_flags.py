@@ -22,12 +22,8 @@ LIMA = json.loads((Path(__file__).parent / "data" / "lima_flags.json").read_text
 
 # Lima commands pylima does not have (yet), with the reason.
 MISSING_COMMANDS = {
-    "limactl autostart": "issue 14 item 4 (systemd user units on Linux)",
-    "limactl autostart disable": "issue 14 item 4",
-    "limactl autostart enable": "issue 14 item 4",
     "limactl debug": "Lima's hidden developer command",
     "limactl debug dns": "Lima's hidden developer command (its DNS server is vz/macOS-side)",
-    "limactl disk import": "issue 14 item 4",
     "limactl generate-doc": "Lima's build-time documentation generator",
     "limactl generate-jsonschema": "Lima's build-time schema generator",
     "limactl guest-install": "Lima's developer command (installs its Go guest agent)",
@@ -35,23 +31,17 @@ MISSING_COMMANDS = {
     "limactl network create": "as `network`",
     "limactl network delete": "as `network`",
     "limactl network list": "as `network`",
-    "limactl screenshot": "issue 14 item 4",
     "limactl snapshot": "issue 17",
     "limactl snapshot apply": "issue 17",
     "limactl snapshot create": "issue 17",
     "limactl snapshot delete": "issue 17",
     "limactl snapshot list": "issue 17",
-    "limactl start-at-login": "issue 14 item 4 (deprecated in Lima for autostart)",
-    "limactl sudoers": "issue 14 item 4 (Lima: macOS only)",
-    "limactl template url": "issue 14 item 4",
     "limactl tunnel": "issue 17 (the SOCKS tunnel)",
     "limactl usernet": "issue 17 (the user-v2 network daemon)",
-    "limactl watch": "issue 14 item 4",
 }
 
 # (command, flag) Lima has and pylima lacks (yet), with the reason.
 MISSING = {
-    ("limactl copy", "backend"): "issue 14 item 4 (rsync backend)",
     ("limactl shell", "sync"): "issue 19",
     ("limactl hostagent", "guestagent"): "pylima's guest agent travels in the cidata",
     ("limactl hostagent", "nerdctl-archive"): "pylima's host agent reads lima.yaml itself",

@@ -148,6 +148,69 @@ def test_copy_both_ways(guest: Host, tmp_path: Path) -> None:
     assert guest.run("cat", str(back)).stdout == "payload\n"
 
 
+# ---- limactl screenshot and copy --backend=rsync, on the shared guest ----
+
+
+def test_screenshot_of_a_guest_without_a_display(guest: Host, tmp_path: Path) -> None:
+    """The shared guest has `video.display: none`: QEMU answers the screendump (over
+    QMP, while the host agent uses QMP too) that it has no console; Lima's message."""
+    out = guest.home / "pylima-shot.png"
+    r = guest.limactl("screenshot", NAME, "-o", str(out))
+    assert r.returncode == 1, r.stderr
+    assert ('screenshot failed: VM has no display configured \u2014 set video.display '
+            '(e.g., \\"default\\") in the instance config') in r.stderr, r.stderr
+    assert guest.run("test", "-e", str(out)).returncode == 1
+    assert not [p for p in instance_dir(guest).iterdir() if "screendump" in p.name]
+    assert status(guest) == "Running"
+
+
+def _install_rsync_in_guest(h: Host) -> None:
+    """rsync and the two libraries the guest image lacks, from the host's Debian
+    mirror (the guest is the same Debian release as the image builder's)."""
+    import tempfile
+
+    debs = Path(tempfile.mkdtemp(prefix="pylima-rsync-debs-"))
+    debs.chmod(0o755)
+    r = subprocess.run(["apt-get", "download", "rsync", "libpopt0", "libxxhash0"],
+                       cwd=debs, capture_output=True, text=True)
+    files = sorted(debs.glob("*.deb"))
+    if r.returncode != 0 or len(files) != 3:
+        pytest.skip(f"cannot download rsync's packages: {r.stderr.strip()[-200:]}")
+    for f in files:
+        f.chmod(0o644)
+    r = h.limactl("copy", "--backend=scp", *map(str, files), f"{NAME}:/tmp/")
+    assert r.returncode == 0, r.stderr
+    r = h.limactl("shell", NAME, "sh", "-c", "sudo dpkg -i /tmp/*.deb")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_copy_backend_rsync(guest: Host) -> None:
+    import shutil
+
+    if shutil.which("rsync") is None:
+        pytest.skip("the host has no rsync")
+    src = guest.home / "pylima-rsync-src"
+    guest.run("sh", "-c", f"rm -rf {src} && mkdir -p {src}/sub && echo one > {src}/a && "
+              f"echo two > {src}/sub/b")
+    if guest.limactl("shell", NAME, "sh", "-c", "command -v rsync").returncode != 0:
+        # without rsync in the guest: refused for rsync, scp for auto
+        r = guest.limactl("copy", "--backend=rsync", f"{src}/a", f"{NAME}:/tmp/")
+        assert r.returncode == 1 and 'msg="rsync not available on guest(s)"' in r.stderr
+        r = guest.limactl("--debug", "copy", f"{src}/a", f"{NAME}:/tmp/auto-a")
+        assert r.returncode == 0 and "using copy tool `/usr/bin/scp`" in r.stderr, r.stderr
+        _install_rsync_in_guest(guest)
+    r = guest.limactl("copy", "--backend=rsync", "-r", str(src), f"{NAME}:/tmp/")
+    assert r.returncode == 0, r.stderr
+    r = guest.limactl("shell", NAME, "cat", "/tmp/pylima-rsync-src/a",
+                      "/tmp/pylima-rsync-src/sub/b")
+    assert r.stdout == "one\ntwo\n", r.stderr
+    back = guest.home / "pylima-rsync-back"
+    r = guest.limactl("--debug", "copy", f"{NAME}:/tmp/pylima-rsync-src/sub/b", str(back))
+    assert r.returncode == 0, r.stderr
+    assert "using copy tool `" in r.stderr and "rsync`" in r.stderr, r.stderr
+    assert guest.run("cat", str(back)).stdout == "two\n"
+
+
 def test_list_shows_running_instance(guest: Host) -> None:
     r = guest.limactl("list", "--json", NAME)
     info = json.loads(r.stdout)
@@ -532,3 +595,4 @@ def test_runs_as_root(tmp_path: Path, built_image: dict) -> None:
         assert "Running the guest agent over SSH" in log
     finally:
         root.limactl("delete", "-f", "rootvm")
+

@@ -1,4 +1,4 @@
-"""`limactl disk create|list|delete|resize|unlock`: additional disks in $LIMA_HOME/_disks."""
+"""`limactl disk create|list|delete|resize|unlock|import`: additional disks in $LIMA_HOME/_disks."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def disk() -> None:
       $ limactl disk delete DISK
       Resize a disk:
       $ limactl disk resize DISK --size SIZE
+      Import an existing disk image (qcow2 or raw):
+      $ limactl disk import DISK DISKPATH
     """
 
 
@@ -140,3 +142,18 @@ def unlock(names: tuple[str, ...]) -> None:
             log.info("Unlocked disk `%s`", n)
         else:
             log.warning("Ignoring unlocked disk `%s`", n)
+
+
+@disk.command("import")
+@click.argument("name", metavar="DISK")
+@click.argument("file", metavar="FILE")
+def import_(name: str, file: str) -> None:
+    """Import an existing disk to Lima.
+
+    \b
+    Example:
+      $ limactl disk import DISK DISKPATH
+    """
+    from pylima.images.disk import import_data_disk
+
+    import_data_disk(name, file)

@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> Any:
         if rc is not None:
             sys.stdout.flush()
             return sys.exit(rc)
+    import os
+
+    if os.environ.get("_LIMACTL_COMPLETE", "").startswith("powershell"):
+        import pylima.cli.completion  # noqa: F401 - registers pylima's PowerShell completion
     from pylima.cli.main import main as click_main
 
     return click_main(argv)

@@ -14,7 +14,8 @@ of small parts:
 - Optional capabilities, detected with `isinstance` (runtime-checkable protocols):
   `GuestAgentTransport` (a byte stream to the guest agent), `HostPortForwarding`
   (the driver binds host ports and delivers them to a guest port itself, as QEMU's
-  user-mode network does).
+  user-mode network does), `Screenshotter` (captures the VM's display, Lima's
+  driver.Screenshotter; it raises `NoDisplayError` for a VM without one).
 - Capabilities as plain data: `DriverInfo` and its `DriverFeatures`, serialised with
   Lima's JSON keys.
 
@@ -31,10 +32,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pylima.errors import ConfigError
+from pylima.errors import ConfigError, LimaError
 
 __all__ = ["Driver", "DriverFeatures", "DriverInfo", "GuestAgentTransport",
-           "HostPortForwarding", "check_vm_type_supported", "rosetta_enabled"]
+           "HostPortForwarding", "NoDisplayError", "Screenshotter",
+           "check_vm_type_supported", "rosetta_enabled"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,19 @@ class HostPortForwarding(Protocol):
         ...
 
     async def remove_host_forward(self, protocol: str, host_ip: str, host_port: int) -> None:
+        ...
+
+
+class NoDisplayError(LimaError):
+    """The VM has no display to capture (Lima's driver.ErrNoDisplay)."""
+
+
+@runtime_checkable
+class Screenshotter(Protocol):
+    """The driver captures the VM's display."""
+
+    async def capture_screenshot(self, fmt: str) -> bytes:
+        """The display as `fmt` ("png" or "bmp"); NoDisplayError when there is none."""
         ...
 
 

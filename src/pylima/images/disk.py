@@ -26,6 +26,7 @@ from pylima.images.fileutil import (
     detect_image_format,
     is_iso9660,
     link_or_copy,
+    probe_image_type,
     qcow2_has_backing_file,
     virtual_size,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "delete_data_disk",
     "ensure_instance_disk",
     "image_info",
+    "import_data_disk",
     "inspect_data_disk",
     "install_base_image",
     "list_data_disks",
@@ -303,6 +305,35 @@ def create_data_disk(name: str, size: int, fmt: str = "qcow2") -> DataDisk:
         raise DiskError(f"failed to create {fmt} disk in `{d}`: {msg}",
                         hint=getattr(e, "hint", None)) from e
     return inspect_data_disk(name)
+
+
+def import_data_disk(name: str, source: str) -> DataDisk:
+    """`limactl disk import NAME FILE`: a copy of a qcow2 or raw image becomes disk
+    NAME (a reflink where the file system has them), as Lima does; other formats are
+    refused with Lima's message."""
+    d = _disk_dir(name)
+    if d.exists() or d.is_symlink():
+        raise DiskError(f"disk `{name}` already exists (`{d}`)")
+    try:
+        fmt = probe_image_type(source)
+    except OSError as e:
+        why = (e.strerror or str(e)).lower()
+        raise DiskError(f"open {source}: {why}") from e
+    if fmt not in ("qcow2", "raw"):
+        raise DiskError(f"disk format `{fmt}` not supported, use `qcow2` or `raw` instead")
+    if fmt == "qcow2" and qcow2_has_backing_file(source):
+        raise DiskError(f"disk image `{source}` has a backing file",
+                        hint=f"import a standalone copy: `qemu-img convert -O qcow2 {source} "
+                        "FILE`")
+    d.mkdir(parents=True, mode=0o755)
+    try:
+        link_or_copy(source, d / DATADISK, allow_hardlink=False)
+    except OSError as e:
+        shutil.rmtree(d, ignore_errors=True)
+        raise DiskError(f"failed to import `{source}` as disk `{name}`: {e}") from e
+    disk = inspect_data_disk(name)
+    log.info("Imported %s with size %s", name, format_size(disk.size))
+    return disk
 
 
 def resize_data_disk(name: str, size: int, *, running_instances: set[str] | None = None

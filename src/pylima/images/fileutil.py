@@ -26,6 +26,26 @@ def detect_image_format(path: str | os.PathLike[str]) -> str:
     return "qcow2" if head == QCOW2_MAGIC else "raw"
 
 
+def probe_image_type(path: str | os.PathLike[str]) -> str:
+    """The disk image format by its signature, with the names and the order in which
+    Lima's image reader tries them: qcow2, vmdk, vhdx, vdi, parallels, vpc, else raw."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:4] == QCOW2_MAGIC:
+        return "qcow2"
+    if head[:4] == b"KDMV" or head.startswith(b"# Disk DescriptorFile"):
+        return "vmdk"
+    if head[:8] == b"vhdxfile":
+        return "vhdx"
+    if head[0x40:0x44] == struct.pack("<I", 0xBEDA107F):
+        return "vdi"
+    if head[:16] in (b"WithoutFreeSpace", b"WithouFreSpacExt"):
+        return "parallels"
+    if head[:8] == b"conectix":
+        return "vpc"
+    return "raw"
+
+
 def is_iso9660(path: str | os.PathLike[str]) -> bool:
     """True for an ISO 9660 image (installer/live CD): `CD001` at byte 0x8001."""
     with open(path, "rb") as f:

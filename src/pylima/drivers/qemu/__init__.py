@@ -4,8 +4,9 @@ It probes the host (binary, firmware, accelerator: `probe`), lays out the instan
 boot files, builds the command line (`argv.build_qemu_argv`, pure), starts and owns
 the QEMU process (and the virtiofsd processes of virtiofs mounts), talks QMP
 (`qmp`), powers the guest off over ACPI and falls back to `quit` and SIGKILL, carries
-the guest agent's virtio-serial port (`ga.sock`) and forwards host ports with the
-user-mode network's `hostfwd_add`/`hostfwd_remove`.
+the guest agent's virtio-serial port (`ga.sock`), forwards host ports with the
+user-mode network's `hostfwd_add`/`hostfwd_remove` and captures the display
+(`screendump`).
 
 Files it owns in the instance directory: qemu.pid, qmp.sock, serial*.sock,
 serial*.log, ga.sock, virtiofsd-N.sock, qemu-efi-vars.fd.
@@ -344,6 +345,11 @@ class QemuDriver:
         return str(out or "")
 
     # ---- capabilities ----
+
+    async def capture_screenshot(self, fmt: str) -> bytes:
+        from pylima.drivers.qemu.screendump import capture
+
+        return await capture(self.qmp, self.dir, fmt)
 
     async def guest_agent_connect(
             self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
