@@ -61,6 +61,30 @@ def _check_driver_can_run(cfg: dict[str, Any]) -> None:
         log.warning(w)
 
 
+def _check_vm_type_host(cfg: dict[str, Any]) -> None:
+    """vz and wsl2 (macOS and Windows hosts), and Rosetta: refused before anything
+    else when this host cannot run them."""
+    import platform
+
+    from pylima.drivers import check_vm_type_supported
+
+    check_vm_type_supported(cfg, platform.system(), platform.machine())
+
+
+# Guest operating systems pylima's QEMU driver boots. Lima also runs FreeBSD and
+# Windows guests under QEMU (and macOS ones under vz); those templates load and
+# validate here, but an instance of them is refused when it is created.
+SUPPORTED_GUEST_OS = ("Linux",)
+
+
+def _check_guest_os_supported(cfg: dict[str, Any]) -> None:
+    guest_os = str(cfg.get("os") or "Linux")
+    if guest_os not in SUPPORTED_GUEST_OS:
+        raise ConfigError(f"currently only Linux guest is supported by pylima; got "
+                          f"`os: {guest_os}`",
+                          hint="pick a Linux template: `limactl create --list-templates`")
+
+
 def _check_vm_type_registered(cfg: dict[str, Any]) -> None:
     """A vmType other than Lima's built-in ones is an external driver or a mistake: the
     registry says which, in one line."""
@@ -168,11 +192,13 @@ def create_instance(source: Template, flags: EditFlags | None = None) -> Instanc
     prepared = prepare_template(source, exprs)
     yaml_path = str(inst_dir / dirs.LIMA_YAML)
     loaded = check_config(prepared.doc, yaml_path)
+    # Refusals first, so that a guest this host cannot run gets one line and no
+    # warnings about settings that will never apply.
+    _check_guest_os_supported(loaded.config)
+    _check_vm_type_host(loaded.config)
     for w in loaded.warnings:
         log.warning(w)
     _check_driver_can_run(loaded.config)
-    if loaded.config.get("os") not in (None, "Linux"):
-        log.warning("Support for non-Linux guests is experimental")
 
     from pylima.store.sshkey import ensure_user_key
 
@@ -639,6 +665,9 @@ def prepare_start(inst: Instance, on_progress: Any = None) -> Instance:
     held by the caller: end what a crash left (processes of the instance, stale pid
     files and sockets), fetch the image and make the disk. Returns the instance
     inspected afresh."""
+    if inst.config is not None:
+        # an instance made by Lima (or an older pylima) for a guest pylima cannot boot
+        _check_guest_os_supported(inst.config)
     kill_instance_processes(inst, lock_held=True)
     _remove_runtime_files(inst)
     prepare_instance(inst, on_progress=on_progress)
