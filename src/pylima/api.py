@@ -186,7 +186,7 @@ def create_instance(source: Template, flags: EditFlags | None = None) -> Instanc
     if flags.param:
         declared = (prepare_template(source, []).doc.get("param") or {})
     exprs, warnings = yq_expressions(flags, new_instance=True, declared_params=declared,
-                                     home=host_facts().home)
+                                     home=host_facts().home, cwd=os.getcwd())
     for w in warnings:
         log.warning(w)
     prepared = prepare_template(source, exprs)
@@ -380,7 +380,7 @@ def _edit_file(path: Path, flags: EditFlags, name: str, *, new_instance: bool = 
     plain = parse_yaml(data, what)
     exprs, warnings = yq_expressions(flags, new_instance=new_instance,
                                      declared_params=plain.get("param") or {},
-                                     home=host_facts().home)
+                                     home=host_facts().home, cwd=os.getcwd())
     for w in warnings:
         log.warning(w)
     if not exprs:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 
 def limactl(*args: str, input: str | None = None, env: dict[str, str] | None = None,
@@ -165,7 +166,10 @@ def test_set_and_param(lima_home: Path, tmp_path: Path):
     (["--name=x", "--vm-type=wsl2"], "requires Windows"),
     (["--name=x", "--rosetta"], "Rosetta requires macOS 13"),
     (["--name=x", "--port-forward", "80"], "invalid port forward format"),
-    (["--name=x", "--mount", "relative/dir"], "must be an absolute path"),
+    (["--name=x", "--mount", "~other/dir"],
+     "error while processing flag `mount`: unexpandable path `~other/dir`"),
+    (["--name=x", "--mount-only", "~nobody:w"],
+     "error while processing flag `mount-only`: unexpandable path `~nobody`"),
 ])
 def test_create_bad_input_one_line_nothing_created(args, needle, lima_home: Path):
     r = limactl("create", *args)
@@ -175,6 +179,25 @@ def test_create_bad_input_one_line_nothing_created(args, needle, lima_home: Path
     assert "Traceback" not in r.stderr
     assert not lima_home.exists() or [p.name for p in lima_home.iterdir()
                                       if not p.name.startswith("_")] == []
+
+
+def test_relative_mounts_are_taken_from_the_working_directory(lima_home: Path,
+                                                               tmp_path: Path) -> None:
+    """Lima's documented way to give a coding agent one directory: `--mount-only .:w`."""
+    work = tmp_path / "proj"
+    (work / "sub").mkdir(parents=True)
+    r = limactl("create", "--name=rel", "--mount-only", ".:w", "--mount", "sub/../sub",
+                "template:debian-12", cwd=str(work))
+    assert r.returncode == 1, r.stderr  # --mount conflicts with --mount-only, as in Lima
+    r = limactl("create", "--name=rel", "--mount-only", ".:w", "template:debian-12",
+                cwd=str(work))
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load((lima_home / "rel" / "lima.yaml").read_text())
+    assert cfg["mounts"] == [{"location": str(work), "mountPoint": str(work), "writable": True}]
+    r = limactl("edit", "rel", "--mount", "./sub/", cwd=str(work))
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load((lima_home / "rel" / "lima.yaml").read_text())
+    assert [m["location"] for m in cfg["mounts"]] == [str(work / "sub"), str(work)]
 
 
 def test_create_existing_instance_refused(one: Path):

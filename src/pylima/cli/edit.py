@@ -91,7 +91,7 @@ def _edit_file(path: str, flags: Any, has_flags: bool, tty: bool | None) -> None
         plain = parse_yaml(data, f"file `{path}`")
         exprs, warnings = yq_expressions(flags, new_instance=True,
                                          declared_params=plain.get("param") or {},
-                                         home=host_facts().home)
+                                         home=host_facts().home, cwd=os.getcwd())
         for w in warnings:
             log.warning(w)
         new = evaluate_one(" | ".join(exprs), plain, what="yq expression")

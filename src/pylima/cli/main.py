@@ -269,8 +269,10 @@ def run(group: click.Group, argv: list[str] | None = None, prog_name: str | None
         rv = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except LimaError as e:
-        if debug:
-            log.exception("error")
+        if debug:  # the traceback, for whoever debugs pylima itself
+            import traceback
+
+            log.debug("%s", traceback.format_exc().rstrip())
         msg = e.message + (f" (Hint: {e.hint})" if e.hint else "")
         _fatal(msg)
         return e.exit_code

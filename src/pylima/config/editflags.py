@@ -6,6 +6,7 @@ PURE: takes flag values, returns expressions; the caller evaluates them.
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,13 +49,23 @@ def _go_float(v: float) -> str:
     return f"{v:g}"
 
 
-def _mount_list(specs: Sequence[str], home: str) -> str:
+def expand_local_path(path: str, home: str, cwd: str) -> str:
+    """Lima's localpathutil.Expand: `~` and `~/...` under `home`, a relative path
+    under `cwd`, the result cleaned (`--mount-only .:w` names the working directory)."""
+    if not path:
+        raise ConfigError("empty path")
+    if path.startswith("~"):
+        if path != "~" and not path.startswith("~/"):
+            raise ConfigError(f"unexpandable path `{path}`")
+        path = home + path[1:]
+    return posixpath.normpath(posixpath.join(cwd, path))
+
+
+def _mount_list(specs: Sequence[str], home: str, cwd: str) -> str:
     items = []
     for s in specs:
         writable = s.endswith(":w")
-        loc = s[:-2] if writable else s
-        if loc == "~" or loc.startswith("~/"):
-            loc = home + loc[1:]
+        loc = expand_local_path(s[:-2] if writable else s, home, cwd)
         items.append(json.dumps({"location": loc, "mountPoint": loc, "writable": writable}))
     return "[" + ",".join(items) + "]"
 
@@ -104,9 +115,10 @@ def _flag(name: str, build: Any, *args: Any) -> Any:
 
 def yq_expressions(f: EditFlags, *, new_instance: bool,
                    declared_params: Mapping[str, str] | None = None,
-                   home: str) -> tuple[list[str], list[str]]:
+                   home: str, cwd: str) -> tuple[list[str], list[str]]:
     """Returns (expressions, warnings). `home` is the host user's home directory, which
-    `~` in `--mount` locations stands for (the caller's host_facts().home)."""
+    `~` in `--mount` locations stands for (the caller's host_facts().home); `cwd` is
+    the working directory relative locations are taken from (the caller's)."""
     exprs: list[str] = []
     warnings: list[str] = []
 
@@ -135,9 +147,9 @@ def yq_expressions(f: EditFlags, *, new_instance: bool,
         raise ConfigError(f"error while processing flag `mount-none`: flag `--mount-none` "
                           f"conflicts with `{name}`")
     if f.mount:
-        exprs.append(f".mounts = {_mount_list(f.mount, home)} + .mounts")
+        exprs.append(f".mounts = {_flag('mount', _mount_list, f.mount, home, cwd)} + .mounts")
     if f.mount_only:
-        exprs.append(f".mounts = {_mount_list(f.mount_only, home)}")
+        exprs.append(f".mounts = {_flag('mount-only', _mount_list, f.mount_only, home, cwd)}")
     if f.mount_none:
         exprs.append(".mounts = null")
     if f.mount_type is not None:
