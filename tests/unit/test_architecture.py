@@ -98,6 +98,7 @@ PURE_EXTERNAL = {
     "hashlib": "digests of in-memory data (instance MAC addresses, cidata names)",
     "binascii": "base64 of in-memory bytes (yq load_base64 on what the caller read)",
     "ipaddress": "parsing IP addresses",
+    "posixpath": "path arithmetic on strings (join, normpath); never touches the file system",
     "urllib.parse": "splitting URLs (never fetches them)",
     "io": "in-memory text streams for the YAML emitter",
     "logging": "log records for warnings; where they go is configured by the CLI",
