@@ -564,6 +564,20 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         cp.copy_command("tar", *args)
 
 
+def test_auto_takes_scp_between_two_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rsync cannot have both ends remote: auto does not try it there (Lima's rule);
+    an explicit rsync is left to say so itself."""
+    import pylima.cli.copy as cp
+
+    monkeypatch.setattr(cp, "parse_copy_paths", lambda paths: _plan(
+        [("vm", "/a"), ("vm", "/b")]).paths)
+    monkeypatch.setattr(cp.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(cp, "rsync_in_guests", lambda plan: True)
+    args = (("vm:/a", "vm:/b"), False, False)
+    assert cp.copy_command("auto", *args)[0] == "scp"
+    assert cp.copy_command("rsync", *args)[0] == "/usr/bin/rsync"
+
+
 def test_copy_refusals(one: Path) -> None:
     assert one_fatal(limactl("copy", "--backend=tar", "a", "one:/b")) == \
         "invalid backend `tar`, must be one of: scp, rsync, auto"

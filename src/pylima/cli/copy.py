@@ -146,7 +146,9 @@ def copy_command(backend: str, paths: tuple[str, ...], recursive: bool, verbose:
     if backend not in BACKENDS:
         raise LimaError(f"invalid backend `{backend}`, must be one of: scp, rsync, auto")
     plan = CopyPlan(parse_copy_paths(paths), recursive, verbose)
-    if backend in ("rsync", "auto"):
+    # rsync cannot copy between two remote ends: auto takes scp there, as Lima's does
+    both_remote = sum(p.is_remote for p in plan.paths) > 1
+    if backend == "rsync" or (backend == "auto" and not both_remote):
         rsync = shutil.which("rsync")
         if rsync is None:
             if backend == "rsync":
