@@ -108,9 +108,11 @@ def master_argv(inst_dir: Path, name: str) -> list[str]:
     """The persistent master connection, run in the foreground by its owner (the host
     agent) with stdio on /dev/null: no `-f` and no ControlPersist, which would fork
     it into the background, out of its owner's reach."""
+    # A session multiplexed over the master passes on only the variables the master's
+    # own SendEnv names: COLORTERM, which `limactl shell` sends as Lima's does.
     return ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG), "-o", "ControlMaster=yes",
-            "-o", "ControlPersist=no", "-o", "ConnectTimeout=10", *HOST_AGENT_KEX, "-N",
-            f"lima-{name}"]
+            "-o", "ControlPersist=no", "-o", "ConnectTimeout=10", "-o", "SendEnv=COLORTERM",
+            *HOST_AGENT_KEX, "-N", f"lima-{name}"]
 
 
 def _change_dir_command(cfg: dict[str, Any], workdir: str | None) -> str:

@@ -102,7 +102,7 @@ def sh_values(script: str, names: list[str]) -> dict[str, str]:
 def test_file_list(files: dict[str, bytes]) -> None:
     assert set(files) == {
         "meta-data", "user-data", "network-config", "lima.env", "param.env",
-        "etc_environment", "etc_hosts", "boot.sh", "lib.sh",
+        "etc_environment", "etc_hosts", "boot.sh", "lib.sh", "boot/00-guest-setup.sh",
         "boot/05-mounts.sh", "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh",
         "boot/20-rootless-base.sh", "boot/30-dependencies.sh",
         "provision.system/00000000", "provision.user/00000001",
@@ -132,7 +132,8 @@ def test_steps_without_work_are_left_off() -> None:
     cfg["mounts"] = []
     files = render(cfg)
     assert sorted(n for n in files if n.startswith("boot/")) == [
-        "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh", "boot/20-rootless-base.sh"]
+        "boot/00-guest-setup.sh", "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh",
+        "boot/20-rootless-base.sh"]
     assert "lima-guestagent" not in files
     # reverse-sshfs mounts need sshfs in the guest: the dependency step installs it.
     files = render(filled({"provision": [], "mountType": "reverse-sshfs"}))
@@ -432,8 +433,8 @@ def test_boot_sh_order(files: dict[str, bytes]) -> None:
     deps = text(files, "boot/30-dependencies.sh")
     assert deps.index("provision.dependency") < deps.index("SKIP_DEFAULT_DEPENDENCY")
     assert sorted(n for n in files if n.startswith("boot/")) == [
-        "boot/05-mounts.sh", "boot/06-etc-hosts.sh", "boot/07-etc-environment.sh",
-        "boot/20-rootless-base.sh", "boot/30-dependencies.sh"]
+        "boot/00-guest-setup.sh", "boot/05-mounts.sh", "boot/06-etc-hosts.sh",
+        "boot/07-etc-environment.sh", "boot/20-rootless-base.sh", "boot/30-dependencies.sh"]
     assert 'printf \'%s\\n\' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-boot-done"' in boot
 
 
@@ -545,7 +546,7 @@ def test_boot_sh_in_a_scratch_root(tmp_path: Path) -> None:
     res = _boot(seed, root)
     assert (root / "run/lima-boot-done").read_text() == "iid-2\n"
     assert sorted(p.name for p in (root / "run").iterdir()) == [
-        "lima-boot-done", "lima-boot-errors", "lima-ssh-ready"]  # no leftovers
+        "host-services", "lima-boot-done", "lima-boot-errors", "lima-ssh-ready"]  # no leftovers
     assert not list((root / "etc").glob("*.lima-new"))
     assert (root / "etc/hosts").read_text().count("#LIMA-START") == 1
     assert (root / "etc/environment").read_text().count("#LIMA-START") == 1
@@ -665,3 +666,41 @@ def test_iso_names_are_unique(tmp_path: Path) -> None:
             assert buf.getvalue() == content
     finally:
         iso.close()
+
+
+def test_guest_setup_step_in_a_scratch_root(tmp_path: Path) -> None:
+    """boot/00: sshd accepts COLORTERM, /run/host-services exists, and the instance
+    named `default` gets Lima's lime-green prompt once (a Debian-style .bashrc only)."""
+    cfg = filled({"provision": []})
+    cfg["mounts"] = []
+    seed, root = tmp_path / "seed", tmp_path / "root"
+    home = root / cfg["user"]["home"].lstrip("/")
+    home.mkdir(parents=True)
+    (root / "etc/ssh/sshd_config.d").mkdir(parents=True)
+    (home / ".bashrc").write_text('case $- in *i*) ;; *) return;; esac\n'
+                                  'if [ "$color_prompt" = yes ]; then :; fi\n')
+    write_cidata_dir(render(cfg, instance_name="default"), seed)
+    for _ in range(2):
+        res = _boot(seed, root)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "running boot/00-guest-setup.sh" in res.stdout
+    conf = root / "etc/ssh/sshd_config.d/10-acceptenv-colorterm.conf"
+    assert conf.read_text() == "AcceptEnv COLORTERM\n"
+    assert stat.S_IMODE((root / "run/host-services").stat().st_mode) == 0o700
+    bashrc = (home / ".bashrc").read_text()
+    assert bashrc.count("# Lima PS1") == 1 and "38;2;50;205;50" in bashrc
+    # the prompt is valid shell, and in a 256-colour terminal it takes colour 77
+    ps1 = subprocess.run(["bash", "-c", f'set -- ; {bashrc.split("# Lima BEGIN")[0]}'
+                          'printf %s "$PS1"'], env={"TERM": "xterm-256color", "PS1": "$ "},
+                         capture_output=True, text=True)
+    assert ps1.returncode == 0 and "38;5;77m" in ps1.stdout, ps1.stderr
+
+    # other instances keep the distribution's prompt
+    seed2, root2 = tmp_path / "seed2", tmp_path / "root2"
+    home2 = root2 / cfg["user"]["home"].lstrip("/")
+    home2.mkdir(parents=True)
+    (home2 / ".bashrc").write_text("color_prompt=yes\n")
+    write_cidata_dir(render(cfg, instance_name="dev"), seed2)
+    assert _boot(seed2, root2).returncode == 0
+    assert (home2 / ".bashrc").read_text().startswith("color_prompt=yes\n# Lima BEGIN")
+    assert "# Lima PS1" not in (home2 / ".bashrc").read_text()

@@ -108,7 +108,8 @@ def test_early_stage_writes_what_cloud_init_would(tmp_path: Path,
     assert (root / "var" / "lib" / "systemd" / "linger" / "alice").exists()
     # and boot.sh, later in this boot, knows not to run them again
     assert (root / "run" / "pylima-init" / "early-boot-scripts").read_text() == (
-        f"{IID} boot/07-etc-environment.sh\n{IID} boot/20-rootless-base.sh\n")
+        f"{IID} boot/00-guest-setup.sh\n{IID} boot/07-etc-environment.sh\n"
+        f"{IID} boot/20-rootless-base.sh\n")
 
 
 def test_a_second_boot_keeps_keys_the_user_added(tmp_path: Path,
@@ -211,7 +212,9 @@ def test_a_failing_early_boot_script_is_named(tmp_path: Path,
     assert (root / "run" / "lima-boot-errors").read_text() == (
         "pylima-init: early boot scripts: boot/07-etc-environment.sh failed with exit "
         "code 4: no\n")
-    assert not (root / "run" / "pylima-init" / "early-boot-scripts").exists()  # runs again
+    # boot/00 before it is done; boot/07 (and 20) run again in boot.sh
+    assert (root / "run" / "pylima-init" / "early-boot-scripts").read_text() == (
+        f"{IID} boot/00-guest-setup.sh\n")
 
 
 def test_spawn_runs_real_programs() -> None:

@@ -100,6 +100,24 @@ def test_rootless_base_as_lima(guest: Host) -> None:
         "bound 81", f"{guest.user}.guest"], r.stdout + r.stderr
 
 
+
+def test_guest_setup_as_lima(guest: Host) -> None:
+    """Lima's small boot guarantees: the kernel modules containers and VPNs expect are
+    loaded (in the background: soon after READY at the latest), /run/host-services
+    belongs to the user, and COLORTERM set on the host reaches the guest through
+    `lima`, over the host agent's first connection too."""
+    modules = ["overlay", "fuse", "tun", "bridge", "nf_tables"]
+
+    def loaded() -> bool:
+        r = guest.lima("sh", "-c", " && ".join(f"[ -d /sys/module/{m} ]" for m in modules),
+                       env=lima_env())
+        return r.returncode == 0
+
+    eventually(loaded, timeout=120)
+    r = guest.lima("sh", "-c", 'stat -c "%U %a" /run/host-services; printenv COLORTERM',
+                   env={**lima_env(), "COLORTERM": "truecolor"})
+    assert r.stdout.splitlines() == [f"{guest.user} 700", "truecolor"], r.stdout + r.stderr
+
 def test_guest_user_matches_host_user(guest: Host) -> None:
     r = guest.limactl("shell", NAME, "id", "-un")
     assert r.stdout.strip() == guest.user

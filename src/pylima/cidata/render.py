@@ -135,6 +135,7 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
         "etc_hosts": seed.etc_hosts(),
         "boot.sh": scripts.BOOT_SH,
         "lib.sh": scripts.LIB_SH,
+        "boot/00-guest-setup.sh": scripts.GUEST_SETUP_SH,
         "boot/06-etc-hosts.sh": scripts.ETC_HOSTS_SH,
         "boot/07-etc-environment.sh": scripts.ETC_ENVIRONMENT_SH,
         "boot/20-rootless-base.sh": scripts.ROOTLESS_BASE_SH,

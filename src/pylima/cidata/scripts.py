@@ -426,6 +426,74 @@ log "boot done"
 exit 0
 """
 
+# Kernel modules a Lima guest has loaded at boot (Lima's list): FUSE for sshfs, tun/tap
+# and bridges for VPNs and container networks, iptables/nftables and their matches for
+# container port publishing, overlay for container images.
+GUEST_MODULES = ("fuse tun tap bridge veth ip_tables ip6_tables iptable_nat ip6table_nat "
+                 "iptable_filter ip6table_filter nf_tables x_tables xt_MASQUERADE "
+                 "xt_addrtype xt_comment xt_conntrack xt_mark xt_multiport xt_nat "
+                 "xt_tcpudp overlay")
+
+GUEST_SETUP_SH = """\
+#!/bin/sh
+# The small things Lima's boot leaves in every Linux guest, in one step (a step costs a
+# shell start-up under emulation): the kernel modules of GUEST_MODULES loaded; sshd
+# accepting COLORTERM (which `limactl shell` sends when the host sets it; pylima-init
+# runs this step before sshd starts, so that the host agent's first connection, which
+# later sessions share, accepts it too);
+# /run/host-services owned by the user; a user with a uid below 1000 in
+# systemd-journal (so that `journalctl` shows the system log); and, for the instance
+# named `default`, Lima's lime-green prompt in a Debian-style ~/.bashrc.
+set -eu
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+if on_guest && command -v modprobe >/dev/null 2>&1; then
+\t# In the background: loading them takes seconds under emulation, and the kernel
+\t# loads each on first use anyway (this only makes them show in lsmod early, as on
+\t# Lima). One modprobe for all; module by module only when one is missing.
+\t(modprobe -a -q MODULES 2>/dev/null || for m in MODULES; do
+\t\tmodprobe -q "$m" 2>/dev/null || : # negligible when it is built into the kernel
+\tdone) </dev/null >/dev/null 2>&1 &
+fi
+conf="$ROOT/etc/ssh/sshd_config.d/10-acceptenv-colorterm.conf"
+if [ -d "$ROOT/etc/ssh/sshd_config.d" ] && [ ! -e "$conf" ]; then
+\techo "AcceptEnv COLORTERM" >"$conf"
+\tif on_guest && command -v systemctl >/dev/null 2>&1; then
+\t\tfor unit in ssh sshd; do
+\t\t\tif systemctl -q is-active "$unit" 2>/dev/null; then
+\t\t\t\tsystemctl reload "$unit" || true
+\t\t\t\tbreak
+\t\t\tfi
+\t\tdone
+\tfi
+fi
+mkdir -p "$ROOT/run/host-services"
+chmod 700 "$ROOT/run/host-services"
+! on_guest || chown "$LIMA_CIDATA_USER" "$ROOT/run/host-services"
+if on_guest && [ "$LIMA_CIDATA_UID" -lt 1000 ] && getent group systemd-journal >/dev/null 2>&1
+then
+\tusermod -aG systemd-journal "$LIMA_CIDATA_USER" || true
+fi
+bashrc="$ROOT$LIMA_CIDATA_HOME/.bashrc"
+if [ "$LIMA_CIDATA_NAME" = default ] && [ -f "$bashrc" ] && grep -q color_prompt "$bashrc" &&
+\t! grep -q "^# Lima PS1" "$bashrc"; then
+\t# after Debian's own prompt: lime green (#32CD32) where the terminal has the colours
+\tcat >>"$bashrc" <<'PS1_END'
+# Lima PS1: the prompt in lime green
+case "${COLORTERM:-}:${TERM:-}" in
+truecolor:*) lima_c='38;2;50;205;50' ;;
+*:*-256color) lima_c='38;5;77' ;;
+*) lima_c='' ;;
+esac
+if [ -n "$lima_c" ]; then
+    lima_tail='\\[\\033[00m\\]:\\[\\033[01;34m\\]\\w\\[\\033[00m\\]\\$ '
+    PS1='${debian_chroot:+($debian_chroot)}\\[\\033['"$lima_c"'m\\]\\u@\\h'"$lima_tail"
+fi
+unset lima_c lima_tail
+PS1_END
+fi
+""".replace("MODULES", GUEST_MODULES)
+
 ETC_HOSTS_SH = """\
 #!/bin/sh
 # Put pylima's names (host.lima.internal, lima-NAME, hostResolver.hosts) into

@@ -53,7 +53,9 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
         _exit_master(inst.dir, name)
     script = build_remote_script(inst.config, argv, workdir, shell, env)
     # a terminal on stdin gets a pty in the guest; pipes stay byte-exact
-    full = ssh_argv(inst.dir, name, "-q", tty=sys.stdin.isatty())
+    # COLORTERM reaches the guest as in Lima (its boot step makes sshd accept it)
+    colorterm = ("-o", "SendEnv=COLORTERM") if "COLORTERM" in os.environ else ()
+    full = ssh_argv(inst.dir, name, "-q", *colorterm, tty=sys.stdin.isatty())
     full.append("--")
     full.append(script)
     sys.stdout.flush()

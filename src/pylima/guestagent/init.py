@@ -62,7 +62,8 @@ ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name"}
 SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
 KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 # Boot scripts of the seed that the early stage runs too (see early_boot_scripts).
-EARLY_BOOT_SCRIPTS = ("boot/07-etc-environment.sh", "boot/20-rootless-base.sh")
+EARLY_BOOT_SCRIPTS = ("boot/00-guest-setup.sh", "boot/07-etc-environment.sh",
+                      "boot/20-rootless-base.sh")
 EARLY_DONE_FILE = f"{STATE_DIR}/early-boot-scripts"  # boot.sh's EARLY_BOOT_SCRIPTS_DONE
 
 
@@ -249,8 +250,9 @@ class Init:
         (/etc/environment, then the lima-ssh-ready marker): run later only, it found
         the host's first SSH session open and, the file having changed, ended it.
         boot/20's linger file makes logind start the user's manager at boot, instead
-        of the first SSH login waiting for it. Plain mode runs no boot script (boot.sh
-        writes the marker itself)."""
+        of the first SSH login waiting for it. boot/00 makes sshd accept COLORTERM
+        before the host agent's first connection (which later sessions share). Plain
+        mode runs no boot script (boot.sh writes the marker itself)."""
         if not os.path.isfile(os.path.join(self.seed, "lima.env")):
             return  # not pylima's seed layout
         for rel in EARLY_BOOT_SCRIPTS:
