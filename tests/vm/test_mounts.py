@@ -84,7 +84,7 @@ PROVISION = [{"mode": "system",
 def _mounts_set(image: dict, mount_type: str, mounts: list[dict]) -> str:
     return (f".images = [{json.dumps(image)}] | .mountType = {json.dumps(mount_type)} | "
             f".mounts = {json.dumps(mounts)} | .mountTypesUnsupported = [] | "
-            f".provision = {json.dumps(PROVISION)}")
+            f".mountInotify = true | .provision = {json.dumps(PROVISION)}")
 
 
 @pytest.fixture(scope="module", params=["9p", "reverse-sshfs", "virtiofs"])
@@ -174,6 +174,47 @@ def test_writable_round_trip(guest: Guest) -> None:
                           f"rm {guest.rw}/from-guest.txt {guest.rw}/glink && rmdir {guest.rw}/gdir")
     assert rc == 0, err
     assert sorted(os.listdir(guest.rw)) == ["abs-link", "moved.txt", "rel-link", "up-dir"]
+
+
+# An inotify watcher in the guest (python3 and libc: the image has no inotify-tools):
+# it prints `watching`, then the first event's name, or `timeout`.
+GUEST_WATCHER = r"""
+import ctypes, os, select, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE = 0x2, 0x4, 0x8, 0x100
+assert libc.inotify_add_watch(fd, sys.argv[1].encode(),
+                              IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_CREATE) >= 0
+print("watching", flush=True)
+if not select.select([fd], [], [], 90)[0]:
+    print("timeout", flush=True)
+    sys.exit(1)
+buf = os.read(fd, 4096)
+_, mask, _, size = struct.unpack_from("iIII", buf)
+print("event", buf[16:16 + size].rstrip(b"\0").decode(), flush=True)
+"""
+
+
+def test_host_change_wakes_a_guest_watcher(guest: Guest) -> None:
+    """mountInotify: a file written on the host wakes an inotify watcher on the
+    guest's side of the writable mount (none of the mount types carries host events
+    by itself)."""
+    target = guest.rw / "watched.txt"
+    guest.host_sh(f"echo before > {shlex.quote(str(target))}")
+    log = "/tmp/pylima-inotify.log"
+    rc, _, err = guest.sh(f"rm -f {log}; printf '%s' {shlex.quote(GUEST_WATCHER)} "
+                          f">/tmp/watch.py; (python3 /tmp/watch.py {guest.rw} >{log} 2>&1 &)")
+    assert rc == 0, err
+    assert eventually(lambda: "watching" in guest.sh(f"cat {log}")[1])
+    time_before = target.stat().st_mtime
+    guest.host_sh(f"sleep 1; echo after > {shlex.quote(str(target))}")
+    assert target.stat().st_mtime != time_before
+    assert eventually(lambda: "event" in guest.sh(f"cat {log}")[1], timeout=60), \
+        guest.sh(f"cat {log}")[1]
+    assert guest.sh(f"cat {log}")[1].splitlines()[-1] == "event watched.txt"
+    inst_dir = guest.host.limactl("list", "--format", "{{.Dir}}", guest.name).stdout.strip()
+    assert (f"enable inotify for writable mount: {guest.rw}"
+            in Path(inst_dir, "ha.stderr.log").read_text())
 
 
 def test_ownership(guest: Guest) -> None:

@@ -23,6 +23,9 @@ Host -> guest:
       listen on bind:<free port> and relay each connection (TCP) or datagram flow
       (UDP) to target:port; the reply carries the listening port
   {"op": "unrelay", "id": N, "protocol": P, "port": RELAY_PORT}
+  {"op": "inotify", "path": GUEST_PATH, "time": SECONDS}   (no reply)
+      mountInotify: a file under a mount changed on the host; its times are set to
+      the host's mtime, which is the inotify event the guest's watchers see
 
 Listening sockets are read from /proc/net/{tcp,tcp6,udp,udp6} twice a second: that
 is cheap even under emulation, and a forward appears within about half a second of
@@ -311,6 +314,9 @@ class Agent:
             self.link.send({"op": "snapshot", "version": VERSION, "session": SESSION,
                             "ports": [ipport(p) for p in sorted(self.known)]})
             return
+        if op == "inotify":
+            touch(str(msg.get("path") or ""), msg.get("time"))
+            return
         if op == "sync-time":
             reply.update(sync_time(float(msg["time"])))
         elif op == "relay":
@@ -352,6 +358,17 @@ class Agent:
             if time.monotonic() >= next_scan:
                 self.rescan()
                 next_scan = time.monotonic() + SCAN_INTERVAL
+
+
+def touch(path, mtime):
+    """Set a path's times (as Lima's agent does: both to the host's mtime); a path
+    that is gone, or a bad message, changes nothing."""
+    try:
+        t = float(mtime)
+        if path.startswith("/") and os.path.lexists(path):
+            os.utime(path, (t, t))
+    except (OSError, TypeError, ValueError) as e:
+        print(f"lima-guestagent: inotify {path}: {e}", file=sys.stderr)
 
 
 def sync_time(host_time):

@@ -534,11 +534,14 @@ class HostAgent:
             tasks = [asyncio.create_task(link.run()),
                      asyncio.create_task(link.hello_until_answered())]
         sync = asyncio.create_task(self._time_sync(link))
+        helpers = [sync]
+        if self.cfg.get("mountInotify"):
+            helpers.append(asyncio.create_task(self._inotify(link)))
         try:
             await tasks[0]
             log.warning("The guest agent's connection has closed")
         finally:
-            for t in (*tasks, sync):
+            for t in (*tasks, *helpers):
                 t.cancel()
             if proc is not None and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -600,6 +603,16 @@ class HostAgent:
             except (TimeoutError, OSError, ConnectionError) as e:
                 log.debug("Time sync failed: %s", e)
             await asyncio.sleep(TIME_SYNC_INTERVAL)
+
+    async def _inotify(self, link: GuestAgentLink) -> None:
+        """mountInotify: host-side changes under the writable mounts, to the guest."""
+        from pylima.hostagent.inotify import forward_host_changes
+
+        await link.snapshot_seen.wait()
+        try:
+            await forward_host_changes(self.cfg, link.send)
+        except (OSError, ConnectionError) as e:
+            log.warning("mountInotify: host file events no longer reach the guest: %s", e)
 
     async def _start_ssh_forwards(self) -> None:
         """Unix-socket rules and `static` rules, over the SSH master (as Lima)."""
