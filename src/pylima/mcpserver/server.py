@@ -11,6 +11,7 @@ import mcp_types as types
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 
 from pylima.mcpserver import tools
 from pylima.mcpserver.guest import Guest
@@ -89,12 +90,40 @@ def build_server(guest: Guest | None) -> Server[Any]:
                   on_call_tool=call_tool)
 
 
+def lenient_initialize(message: Any) -> None:
+    """Let an `initialize` request leave out `capabilities` and `clientInfo`, as Lima's
+    (Go) server does: the Python SDK would refuse it as invalid parameters, and clients
+    that send only `protocolVersion` exist (Lima's own test suite is one)."""
+    params = getattr(message, "params", None)
+    if getattr(message, "method", None) == "initialize" and isinstance(params, dict):
+        params.setdefault("capabilities", {})
+        params.setdefault("clientInfo", {"name": "", "version": ""})
+
+
+async def serve_streams(server: Server[Any], read: Any, write: Any) -> None:
+    """`server` on a transport's streams, each incoming message seen by
+    lenient_initialize first."""
+    send, recv = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+    async def forward() -> None:
+        async with send:
+            async for msg in read:
+                if isinstance(msg, SessionMessage):
+                    lenient_initialize(msg.message)
+                await send.send(msg)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(forward)
+        await server.run(recv, write, server.create_initialization_options())
+        tg.cancel_scope.cancel()
+
+
 def serve(guest: Guest) -> None:
     server = build_server(guest)
 
     async def main() -> None:
         async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+            await serve_streams(server, read, write)
 
     try:
         anyio.run(main)
