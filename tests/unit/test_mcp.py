@@ -181,6 +181,8 @@ def test_wire_format_as_limas_bats_reads_it() -> None:
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
          "params": {"name": "write_file", "arguments": {"path": "/tmp/pylima-mcp-wire",
                                                         "content": "x"}}},
+        "not json{", {"a": 1},  # answered with JSON-RPC errors; the server carries on
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
     ]
     proc = subprocess.Popen([sys.executable, str(HERE / "mcp_local_server.py")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -188,9 +190,9 @@ def test_wire_format_as_limas_bats_reads_it() -> None:
     assert proc.stdin is not None and proc.stdout is not None
     replies = []
     for msg in lines:
-        proc.stdin.write(json.dumps(msg) + "\n")
+        proc.stdin.write((msg if isinstance(msg, str) else json.dumps(msg)) + "\n")
         proc.stdin.flush()
-        if "id" in msg:
+        if isinstance(msg, str) or "id" in msg or "jsonrpc" not in msg:
             replies.append(json.loads(proc.stdout.readline()))
     proc.stdin.close()
     proc.wait(timeout=30)
@@ -198,6 +200,10 @@ def test_wire_format_as_limas_bats_reads_it() -> None:
     assert replies[0]["result"]["serverInfo"]["name"] == "lima"
     assert replies[1]["result"] == {"content": [{"type": "text", "text": "{}"}],
                                     "structuredContent": {}}
+    assert replies[2] == {"jsonrpc": "2.0", "id": None,
+                          "error": {"code": -32700, "message": "Parse error"}}
+    assert replies[3]["id"] is None and replies[3]["error"]["code"] == -32600
+    assert len(replies[4]["result"]["tools"]) == 6
 
 
 def test_info_prints_the_tools() -> None:

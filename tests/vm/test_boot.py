@@ -386,6 +386,31 @@ def test_shell_sync_rejected_through_a_pty(guest: Host) -> None:
                   for p in proj.iterdir()) == before
 
 
+def test_instance_sync_from_python(guest: Host) -> None:
+    """Instance.sync: the changes are handed to `accept` before anything is copied;
+    refused, the project stays as it was; accepted, it gets them."""
+    proj = _sync_project(guest, "api")
+    code = ("import json, sys, pylima\n"
+            "seen = []\n"
+            "def accept(r):\n"
+            "    seen.append(str(r.changes))\n"
+            "    return sys.argv[2] == 'yes'\n"
+            f"r = pylima.Instance.get({NAME!r}).sync(sys.argv[1], 'echo new > n.txt; pwd', "
+            "accept=accept)\n"
+            "print(json.dumps([r.returncode, r.applied, seen, r.stdout]))\n")
+    from tests.vm.conftest import VENV_BIN
+
+    out = []
+    for answer in ("no", "yes"):
+        r = guest.run(str(VENV_BIN / "python"), "-c", code, str(proj), answer)
+        assert r.returncode == 0, r.stderr
+        out.append(json.loads(r.stdout))
+        assert (proj / "n.txt").exists() == (answer == "yes")
+    assert out[0][:2] == [0, False] and out[1][:2] == [0, True]
+    assert out[0][2][0].startswith("added: 1, deleted: 0, modified: 0")
+    assert out[1][3].strip().endswith(str(proj))
+
+
 def test_shell_sync_refusals(guest: Host) -> None:
     proj = _sync_project(guest, "refused")
     r = guest.limactl("shell", "--sync", str(proj), "--workdir", "/tmp", NAME, "true")

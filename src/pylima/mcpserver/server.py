@@ -102,7 +102,9 @@ def lenient_initialize(message: Any) -> None:
 
 async def serve_streams(server: Server[Any], read: Any, write: Any) -> None:
     """`server` on a transport's streams, each incoming message seen by
-    lenient_initialize first."""
+    lenient_initialize first. A line that is not JSON-RPC is answered with JSON-RPC's
+    error (-32700 for text that is not JSON, -32600 for JSON that is no message),
+    where the SDK would drop it silently; the server carries on."""
     send, recv = anyio.create_memory_object_stream[SessionMessage | Exception](0)
 
     async def forward() -> None:
@@ -110,12 +112,22 @@ async def serve_streams(server: Server[Any], read: Any, write: Any) -> None:
             async for msg in read:
                 if isinstance(msg, SessionMessage):
                     lenient_initialize(msg.message)
-                await send.send(msg)
+                    await send.send(msg)
+                    continue
+                await write.send(SessionMessage(types.JSONRPCError(
+                    jsonrpc="2.0", id=None, error=_unreadable(msg))))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(forward)
         await server.run(recv, write, server.create_initialization_options())
         tg.cancel_scope.cancel()
+
+
+def _unreadable(exc: Exception) -> types.ErrorData:
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return types.ErrorData(code=types.PARSE_ERROR, message="Parse error")
+    return types.ErrorData(code=types.INVALID_REQUEST, message="Invalid Request")
 
 
 def serve(guest: Guest) -> None:
