@@ -113,3 +113,87 @@ def test_cli_refuses_sync_with_workdir_on_a_missing_instance(tmp_path: Path) -> 
                                                             "LIMA_HOME": str(tmp_path)})
     assert r.returncode == 1 and "instance `nosuch` does not exist" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _on_pty(code: str, keys: bytes) -> tuple[int, str]:
+    """Run `code` in a child Python whose terminal is a pty, type `keys` once the menu is
+    drawn; its exit status and what it showed."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", code])
+    seen, sent = b"", False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 0.5)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not sent and b"type to filter" in seen:
+            os.write(fd, keys)
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+MENU = ("import sys; from pylima.cli.prompt import select, PromptError\n"
+        "try:\n"
+        "    sys.exit(10 + select('Accept?', ['Yes', 'No', 'View the changed contents']))\n"
+        "except PromptError as e:\n"
+        "    print('error:', e); sys.exit(1)\n")
+
+
+@pytest.mark.parametrize(("keys", "code"), [
+    (b"\r", 10),                # Enter: the first choice
+    (b"\x1b[B\r", 11),          # down, Enter
+    (b"\x1b[B\x1b[B\x1b[B\r", 10),  # wraps around
+    (b"\x1b[A\r", 12),          # up from the first: the last
+    (b"vie\r", 12),             # typing filters
+])
+def test_select_menu_on_a_terminal(keys: bytes, code: int) -> None:
+    rc, shown = _on_pty(MENU, keys)
+    assert rc == code, shown
+    assert "Accept?" in shown and "[Use arrows to move, type to filter]" in shown
+
+
+def test_select_menu_interrupted() -> None:
+    rc, shown = _on_pty(MENU, b"\x03")
+    assert rc == 1 and "error: interrupt" in shown
+
+
+def test_select_without_a_terminal_reads_a_line() -> None:
+    for answer, code in (("2\n", 11), ("no\n", 11), ("y\n", 10), ("", 1)):
+        r = subprocess.run([sys.executable, "-c", MENU], input=answer, text=True,
+                           capture_output=True)
+        assert r.returncode == code, r.stdout
+
+
+def test_view_shows_the_itemized_list_and_the_diff(tmp_path: Path,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    from pylima.cli.shellrun import _view_changes
+
+    host = tmp_path / "x" / "proj"
+    host.mkdir(parents=True)
+    (host / "f.txt").write_text("old\n")
+    guest = tmp_path / "g" / "proj"
+    s = Syncer(["bash", "-c"], str(host), str(guest))
+    s.copy_in()
+    (guest / "f.txt").write_text("new line\n")
+    ch = s.changes()
+    os.environ["PAGER"] = "cat"
+    try:
+        _view_changes(s, ch)
+    finally:
+        del os.environ["PAGER"]
+        s.close()
+    out = capfd.readouterr().out
+    assert "--- rsync dry-run statistics ---" in out and "modified: 1" in out
+    assert "f.txt" in out and "new line" in out and "--- detailed diff ---" in out
