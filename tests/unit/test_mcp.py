@@ -237,3 +237,11 @@ def test_start_up_does_not_import_the_sdk(argv: list[str], tmp_path: Path) -> No
     assert imported, r.stderr
     assert not {m for m in imported if m.split(".")[0] in ("mcp", "mcp_types", "pydantic",
                                                            "anyio", "starlette")}
+
+
+def test_generate_doc_writes_the_tools_page(tmp_path: Path) -> None:
+    r = subprocess.run([str(VENV_BIN / "limactl-mcp"), "generate-doc", str(tmp_path / "d")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "d" / "mcp.md").read_text()
+    assert all(f"## `{n}`" in page for n in tools.TOOL_NAMES)

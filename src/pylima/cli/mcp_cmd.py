@@ -67,6 +67,26 @@ def serve(timeout: str, instance: str) -> None:
     serve_stdio(Guest(inst.dir, instance, inst.config, limit))
 
 
+@mcp_cli.command("generate-doc", hidden=True)
+@click.argument("directory", metavar="DIR")
+@click.argument("rest", nargs=-1)
+def generate_doc(directory: str, rest: tuple[str, ...]) -> None:
+    """Generate documentation pages"""
+    import os
+
+    from pylima.mcpserver.tools import TOOLS
+
+    os.makedirs(directory, exist_ok=True)
+    parts = ["---\ntitle: MCP tools\nweight: 99\n---\n",
+             "The tools of `limactl mcp serve`, which act inside the instance.\n\n"]
+    for t in TOOLS:
+        parts.append(f"## `{t['name']}`\n\n### Description\n\n{t['description']}\n\n")
+        for title, key in (("Input Schema", "inputSchema"), ("Output Schema", "outputSchema")):
+            parts.append(f"### {title}\n\n```json\n{json.dumps(t[key], indent=4)}\n```\n\n")
+    with open(os.path.join(directory, "mcp.md"), "w") as f:
+        f.write("".join(parts))
+
+
 def main(argv: list[str] | None = None) -> Any:
     from pylima.cli.main import run
 
