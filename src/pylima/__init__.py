@@ -23,6 +23,7 @@ _LAZY = {
     "Instance": "pylima.machine",
     "vm": "pylima.machine",
     "list_instances": "pylima.machine",
+    "SyncResult": "pylima.machine",
     "LimaError": "pylima.errors",
     "GuestCommandError": "pylima.errors",
     "InstanceError": "pylima.errors",
@@ -34,6 +35,7 @@ _LAZY = {
 __all__ = [
     "LIMA_COMPAT_VERSION", "__version__", "Instance", "vm", "list_instances", "LimaError",
     "GuestCommandError", "InstanceError", "InstanceNotFound", "ConfigError", "CommandError",
+    "SyncResult",
 ]
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
         InstanceNotFound,
         LimaError,
     )
-    from pylima.machine import Instance, list_instances, vm
+    from pylima.machine import Instance, SyncResult, list_instances, vm
 
 
 def __getattr__(name: str) -> Any:

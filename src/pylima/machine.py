@@ -16,7 +16,8 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -52,6 +53,22 @@ def config_expressions(*, images: Sequence[Mapping[str, Any]] | None = None,
     if mounts is not None:
         exprs.append(f".mounts = {json.dumps([_mount_entry(m) for m in mounts])}")
     return [*exprs, *set]
+
+
+
+@dataclass
+class SyncResult:
+    """What `Instance.sync` did: the command's exit status and output, the changes it
+    made to the copy (`pylima.sync.Changes`: added, deleted, modified, metadata
+    counts and rsync's itemized list), and whether they were copied back."""
+
+    host_dir: str
+    guest_dir: str
+    returncode: int
+    stdout: str
+    stderr: str
+    changes: Any
+    applied: bool = False
 
 
 class Instance:
@@ -284,6 +301,45 @@ class Instance:
         """Copy guest path `src` to host path `dst`, as `limactl copy NAME:SRC DST`.
         Raises CommandError when scp fails."""
         self._scp([f"lima-{self.name}:{src}"], os.fspath(dst), recursive)
+
+    def sync(self, host_dir: str | os.PathLike[str], argv: Sequence[str] | str, *,
+             accept: bool | Callable[[SyncResult], bool] = False,
+             timeout: float | None = None, shell: str | None = None) -> SyncResult:
+        """`limactl shell --sync HOST_DIR NAME ARGV...` from Python, for agent-style
+        work on a copy: `host_dir` is copied to the same path under the guest user's
+        home, `argv` (a list, or a string of shell syntax) runs there with its output
+        captured, and the changes it made are counted. They reach `host_dir` only
+        when the command succeeded and `accept` says so: `True`, or a function given
+        the result (with `changes`, `stdout`, ...) before anything is copied back.
+        The guest's copy is removed afterwards. Refusals are Lima's (an instance with
+        mounts, no rsync, a shallow path) and pylima's (a missing directory, the home
+        directory): LimaError."""
+        from pylima.sshutil import remote_script, ssh_argv
+        from pylima.sync import Syncer, check_sync_dir, guest_dir
+
+        rec = self._running()
+        assert rec.config is not None
+        host = check_sync_dir(os.fspath(host_dir), mounts=rec.config.get("mounts"),
+                              workdir=None)
+        dest = guest_dir(rec.config, host)
+        syncer = Syncer(ssh_argv(rec.dir, self.name, "-q"), host, dest)
+        try:
+            syncer.copy_in()
+            command = argv if isinstance(argv, str) else " ".join(_quote(a) for a in argv)
+            script = remote_script(rec.config, command or None, dest, shell)
+            proc = subprocess.run([*ssh_argv(rec.dir, self.name, "-q"), "--", script],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+            result = SyncResult(host, dest, proc.returncode, proc.stdout, proc.stderr,
+                                syncer.changes())
+            wanted = accept(result) if callable(accept) else accept
+            if proc.returncode == 0 and wanted and not result.changes.empty:
+                syncer.apply()
+                result.applied = True
+            return result
+        finally:
+            syncer.remove_guest_copy()
+            syncer.close()
 
     def _control(self, op: str, spec: str) -> None:
         from pylima import process

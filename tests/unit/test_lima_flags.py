@@ -42,7 +42,6 @@ MISSING_COMMANDS = {
 
 # (command, flag) Lima has and pylima lacks (yet), with the reason.
 MISSING = {
-    ("limactl shell", "sync"): "issue 19",
     ("limactl hostagent", "guestagent"): "pylima's guest agent travels in the cidata",
     ("limactl hostagent", "nerdctl-archive"): "pylima's host agent reads lima.yaml itself",
     ("limactl hostagent", "run-gui"): "vz's GUI (macOS only)",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import time
@@ -252,6 +254,191 @@ def test_host_agent_api(guest: Host) -> None:
     body = r.stdout.split("\n\n", 1)[1]  # text mode has turned \r\n into \n
     assert json.loads(body)["sshLocalPort"] == info["sshLocalPort"]
     assert isinstance(json.loads(body)["portForwards"], list)
+
+
+# ---- coding agents: limactl mcp and shell --sync (this guest has no mounts) ----
+
+
+def test_mcp_sdk_client_runs_each_tool(guest: Host) -> None:
+    """`limactl mcp serve` spoken to by the MCP SDK's own stdio client: the tools are
+    listed and each runs once, in the guest (nothing it writes appears on the host)."""
+    import anyio
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    from tests.vm.conftest import VENV_BIN
+
+    d = f"/tmp/pylima-mcp-{os.getpid()}"
+    argv = guest._argv([str(VENV_BIN / "limactl"), "mcp", "serve", NAME])
+    params = StdioServerParameters(command=argv[0], args=argv[1:],
+                                   env={**os.environ, **guest.env}, cwd=str(guest.home))
+    os_release = guest.limactl("shell", NAME, "cat", "/etc/os-release").stdout
+
+    async def session() -> dict[str, object]:
+        out: dict[str, object] = {}
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            init = await s.initialize()
+            out["server"] = init.server_info.name
+            out["tools"] = sorted(t.name for t in (await s.list_tools()).tools)
+            calls = [
+                ("write", "write_file", {"path": f"{d}/sub/a.txt", "content": "needle\n"}),
+                ("read", "read_file", {"path": f"{d}/sub/a.txt"}),
+                ("missing", "read_file", {"path": f"{d}/none"}),
+                ("list", "list_directory", {"path": f"{d}/sub"}),
+                ("glob", "glob", {"pattern": "*/*.txt", "path": d}),
+                ("search", "search_file_content", {"pattern": "need", "path": d}),
+                ("cat", "run_shell_command", {"directory": "/etc",
+                                              "command": ["cat", "os-release"]}),
+                ("fail", "run_shell_command", {"directory": "/", "command":
+                                               ["bash", "-c", "echo NO >&2; exit 13"]}),
+                ("nodir", "run_shell_command", {"directory": "/etcetera",
+                                                "command": ["true"]}),
+            ]
+            for key, name, args in calls:
+                out[key] = await s.call_tool(name, args)
+        return out
+
+    r = anyio.run(session)
+    assert r["server"] == "lima"
+    assert r["tools"] == ["glob", "list_directory", "read_file", "run_shell_command",
+                          "search_file_content", "write_file"]
+    res = {k: v for k, v in r.items() if k not in ("server", "tools")}
+    assert not res["write"].is_error and res["write"].content[0].text == "{}"
+    assert res["read"].structured_content == {"content": "needle\n"}
+    assert res["missing"].is_error and res["missing"].content[0].text == "file does not exist"
+    entries = res["list"].structured_content["entries"]
+    assert [(e["name"], e["size"], e["is_dir"]) for e in entries] == [("a.txt", 7, False)]
+    assert res["glob"].structured_content == {"matches": [f"{d}/sub/a.txt"]}
+    assert res["search"].structured_content == {"git_grep_output": "sub/a.txt:1:needle\n"}
+    assert res["cat"].structured_content == {"stdout": os_release, "stderr": "",
+                                             "exit_code": 0}
+    assert res["fail"].structured_content == {"stdout": "", "stderr": "NO\n",
+                                              "error": "exit status 13", "exit_code": 13}
+    nodir = res["nodir"].structured_content
+    assert nodir["exit_code"] == 1 and "No such file or directory" in nodir["stderr"]
+    assert not Path(d).exists()  # written in the guest, not on the host
+    assert guest.limactl("shell", NAME, "cat", f"{d}/sub/a.txt").stdout == "needle\n"
+
+
+def _sync_project(guest: Host, name: str) -> Path:
+    """A project directory owned by the test user, deep enough for --sync."""
+    proj = guest.home / f"pylima-sync-{os.getpid()}" / name
+    q = shlex.quote(str(proj))
+    guest.run("sh", "-c", f"rm -rf {q} && mkdir -p {q} && cd {q} && "
+              "echo old > foo.txt && echo bar > bar.txt && echo a > a && echo b > b && "
+              "ln -s a cur && printf '#!/bin/sh\\n' > run.sh && chmod 644 run.sh")
+    return proj
+
+
+def test_shell_sync_accepted_without_a_master_socket(guest: Host) -> None:
+    """--yes copies back at once: new, modified and deleted files, chmod, a symlink's
+    new target, the host's owner kept; with the master socket out of the way (ssh
+    logs in on its own) and the guest copy removed afterwards."""
+    proj = _sync_project(guest, "with spaces 'q'")
+    sock = Path(json.loads(guest.limactl("list", "--json", NAME).stdout)["dir"]) / "ssh.sock"
+    moved = sock.with_name("ssh.sock.moved")
+    os.rename(sock, moved)
+    try:
+        r = guest.limactl("shell", "--sync", ".", "--yes", NAME, "sh", "-c",
+                          "echo modified > foo.txt; rm bar.txt; mkdir -p nd; echo x > nd/f; "
+                          "chmod 755 run.sh; ln -snf b cur; sudo chown root a; pwd",
+                          cwd=str(proj))
+    finally:
+        os.rename(moved, sock)
+    assert r.returncode == 0, r.stderr
+    home = guest.limactl("shell", NAME, "sh", "-c", "echo $HOME").stdout.strip()
+    assert r.stdout.strip() == home + str(proj)
+    assert "Successfully synced back the changes to host." in r.stderr
+    assert (proj / "foo.txt").read_text() == "modified\n"
+    assert not (proj / "bar.txt").exists()
+    assert (proj / "nd" / "f").read_text() == "x\n"
+    assert (proj / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(proj / "cur") == "b"
+    assert (proj / "a").stat().st_uid == proj.stat().st_uid
+    r = guest.limactl("shell", NAME, "sh", "-c",
+                      f"test -e {shlex.quote(home + str(proj))} || echo removed; "
+                      f"test -d {shlex.quote(home + str(proj.parent))} && echo parent-kept")
+    assert r.stdout.split() == ["removed", "parent-kept"]
+
+
+def test_shell_sync_rejected_through_a_pty(guest: Host) -> None:
+    """On a terminal the changes are counted and asked about; "No" (arrow down, Enter)
+    leaves the host directory as it was."""
+    import pty
+    import select as select_mod
+
+    proj = _sync_project(guest, "rejected")
+    before = sorted((p.name, p.read_bytes() if p.is_file() else b"")
+                    for p in proj.iterdir())
+    from tests.vm.conftest import VENV_BIN
+
+    argv = guest._argv([str(VENV_BIN / "limactl"), "shell", "--sync", str(proj), NAME, "sh",
+                        "-c", "echo changed > foo.txt; echo new > new.txt"])
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: limactl on the pty
+        os.chdir(str(proj))
+        os.execvpe(argv[0], argv, {**os.environ, **guest.env, "TERM": "xterm"})
+    seen, answered = b"", False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ready, _, _ = select_mod.select([fd], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"[Use arrows to move, type to filter]" in seen:
+            os.write(fd, b"\x1b[B\r")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    text = seen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert re.search(r"Accept the changes\? \(added: 1, deleted: 0, modified: 1, metadata: \d\)",
+                     text), text
+    assert "Skipping syncing back the changes to host." in text
+    assert sorted((p.name, p.read_bytes() if p.is_file() else b"")
+                  for p in proj.iterdir()) == before
+
+
+def test_instance_sync_from_python(guest: Host) -> None:
+    """Instance.sync: the changes are handed to `accept` before anything is copied;
+    refused, the project stays as it was; accepted, it gets them."""
+    proj = _sync_project(guest, "api")
+    code = ("import json, sys, pylima\n"
+            "seen = []\n"
+            "def accept(r):\n"
+            "    seen.append(str(r.changes))\n"
+            "    return sys.argv[2] == 'yes'\n"
+            f"r = pylima.Instance.get({NAME!r}).sync(sys.argv[1], 'echo new > n.txt; pwd', "
+            "accept=accept)\n"
+            "print(json.dumps([r.returncode, r.applied, seen, r.stdout]))\n")
+    from tests.vm.conftest import VENV_BIN
+
+    out = []
+    for answer in ("no", "yes"):
+        r = guest.run(str(VENV_BIN / "python"), "-c", code, str(proj), answer)
+        assert r.returncode == 0, r.stderr
+        out.append(json.loads(r.stdout))
+        assert (proj / "n.txt").exists() == (answer == "yes")
+    assert out[0][:2] == [0, False] and out[1][:2] == [0, True]
+    assert out[0][2][0].startswith("added: 1, deleted: 0, modified: 0")
+    assert out[1][3].strip().endswith(str(proj))
+
+
+def test_shell_sync_refusals(guest: Host) -> None:
+    proj = _sync_project(guest, "refused")
+    r = guest.limactl("shell", "--sync", str(proj), "--workdir", "/tmp", NAME, "true")
+    assert r.returncode == 1
+    assert "cannot use `--workdir` and `--sync` at the same time" in r.stderr
+    r = guest.limactl("shell", "--sync", "/tmp", NAME, "true")
+    assert r.returncode == 1 and "expected the depth of the host working directory" in r.stderr
+    r = guest.limactl("shell", "--sync", str(proj / "none"), NAME, "true")
+    assert r.returncode == 1 and "no such directory" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 # ---- port forwarding (the guest agent reports listening sockets; the host forwards) ----

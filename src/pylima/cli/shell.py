@@ -39,10 +39,13 @@ class _ShellCommand(click.Command):
 @click.option("--reconnect", is_flag=True, help="Reconnect to the SSH session")
 @click.option("--preserve-env", is_flag=True, help="Propagate environment variables to the shell")
 @click.option("--start", is_flag=True, help="Start the instance if it is not already running")
+@click.option("--sync", "sync_dir", metavar="DIR",
+              help="Copy a host directory to the guest and vice-versa upon exit")
 @click.option("--instance", hidden=True, help="Instance name (used by the lima wrapper)")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="INSTANCE [COMMAND...]")
 def shell(shell_: str | None, workdir: str | None, reconnect: bool, preserve_env: bool,
-          start: bool, instance: str | None, args: tuple[str, ...]) -> int:
+          start: bool, sync_dir: str | None, instance: str | None,
+          args: tuple[str, ...]) -> int:
     """Execute shell in Lima.
 
     `lima` is `limactl shell $LIMA_INSTANCE` ($LIMA_INSTANCE defaults to "default").
@@ -59,6 +62,13 @@ def shell(shell_: str | None, workdir: str | None, reconnect: bool, preserve_env
       $ limactl shell default
       $ limactl shell default uname -a
       $ limactl shell --workdir=/tmp default pwd
+      $ limactl shell --sync . default make test
+
+    \b
+    --sync DIR copies DIR to the same path under the guest user's home, runs the
+    command (or the shell) there, then lists what changed and copies the changes
+    back only when accepted (without asking with --tty=false or --yes). The
+    instance must have no host mounts (`limactl start --mount-none`).
     """
     argv = list(args)
     if instance is None:
@@ -73,5 +83,7 @@ def shell(shell_: str | None, workdir: str | None, reconnect: bool, preserve_env
     elif argv and not click.get_current_context().meta.get("pylima.shell.dashdash"):
         # --instance (the lima wrapper): the command comes first, after shell's flags
         _refuse_flag(argv[0])
+    root = click.get_current_context().find_root().obj or {}
     return run_shell(instance, argv, workdir=workdir, shell=shell_, start=start,
-                     preserve_env=preserve_env, reconnect=reconnect)
+                     preserve_env=preserve_env, reconnect=reconnect, sync=sync_dir,
+                     tty=root.get("tty"))
