@@ -53,7 +53,14 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
         _exit_master(inst.dir, name)
     script = build_remote_script(inst.config, argv, workdir, shell, env)
     # a terminal on stdin gets a pty in the guest; pipes stay byte-exact
-    full = ssh_argv(inst.dir, name, "-q", tty=sys.stdin.isatty())
+    full = ssh_argv(inst.dir, name, "-q", tty=sys.stdin.isatty(), user_session=True)
+    ssh_cfg = inst.config.get("ssh") or {}
+    if (ssh_cfg.get("forwardX11") or ssh_cfg.get("forwardX11Trusted")) \
+            and not os.environ.get("DISPLAY"):
+        from pylima.cli.listing import _log
+        from pylima.sshutil import X11_WITHOUT_DISPLAY
+
+        _log().warning("%s", X11_WITHOUT_DISPLAY)
     full.append("--")
     full.append(script)
     sys.stdout.flush()

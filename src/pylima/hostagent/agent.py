@@ -106,7 +106,13 @@ class HostAgent:
         from pylima.cidata.render import mount_tag, render_cidata
         from pylima.guestagent import guest_agent_bytes, guest_init_bytes
         from pylima.images.disk import boot_disk_path
-        from pylima.sshutil import ensure_host_key, free_port, write_ssh_files
+        from pylima.sshutil import (
+            X11_WITHOUT_DISPLAY,
+            dot_ssh_pubkeys,
+            ensure_host_key,
+            free_port,
+            write_ssh_files,
+        )
         from pylima.store.instance import inspect
 
         inst = inspect(self.name)
@@ -128,11 +134,18 @@ class HostAgent:
         self.instance_id = f"iid-{uuid.uuid4().hex}"
         self.ssh_port = int((cfg.get("ssh") or {}).get("localPort") or 0) or free_port()
         host_priv, host_pub = ensure_host_key(self.dir)
-        write_ssh_files(self.name, self.dir, cfg["user"]["name"], self.ssh_port, host_pub)
+        ssh_cfg = cfg.get("ssh") or {}
+        write_ssh_files(self.name, self.dir, cfg["user"]["name"], self.ssh_port, host_pub,
+                        ssh_cfg)
+        if (ssh_cfg.get("forwardX11") or ssh_cfg.get("forwardX11Trusted")) \
+                and not os.environ.get("DISPLAY"):
+            log.warning("%s", X11_WITHOUT_DISPLAY)
         pubkeys = [(dirs.config_dir() / (dirs.USER_KEY + ".pub")).read_text().strip()]
-        if (cfg.get("ssh") or {}).get("loadDotSSHPubKeys"):
-            for p in sorted((Path.home() / ".ssh").glob("*.pub")):
-                pubkeys.append(p.read_text().strip())
+        if ssh_cfg.get("loadDotSSHPubKeys"):
+            keys, bad = dot_ssh_pubkeys()
+            pubkeys += keys
+            for w in bad:
+                log.warning("%s", w)
         self.mount_tags = [mount_tag(m["location"], m["mountPoint"])
                            for m in cfg.get("mounts") or []]
         tags = dict(enumerate(self.mount_tags))
