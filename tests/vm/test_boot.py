@@ -374,6 +374,9 @@ def test_guest_tcp_port_on_a_host_socket_and_an_ipv6_host_address(guest: Host) -
     import http.client
     import socket
 
+    r = guest.limactl("shell", NAME, "sh", "-c",
+                      "mkdir -p /tmp/www && echo page > /tmp/www/hello.txt")
+    assert r.returncode == 0, r.stderr
     in_guest_background(guest, "python3", "-c", SERVE, "127.0.0.1", "8090", "/tmp/www")
     in_guest_background(guest, "python3", "-c", SERVE, "0.0.0.0", "8091", "/tmp/www")
     host_sock = instance_dir(guest) / "sock" / "web.sock"
