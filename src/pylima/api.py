@@ -279,6 +279,7 @@ def delete_instance(inst: Instance, force: bool = False) -> None:
             raise InstanceError(f"instance `{inst.name}` is in use by process "
                                 f"{', '.join(map(str, users))}; not deleting it",
                                 hint=f"run `limactl stop {inst.name}` first, or use `--force`")
+        _unlock_disks(inst)
         # rename first so that a half-deleted directory never looks like an instance
         trash = inst.dir.with_name(f".{inst.name}.deleting-{os.getpid()}")
         os.rename(inst.dir, trash)
@@ -604,8 +605,18 @@ def stop_instance(inst: Instance, force: bool = False, timeout: float = 180.0) -
         _remove_runtime_files(inst)
 
 
+def _unlock_disks(inst: Instance) -> None:
+    """The additional disks a killed host agent left locked to the instance (Lima's
+    StopForcibly unlocks them too). Call once no process of the instance is left."""
+    if inst.config:
+        from pylima.images.disk import unlock_instance_disks
+
+        unlock_instance_disks(inst.config, inst.dir)
+
+
 def _remove_runtime_files(inst: Instance) -> None:
     """Pid files and sockets a killed host agent or VM left (call with the lock)."""
+    _unlock_disks(inst)
     for f in (dirs.HA_PID, dirs.HA_SOCK, dirs.QEMU_PID, dirs.QMP_SOCK, dirs.SSH_SOCK,
               dirs.GA_SOCK, dirs.PORT_FORWARDS):
         with contextlib.suppress(OSError):
@@ -670,6 +681,12 @@ def prepare_start(inst: Instance, on_progress: Any = None) -> Instance:
         _check_guest_os_supported(inst.config)
     kill_instance_processes(inst, lock_held=True)
     _remove_runtime_files(inst)
+    if inst.config is not None:
+        # Fail before anything is downloaded or spawned: a missing disk, or one that
+        # another instance holds (the host agent locks them, and checks again).
+        from pylima.images.disk import check_instance_disks
+
+        check_instance_disks(inst.config, inst.dir)
     prepare_instance(inst, on_progress=on_progress)
     inst = inspect(inst.name)
     logging.getLogger("pylima").info("Starting the instance `%s` with internal VM driver "

@@ -223,7 +223,7 @@ class Instance:
         command = argv if isinstance(argv, str) else " ".join(
             _quote(a) for a in argv)
         script = remote_script(rec.config, command or None, workdir, shell)
-        return [*ssh_argv(rec.dir, self.name, "-q"), "--", script]
+        return [*ssh_argv(rec.dir, self.name, "-q", user_session=True), "--", script]
 
     def run(self, argv: Sequence[str] | str, *, input: str | bytes | None = None,
             check: bool = True, timeout: float | None = None, workdir: str | None = None,

@@ -43,11 +43,53 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def render_ssh_config(name: str, inst_dir: Path, user: str, port: int) -> str:
-    """Lima's ssh.config shape, plus the pinned host key."""
+def dot_ssh_identities(home: Path | None = None) -> list[Path]:
+    """The private keys beside ~/.ssh/*.pub (a .pub without its private key, such as a
+    certificate, is skipped): the extra identities of `ssh.loadDotSSHPubKeys`."""
+    ssh_dir = (home or Path.home()) / ".ssh"
+    return [p.with_suffix("") for p in sorted(ssh_dir.glob("*.pub"))
+            if p.with_suffix("").is_file()]
+
+
+_PUBKEY_TYPES = ("ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-sha2-")
+
+
+def dot_ssh_pubkeys(home: Path | None = None) -> tuple[list[str], list[str]]:
+    """~/.ssh/*.pub for the guest's authorized_keys (`ssh.loadDotSSHPubKeys`), and
+    Lima's warning for each file that is not an SSH public key."""
+    keys, warnings = [], []
+    for p in sorted(((home or Path.home()) / ".ssh").glob("*.pub")):
+        try:
+            text = p.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if text.startswith(_PUBKEY_TYPES) and "\n" not in text:
+            keys.append(text)
+        else:
+            warnings.append(f"public key `{p}` doesn't seem to be in ssh format")
+    return keys, warnings
+
+
+def forwarding_options(ssh_cfg: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """`ssh.forwardAgent`, `forwardX11`, `forwardX11Trusted` as ssh options, as Lima
+    adds them to every connection of the instance (ssh.config, shell, the master)."""
+    c = ssh_cfg or {}
+    return [(key, "yes") for key, field in (("ForwardAgent", "forwardAgent"),
+                                            ("ForwardX11", "forwardX11"),
+                                            ("ForwardX11Trusted", "forwardX11Trusted"))
+            if c.get(field)]
+
+
+def render_ssh_config(name: str, inst_dir: Path, user: str, port: int,
+                      ssh_cfg: dict[str, Any] | None = None,
+                      extra_identities: list[Path] | tuple[Path, ...] = ()) -> str:
+    """Lima's ssh.config shape, plus the pinned host key. `ssh_cfg` is the
+    instance's `ssh` section (forwarding); `extra_identities` the ~/.ssh keys that
+    `ssh.loadDotSSHPubKeys` adds after pylima's own."""
     q = _quote_path
     opts = [
         ("IdentityFile", q(dirs.config_dir() / dirs.USER_KEY)),
+        *[("IdentityFile", q(p)) for p in extra_identities],
         ("PreferredAuthentications", "publickey"),
         ("Compression", "no"),
         ("BatchMode", "yes"),
@@ -57,6 +99,7 @@ def render_ssh_config(name: str, inst_dir: Path, user: str, port: int) -> str:
         ("ControlMaster", "auto"),
         ("ControlPath", q(inst_dir / dirs.SSH_SOCK)),
         ("ControlPersist", "yes"),
+        *forwarding_options(ssh_cfg),
         ("Hostname", "127.0.0.1"),
         ("Port", str(port)),
         ("HostKeyAlias", f"lima-{name}"),
@@ -72,24 +115,40 @@ def _quote_path(p: Any) -> str:
     return f'"{p}"'
 
 
-def write_ssh_files(name: str, inst_dir: Path, user: str, port: int, host_pub: str) -> Path:
+def write_ssh_files(name: str, inst_dir: Path, user: str, port: int, host_pub: str,
+                    ssh_cfg: dict[str, Any] | None = None) -> Path:
     (inst_dir / KNOWN_HOSTS).write_text(f"lima-{name} {host_pub}\n")
     cfg = inst_dir / dirs.SSH_CONFIG
     tmp = cfg.with_name(cfg.name + ".tmp")
-    tmp.write_text(render_ssh_config(name, inst_dir, user, port))
+    extra = dot_ssh_identities() if (ssh_cfg or {}).get("loadDotSSHPubKeys") else []
+    tmp.write_text(render_ssh_config(name, inst_dir, user, port, ssh_cfg, extra))
     os.replace(tmp, cfg)
     return cfg
 
 
-def ssh_argv(inst_dir: Path, name: str, *extra: str, tty: bool = False) -> list[str]:
+X11_WITHOUT_DISPLAY = ("`ssh.forwardX11` is set, but DISPLAY is not: X11 forwarding is "
+                       "off (set DISPLAY to the host's X server)")
+
+
+# pylima's own sessions (mounts, the guest agent, readiness checks, provisioning)
+# need no agent or X11 of the user's, whatever `ssh.forward*` says.
+NO_FORWARDING = ("-o", "ForwardAgent=no", "-o", "ForwardX11=no")
+
+
+def ssh_argv(inst_dir: Path, name: str, *extra: str, tty: bool = False,
+             user_session: bool = False) -> list[str]:
     """ssh to the guest through the host agent's master connection when there is one.
 
     pylima's own invocations never become the master (`ControlMaster=no`): a master
     forked by ssh keeps the caller's stdout/stderr open, so whoever reads them (a pipe
     into `lima cat`, the host agent's readiness checks) would wait forever. The host
     agent starts the master itself, with its stdio on /dev/null (`master_argv`).
+    A `user_session` (shell, `lima`, the Python API) gets the agent and X11
+    forwarding ssh.config asks for; the others never do.
     """
     argv = ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG), "-o", "ControlMaster=no"]
+    if not user_session:
+        argv += NO_FORWARDING
     if tty:
         argv.append("-t")
     else:

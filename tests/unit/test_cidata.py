@@ -291,6 +291,26 @@ def test_lima_env(files: dict[str, bytes]) -> None:
     assert "LIMA_CIDATA_IID=iid-1763880000\n" in text(files, "lima.env")
 
 
+def test_additional_disks_step_and_env() -> None:
+    """Disk N is vd(b+N), in config order, with Lima's LIMA_CIDATA_DISK_* names; the
+    step is on the seed only when there are disks."""
+    files = render(filled({"additionalDisks": [
+        "data", {"name": "swap", "fsType": "swap"},
+        {"name": "x", "format": False, "fsType": "xfs", "fsArgs": ["-m", "crc=1"]}]}))
+    assert "boot/05-lima-disks.sh" in files
+    names = ["LIMA_CIDATA_DISKS"] + [f"LIMA_CIDATA_DISK_{i}_{k}" for i in range(3)
+                                     for k in ("NAME", "DEVICE", "FORMAT", "FSTYPE", "FSARGS")]
+    v = sh_values(text(files, "lima.env"), names)
+    assert v["LIMA_CIDATA_DISKS"] == "3"
+    assert [v[f"LIMA_CIDATA_DISK_{i}_DEVICE"] for i in range(3)] == ["vdb", "vdc", "vdd"]
+    assert [v[f"LIMA_CIDATA_DISK_{i}_NAME"] for i in range(3)] == ["data", "swap", "x"]
+    assert [v[f"LIMA_CIDATA_DISK_{i}_FORMAT"] for i in range(3)] == ["true", "true", "false"]
+    assert [v[f"LIMA_CIDATA_DISK_{i}_FSTYPE"] for i in range(3)] == ["", "swap", "xfs"]
+    assert v["LIMA_CIDATA_DISK_2_FSARGS"] == "-m crc=1"
+    assert "boot/05-lima-disks.sh" not in render()
+    subprocess.run(["sh", "-n", "-c", text(files, "boot/05-lima-disks.sh")], check=True)
+
+
 def test_param_env_is_shell_quoted(files: dict[str, bytes]) -> None:
     body = text(files, "param.env")
     assert body.splitlines()[1] == "PARAM_PLAIN=x"

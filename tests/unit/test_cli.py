@@ -413,6 +413,40 @@ def test_show_ssh_and_completion(one: Path):
     assert r.returncode == 0 and "_LIMACTL_COMPLETE" in r.stdout
 
 
+def test_show_ssh_has_the_forwarding_options(lima_home: Path):
+    r = limactl("create", "--name=fwd", "--set",
+                ".ssh.forwardAgent = true | .ssh.forwardX11 = true", "template:debian-12")
+    assert r.returncode == 0, r.stderr
+    opts = limactl("show-ssh", "--format=options", "fwd").stdout.splitlines()
+    assert "ForwardAgent=yes" in opts and "ForwardX11=yes" in opts
+    assert not any(o.startswith("ForwardX11Trusted") for o in opts)
+
+
+def test_start_refuses_a_missing_or_taken_additional_disk(lima_home: Path):
+    """One line, exit 1, before any image is fetched or any process started."""
+    r = limactl("create", "--name=d1", "--set", '.additionalDisks = ["data"]',
+                "template:debian-12")
+    assert r.returncode == 0, r.stderr
+    r = limactl("start", "--tty=false", "d1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    [line] = fatal_lines(r.stderr)
+    assert "could not load disk `data`: `stat " in line and "no such file or directory" in line
+    assert limactl("disk", "create", "data", "--size=1MiB", "--format=raw").returncode == 0
+    other = lima_home / "d2"
+    (lima_home / "_disks" / "data" / "in_use_by").symlink_to(other)
+    r = limactl("start", "--tty=false", "d1")
+    assert r.returncode == 1
+    [line] = fatal_lines(r.stderr)
+    assert "could not attach disk `data`: in use by instance `d2`" in line
+    assert not (lima_home / "d1" / "ha.pid").exists()
+    assert not (lima_home / "d1" / "disk").exists()  # nothing prepared
+    # d2 does not exist: its lock can go
+    r = limactl("disk", "unlock", "data", "nope")
+    assert r.returncode == 0
+    assert "Unlocked disk `data`" in r.stderr and "Ignoring non-existent disk `nope`" in r.stderr
+    assert "Ignoring unlocked disk `data`" in limactl("disk", "unlock", "data").stderr
+
+
 def test_unknown_command_and_flag_are_one_line():
     for args in (["frobnicate"], ["list", "--nope"]):
         r = limactl(*args)

@@ -26,8 +26,10 @@ from pylima.images.disk import (
     install_base_image,
     list_data_disks,
     lock_data_disk,
+    lock_instance_disks,
     resize_data_disk,
     unlock_data_disk,
+    unlock_instance_disks,
 )
 from pylima.images.download import cache_entry_dir, download, download_first
 from pylima.images.fileutil import link_or_copy, virtual_size
@@ -244,6 +246,44 @@ def test_data_disks(lima_home: Path) -> None:
     assert not d.dir.exists()
     assert delete_data_disk("data") is None
     assert [x.name for x in list_data_disks()] == ["scratch.1"]
+
+
+def test_instance_disks_are_locked_all_or_none(lima_home: Path) -> None:
+    """What a start does with `additionalDisks`: lock every disk to the instance
+    (Lima's messages for a missing disk and one in use), unlock them at the end."""
+    a = create_data_disk("a", MiB)
+    b = create_data_disk("b", MiB, "raw")
+    vm1, vm2 = lima_home / "vm1", lima_home / "vm2"
+    cfg = {"additionalDisks": ["a", {"name": "b", "format": False}]}
+    assert lock_instance_disks(cfg, vm1) == [(str(a.dir / "datadisk"), "qcow2"),
+                                             (str(b.dir / "datadisk"), "raw")]
+    assert {d.name: d.instance for d in list_data_disks()} == {"a": "vm1", "b": "vm1"}
+    # a crashed owner left the locks: the same instance takes them over
+    assert len(lock_instance_disks(cfg, vm1)) == 2
+    with pytest.raises(DiskError, match="could not attach disk `a`: in use by instance `vm1`"):
+        lock_instance_disks({"additionalDisks": ["a"]}, vm2)
+    # vm2's own disk is not left locked when a later one is refused
+    c = create_data_disk("c", MiB)
+    with pytest.raises(DiskError, match="could not attach disk `b`"):
+        lock_instance_disks({"additionalDisks": ["c", "b"]}, vm2)
+    assert inspect_data_disk("c").instance == ""
+    with pytest.raises(DiskError, match=r"could not load disk `nope`: `stat .*nope/datadisk: "
+                       "no such file or directory`"):
+        lock_instance_disks({"additionalDisks": ["c", "nope"]}, vm2)
+    assert inspect_data_disk("c").instance == ""
+    # vm2 unlocking vm1's disks leaves them alone
+    assert unlock_instance_disks(cfg, vm2) == []
+    assert unlock_instance_disks(cfg, vm1) == ["a", "b"]
+    assert all(not d.instance for d in list_data_disks())
+    # an image QEMU must not be handed: another format, or one with a backing file
+    (c.dir / "datadisk").write_bytes(b"KDMV" + bytes(508))
+    with pytest.raises(DiskError, match="disk format `vmdk` not supported"):
+        lock_instance_disks({"additionalDisks": ["c"]}, vm1)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(a.dir / "datadisk"), str(c.dir / "datadisk")], check=True)
+    with pytest.raises(DiskError, match="backing file"):
+        lock_instance_disks({"additionalDisks": ["c"]}, vm1)
+    assert inspect_data_disk("c").instance == ""
 
 
 def test_downloaded_compressed_image_boots_as_overlay(server: RunningServer, cache: Path,

@@ -182,6 +182,72 @@ def test_a_new_guest_agent_session_sets_forwards_up_again() -> None:
     assert qemu.rules == {"tcp:127.0.0.1:8080"}
 
 
+def test_guest_port_to_a_host_socket_and_ipv6_host_addresses() -> None:
+    """Lima's test-port-forwarding.pl cases that QEMU's user network cannot serve:
+    they go over the SSH master (unix socket on the host, IPv6 host address)."""
+    sock_rule = {**filled(guestPort=5000), "hostSocket": "/i/sock/port5000.sock"}
+    del sock_rule["hostPortRange"]  # Lima's defaults leave it out for hostSocket
+    v6 = filled(guestIP="::1", guestPortRange=[4010, 4019], hostIP="::")
+    rules = pf.effective_rules([sock_rule, v6], 60022)
+    m = pf.match_rule(rules, GuestPort("tcp", "127.0.0.1", 5000))
+    assert m is not None and m.host_addr == "/i/sock/port5000.sock" and pf.over_ssh(m)
+    assert pf.ssh_local_forward(m, GuestPort("tcp", "127.0.0.1", 5000)) == [
+        "-L", "/i/sock/port5000.sock:127.0.0.1:5000"]
+    assert pf.refusal(m) is None
+    assert "unix socket" in (pf.refusal(m, "udp") or "")
+    # guestIPMustBeZero is false for 127.0.0.1: a socket on any address matches too,
+    # reached through the guest's loopback
+    m0 = pf.match_rule(rules, GuestPort("tcp", "0.0.0.0", 5000))
+    assert m0 is not None and pf.ssh_local_forward(m0, GuestPort("tcp", "0.0.0.0", 5000))[1] \
+        == "/i/sock/port5000.sock:127.0.0.1:5000"
+    assert pf.match_rule(rules, GuestPort("tcp", "192.168.5.15", 5000)) is None
+    m6 = pf.match_rule(rules, GuestPort("tcp", "::1", 4010))
+    assert m6 is not None and m6.host_addr == "[::]:4010" and pf.over_ssh(m6)
+    assert pf.ssh_local_forward(m6, GuestPort("tcp", "::1", 4010)) == [
+        "-L", "[::]:4010:[::1]:4010"]
+    assert "IPv6 host address" in (pf.refusal(m6, "udp") or "")
+    long = pf.Match(sock_rule, "", 0, "/" + "x" * 120)
+    assert "too long: >= UNIX_PATH_MAX=108" in (pf.refusal(long) or "")
+    # IPv4 host addresses stay on QEMU's forwarding
+    m4 = pf.match_rule(rules, GuestPort("tcp", "::1", 8080))
+    assert m4 is not None and not pf.over_ssh(m4)
+
+
+def test_forwarder_uses_ssh_for_sockets_and_cleans_up(tmp_path: Any) -> None:
+    sock = tmp_path / "sock" / "web.sock"
+    rules = [{**filled(guestPort=8090), "hostSocket": str(sock)},
+             filled(guestPort=8091, hostIP="::1")]
+    calls: list[tuple[str, list[str]]] = []
+    evs: list[dict[str, Any]] = []
+
+    async def ssh_control(verb: str, args: Any) -> str:
+        calls.append((verb, list(args)))
+        if verb == "forward" and args[1].startswith(str(sock)):
+            sock.touch()  # ssh would bind it
+        return ""
+
+    async def request(op: str, **args: Any) -> dict[str, Any]:
+        return {}
+
+    async def main() -> pf.PortForwarder:
+        f = pf.PortForwarder(rules, 60022, FakeForwarding(), GUEST_ADDRESS, request,
+                             evs.append, ssh_control=ssh_control)
+        await f.snapshot([GuestPort("tcp", "0.0.0.0", 8090), GuestPort("tcp", "::", 8090),
+                          GuestPort("tcp", "127.0.0.1", 8091)], "s1")
+        assert {a["hostAddr"]: a["via"] for a in f.forwards()} == {
+            str(sock): "ssh", "[::1]:8091": "ssh"}
+        await f.close()
+        return f
+
+    asyncio.run(main())
+    assert calls == [("forward", ["-L", f"{sock}:127.0.0.1:8090"]),
+                     ("forward", ["-L", "[::1]:8091:127.0.0.1:8091"]),
+                     ("cancel", ["-L", f"{sock}:127.0.0.1:8090"]),
+                     ("cancel", ["-L", "[::1]:8091:127.0.0.1:8091"])]
+    assert not sock.exists()  # the socket goes with the forward
+    assert [e["hostAddr"] for e in evs if e["type"] == "forwarding"] == [str(sock), "[::1]:8091"]
+
+
 # ---- the guest agent ----
 
 PROC_TCP = """\

@@ -376,12 +376,20 @@ def test_parse_memory_mib_errors(memory: Any) -> None:
 
 
 def test_additional_disks_follow_the_boot_disk() -> None:
+    # vda the boot disk, vdb and vdc the additional disks in order, the seed after them
     argv = build_qemu_argv(config(), X86_TCG, INST, firmware_boot(), ssh_local_port=1,
-                           additional_disks=[("/home/u/.lima/_disks/data/datadisk", "raw")])
+                           additional_disks=[("/home/u/.lima/_disks/data/datadisk", "raw"),
+                                             ("/home/u/.lima/_disks/swap/datadisk", "qcow2")])
     i = argv.index("virtio-blk-pci,drive=boot-disk,bootindex=1")
-    assert argv[i + 1:i + 4] == [
-        "-drive", "file=/home/u/.lima/_disks/data/datadisk,if=virtio,format=raw,discard=on",
+    assert argv[i + 1:i + 10] == [
+        "-drive", "file=/home/u/.lima/_disks/data/datadisk,if=none,format=raw,discard=on,"
+        "id=disk0",
+        "-device", "virtio-blk-pci,drive=disk0",
+        "-drive", "file=/home/u/.lima/_disks/swap/datadisk,if=none,format=qcow2,discard=on,"
+        "id=disk1",
+        "-device", "virtio-blk-pci,drive=disk1",
         "-drive"]
+    assert argv[i + 10].endswith("cidata.iso,if=none,format=raw,readonly=on,id=cidata")
 
 
 def test_qemu_version_checks() -> None:

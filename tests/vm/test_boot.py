@@ -28,7 +28,14 @@ ECHO_SOCK = "/tmp/pylima-echo.sock"
 PORT_RULES = [
     {"guestSocket": ECHO_SOCK, "hostSocket": "echo.sock"},
     {"guestPort": 8082, "ignore": True},
+    {"guestPort": 8090, "hostSocket": "web.sock"},  # a guest TCP port on a host socket
+    {"guestPort": 8091, "hostIP": "::1"},  # an IPv6 host address
 ]
+# The shared guest's additional disk (1 GiB, formatted ext4 on its first boot).
+DATA_DISK = "vmdata"
+# Its ssh config: the agent forwarded (a host ssh-agent started for the tests).
+SSH_SET = ".ssh.forwardAgent = true"
+AGENT_KEY_COMMENT = "pylima-agent-test"
 
 
 def images_set(entry: dict) -> str:
@@ -36,17 +43,43 @@ def images_set(entry: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def guest(unprivileged_host: Host, shared_image: dict) -> Iterator[Host]:
+def ssh_agent(unprivileged_host: Host) -> Iterator[dict[str, str]]:
+    """A host ssh-agent of the test user holding one key; its environment."""
     h = unprivileged_host
+    key_dir = h.home / f".pylima-agent-{os.getpid()}"
+    h.run("mkdir", "-m", "700", "-p", str(key_dir))
+    sock = key_dir / "agent.sock"
+    r = h.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", AGENT_KEY_COMMENT,
+              "-f", str(key_dir / "key"))
+    assert r.returncode == 0, r.stderr
+    r = h.run("ssh-agent", "-a", str(sock))
+    assert r.returncode == 0, r.stderr
+    pid = r.stdout.split("SSH_AGENT_PID=")[1].split(";")[0]
+    env = {"SSH_AUTH_SOCK": str(sock)}
+    assert h.run("ssh-add", str(key_dir / "key"), env=env).returncode == 0
+    yield env
+    h.run("kill", pid)
+    h.run("rm", "-rf", str(key_dir))
+
+
+@pytest.fixture(scope="module")
+def guest(unprivileged_host: Host, shared_image: dict, ssh_agent: dict[str, str]
+          ) -> Iterator[Host]:
+    h = unprivileged_host
+    h.limactl("disk", "delete", "--force", DATA_DISK)
+    r = h.limactl("disk", "create", DATA_DISK, "--size", "1GiB")
+    assert r.returncode == 0, r.stderr
     r = h.limactl("start", f"--name={NAME}", "--tty=false", "--cpus=2", "--memory=2",
                   "--set",
-                  images_set(shared_image) + f" | .portForwards = {json.dumps(PORT_RULES)}",
-                  "template:debian-12", timeout=1500)
+                  images_set(shared_image) + f" | .portForwards = {json.dumps(PORT_RULES)}"
+                  f' | .additionalDisks = ["{DATA_DISK}"] | {SSH_SET}',
+                  "template:debian-12", timeout=1500, env=ssh_agent)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "READY" in r.stderr
     yield h
     h.limactl("stop", "-f", NAME)
     h.limactl("delete", "-f", NAME)
+    h.limactl("disk", "delete", "--force", DATA_DISK)
 
 
 def lima_env() -> dict[str, str]:
@@ -539,6 +572,49 @@ def test_guest_socket_rule_exposes_a_unix_socket(guest: Host) -> None:
     assert eventually(ask)
 
 
+def test_guest_tcp_port_on_a_host_socket_and_an_ipv6_host_address(guest: Host) -> None:
+    """`guestPort` + `hostSocket` serves the guest's TCP port on a unix socket in the
+    instance directory; `hostIP: ::1` listens on the host's IPv6 loopback (both over
+    the SSH master: QEMU's user network can do neither)."""
+    import http.client
+    import socket
+
+    r = guest.limactl("shell", NAME, "sh", "-c",
+                      "mkdir -p /tmp/www && echo page > /tmp/www/hello.txt")
+    assert r.returncode == 0, r.stderr
+    in_guest_background(guest, "python3", "-c", SERVE, "127.0.0.1", "8090", "/tmp/www")
+    in_guest_background(guest, "python3", "-c", SERVE, "0.0.0.0", "8091", "/tmp/www")
+    host_sock = instance_dir(guest) / "sock" / "web.sock"
+
+    class UnixHTTP(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(10)
+            self.sock.connect(str(host_sock))
+
+    def over_socket() -> str:
+        c = UnixHTTP("localhost")
+        c.request("GET", "/hello.txt")
+        return c.getresponse().read().decode()
+
+    def over_ipv6() -> str:
+        c = http.client.HTTPConnection("::1", 8091, timeout=10)
+        c.request("GET", "/hello.txt")
+        return c.getresponse().read().decode()
+
+    assert eventually(lambda: over_socket() == "page\n")
+    assert eventually(lambda: over_ipv6() == "page\n")
+    fw = {f["hostAddr"]: f for f in forwards(guest)}
+    assert fw[str(host_sock)]["guestAddr"] == "127.0.0.1:8090"
+    assert fw["[::1]:8091"]["via"] == "ssh"
+    assert "127.0.0.1:8091" not in fw  # the rule took it, not the implicit one
+    log = (instance_dir(guest) / "ha.stderr.log").read_text()
+    assert f"Forwarding TCP from 127.0.0.1:8090 to {host_sock}" in log
+    assert "Forwarding TCP from 0.0.0.0:8091 to [::1]:8091" in log
+    guest.limactl("shell", NAME, "pkill", "-f", "8090 /tmp/www")
+    assert eventually(lambda: not host_sock.exists()), "the socket outlived its forward"
+
+
 def test_reconnect_opens_a_new_master_and_its_forwards(guest: Host) -> None:
     """`shell --reconnect` ends the SSH master (new sessions log in anew); the host
     agent opens a new one and the socket forward that rode on it works again."""
@@ -592,6 +668,53 @@ def test_sockets_keys_and_pid_files_are_the_users_alone(guest: Host) -> None:
         assert mode & 0o077 == 0, f"{name} is {oct(mode)}"
 
 
+def test_additional_disk_is_formatted_mounted_and_locked(guest: Host) -> None:
+    r = guest.lima("sh", "-c", f"findmnt -no SOURCE,FSTYPE /mnt/lima-{DATA_DISK}; "
+                   f"sudo blkid -s LABEL -o value /dev/vdb1; "
+                   f"echo kept | sudo tee /mnt/lima-{DATA_DISK}/file >/dev/null && sync",
+                   env=lima_env())
+    assert r.stdout.split() == ["/dev/vdb1", "ext4", f"lima-{DATA_DISK}"], \
+        r.stdout + r.stderr
+    rows = guest.limactl("disk", "list").stdout.splitlines()
+    assert rows[0].split() == ["NAME", "SIZE", "FORMAT", "DIR", "IN-USE-BY"]
+    row = next(r.split() for r in rows[1:] if r.split()[0] == DATA_DISK)
+    assert row[1:3] == ["1GiB", "qcow2"] and row[-1] == NAME
+    r = guest.limactl("disk", "unlock", DATA_DISK)
+    assert f"Cannot unlock disk `{DATA_DISK}` used by running instance `{NAME}`" in r.stderr
+
+
+def test_a_second_instance_cannot_use_the_disk(guest: Host, shared_image: dict) -> None:
+    """A start that fails before it boots (no boot of its own)."""
+    other = f"{NAME}2"
+    r = guest.limactl("create", f"--name={other}", "--tty=false", "--set",
+                      images_set(shared_image) + f' | .additionalDisks = ["{DATA_DISK}"]',
+                      "template:debian-12", timeout=600)
+    assert r.returncode == 0, r.stderr
+    try:
+        t0 = time.monotonic()
+        r = guest.limactl("start", other, "--tty=false", timeout=600)
+        assert r.returncode == 1
+        assert (f"could not attach disk `{DATA_DISK}`: in use by instance `{NAME}`"
+                in r.stderr), r.stderr
+        assert "Traceback" not in r.stderr and time.monotonic() - t0 < 60
+        assert not (instance_dir(guest).parent / other / "ha.pid").exists()
+        info = json.loads(guest.limactl("disk", "list", "--json", DATA_DISK).stdout)
+        assert info["instance"] == NAME
+    finally:
+        guest.limactl("delete", "-f", other)
+
+
+def test_host_ssh_agent_is_forwarded(guest: Host, ssh_agent: dict[str, str]) -> None:
+    """`ssh.forwardAgent`: the key of the host's agent (in the environment of
+    `limactl start` and of the shell) is usable in the guest, by limactl shell and
+    lima; pylima's own sessions do not get it."""
+    for run in (guest.lima, lambda *a, env: guest.limactl("shell", NAME, *a, env=env)):
+        r = run("ssh-add", "-l", env={**lima_env(), **ssh_agent})
+        assert r.returncode == 0 and AGENT_KEY_COMMENT in r.stdout, r.stdout + r.stderr
+    cfg = (instance_dir(guest) / "ssh.config").read_text()
+    assert "  ForwardAgent yes\n" in cfg
+
+
 def test_start_running_instance_says_so(guest: Host) -> None:
     r = guest.limactl("start", NAME)
     assert r.returncode == 0 and "is already running" in r.stderr
@@ -607,6 +730,11 @@ def test_stop_keeps_guest_files(guest: Host) -> None:
     assert guest.limactl("list", "--format", "{{.Status}}", NAME).stdout == "Stopped\n"
     r = guest.lima("true", env=lima_env())
     assert r.returncode == 1 and f"instance `{NAME}` is stopped" in r.stderr
+    # the stop released the additional disk; it is grown while detached
+    info = json.loads(guest.limactl("disk", "list", "--json", DATA_DISK).stdout)
+    assert info["instance"] == ""
+    r = guest.limactl("disk", "resize", DATA_DISK, "--size", "2GiB")
+    assert r.returncode == 0, r.stderr
 
 
 # ---- one owner, nothing outlives it (the shared guest's last boots) ----
@@ -743,6 +871,11 @@ def test_the_data_survives_and_the_next_start_shows_its_progress(guest: Host) ->
     r = guest.limactl("start", "--progress", NAME, timeout=1200)
     assert r.returncode == 0, r.stderr
     assert guest.limactl("shell", NAME, "cat", "durable").stdout == "durable\n"
+    # the additional disk: its data kept over stops (and kill -9s), grown to the new size
+    d = guest.limactl("shell", NAME, "sh", "-c", f"cat /mnt/lima-{DATA_DISK}/file; "
+                      f"df -B1M --output=size /mnt/lima-{DATA_DISK} | tail -n 1")
+    kept, size_mib = d.stdout.split()
+    assert kept == "kept" and 1800 < int(size_mib) <= 2048, d.stdout + d.stderr
     # --progress: the guest's boot log (pylima-init and boot.sh), ended before READY
     lines = [ln.split("msg=", 1)[1] for ln in r.stderr.splitlines() if "msg=" in ln]
     assert '"Cloud-init provisioning started..."' in lines
@@ -762,6 +895,9 @@ def test_delete_f_of_an_instance_whose_host_agent_was_killed(guest: Host) -> Non
     r = guest.limactl("delete", "-f", NAME)
     assert r.returncode == 0, r.stderr
     assert not instance_dir(guest).exists()
+    # the killed host agent had the disk locked; the delete released it
+    info = json.loads(guest.limactl("disk", "list", "--json", DATA_DISK).stdout)
+    assert info["instance"] == ""
 
 
 def test_delete_f_of_a_running_instance(guest: Host, shared_image: dict) -> None:

@@ -142,6 +142,8 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
     }
     # Steps with nothing to do are left off the seed: every step costs a second or
     # two of shell start-up under emulation.
+    if cfg.get("additionalDisks"):
+        files["boot/05-lima-disks.sh"] = scripts.DISKS_SH
     if seed.mounts:
         files["boot/05-mounts.sh"] = seed.mounts_script()
     if guest_agent is not None:

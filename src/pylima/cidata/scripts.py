@@ -750,6 +750,131 @@ fi
 exit "$code"
 """
 
+# boot/05-lima-disks.sh: the additionalDisks, on every boot. Disk N of the list is
+# /dev/vd(b+N) (the QEMU driver attaches them in that order, right after the boot
+# disk); its first GPT partition carries the label lima-NAME and is mounted at
+# /mnt/lima-NAME (fsType `swap`: enabled as swap). A disk without that label is
+# partitioned and formatted when `format` is true and it holds no data at all; one
+# that holds something else is left untouched and reported. A disk grown with
+# `limactl disk resize` is grown here too (partition, then file system).
+DISKS_SH = """\
+#!/bin/sh
+set -u
+# shellcheck source=/dev/null
+. "$LIMA_CIDATA_MNT/lib.sh"
+on_guest || exit 0
+PATH="$PATH:/usr/sbin:/sbin"
+
+# disk_fail NAME MESSAGE: one line in the boot errors, the boot goes on.
+disk_fail() {
+	record_error "additional disk \\`$1\\`: $2"
+	return 1
+}
+
+# The label of a block device, probed afresh (no cache), or nothing.
+disk_label() {
+	blkid -p -o value -s LABEL "$1" 2>/dev/null || true
+}
+
+# Whether a block device holds any signature (partition table, file system, swap).
+disk_has_data() {
+	[ -n "$(blkid -p -o value -s TYPE "$1" 2>/dev/null)" ] ||
+		[ -n "$(blkid -p -o value -s PTTYPE "$1" 2>/dev/null)" ]
+}
+
+disk_format() { # NAME DEV PART FSTYPE FSARGS
+	if ! command -v sfdisk >/dev/null 2>&1; then
+		disk_fail "$1" "sfdisk is not installed in the guest"
+		return 1
+	fi
+	if [ "$4" = swap ]; then
+		_type=swap _mkfs=mkswap
+	else
+		_type=linux _mkfs=mkfs.$4
+	fi
+	if ! command -v "$_mkfs" >/dev/null 2>&1; then
+		disk_fail "$1" "fsType \\`$4\\`: $_mkfs is not installed in the guest"
+		return 1
+	fi
+	log "formatting $2 as $4 (lima-$1)"
+	if ! _err=$(echo "type=$_type" | sfdisk --quiet --label gpt "$2" 2>&1); then
+		disk_fail "$1" "partitioning $2 failed: $(printf '%s' "$_err" | tr '\\n' ' ')"
+		return 1
+	fi
+	udevadm settle 2>/dev/null || true
+	i=0
+	while [ ! -b "$3" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	# shellcheck disable=SC2086
+	if ! _err=$($_mkfs $5 -L "lima-$1" "$3" 2>&1); then
+		disk_fail "$1" "$_mkfs failed on $3: $(printf '%s' "$_err" | tail -n 1)"
+		return 1
+	fi
+	udevadm settle 2>/dev/null || true
+}
+
+disk_grow() { # NAME DEV PART FSTYPE
+	command -v growpart >/dev/null 2>&1 || return 0
+	# NOCHANGE (exit 1) is the usual case: the disk has not been resized.
+	growpart "$2" 1 >/dev/null 2>&1 || return 0
+	log "grew partition $3 of disk $1"
+	case $4 in
+	ext2 | ext3 | ext4) resize2fs "$3" >/dev/null 2>&1 || warn "resize2fs $3 failed" ;;
+	xfs) xfs_growfs "/mnt/lima-$1" >/dev/null 2>&1 || warn "xfs_growfs $3 failed" ;;
+	swap) ;;
+	*) warn "file system $4 of disk $1 is not grown automatically" ;;
+	esac
+}
+
+disk_setup() { # NAME DEV FORMAT FSTYPE FSARGS
+	_part=${2}1
+	if [ ! -b "$2" ]; then
+		disk_fail "$1" "no device $2 in the guest"
+		return 1
+	fi
+	if [ "$(disk_label "$_part")" != "lima-$1" ]; then
+		if [ "$3" != true ]; then
+			:  # format: false: the disk is the user's to prepare; mount what is there
+		elif disk_has_data "$2" || { [ -b "$_part" ] && disk_has_data "$_part"; }; then
+			disk_fail "$1" "$2 already holds data without the label lima-$1; not formatting it"
+			return 1
+		else
+			disk_format "$1" "$2" "$_part" "$4" "$5" || return 1
+		fi
+	fi
+	if [ "$4" = swap ]; then
+		disk_grow "$1" "$2" "$_part" swap
+		grep -q "^$_part " /proc/swaps 2>/dev/null && return 0
+		if ! _err=$(swapon "$_part" 2>&1); then
+			disk_fail "$1" "swapon $_part failed: $_err"
+			return 1
+		fi
+		return 0
+	fi
+	mkdir -p "/mnt/lima-$1"
+	if ! mountpoint -q "/mnt/lima-$1"; then
+		if ! _err=$(mount -t "$4" "$_part" "/mnt/lima-$1" 2>&1); then
+			_err=$(printf '%s' "$_err" | tr '\\n' ' ')
+			disk_fail "$1" "mount $_part on /mnt/lima-$1 ($4) failed: $_err"
+			return 1
+		fi
+	fi
+	disk_grow "$1" "$2" "$_part" "$4"
+}
+
+code=0
+i=0
+while [ "$i" -lt "${LIMA_CIDATA_DISKS:-0}" ]; do
+	name=$(deref "LIMA_CIDATA_DISK_${i}_NAME")
+	dev=/dev/$(deref "LIMA_CIDATA_DISK_${i}_DEVICE")
+	format=$(deref "LIMA_CIDATA_DISK_${i}_FORMAT")
+	fstype=$(deref "LIMA_CIDATA_DISK_${i}_FSTYPE")
+	fsargs=$(deref "LIMA_CIDATA_DISK_${i}_FSARGS")
+	i=$((i + 1))
+	disk_setup "$name" "$dev" "${format:-true}" "${fstype:-ext4}" "$fsargs" || code=1
+done
+exit "$code"
+"""
+
 # Helpers the generated boot/05-mounts.sh calls, one line per mount.
 MOUNT_FUNCS = """\
 # Create a mount point (and any missing parents inside the user's home) owned by

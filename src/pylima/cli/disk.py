@@ -135,13 +135,31 @@ def resize(name: str, size: str) -> None:
 @click.argument("names", nargs=-1, required=True, metavar="DISK [DISK, ...]")
 def unlock(names: tuple[str, ...]) -> None:
     """Unlock one or more Lima disks."""
-    from pylima.images.disk import unlock_data_disk
+    from pylima.images.disk import DiskError, inspect_data_disk, unlock_data_disk
+    from pylima.store.instance import STATUS_RUNNING, inspect, instance_names
 
     for n in names:
-        if unlock_data_disk(n):
-            log.info("Unlocked disk `%s`", n)
-        else:
+        try:
+            d = inspect_data_disk(n)
+        except DiskError:
+            log.warning("Ignoring non-existent disk `%s`", n)
+            continue
+        if not d.instance:
             log.warning("Ignoring unlocked disk `%s`", n)
+            continue
+        # An instance that no longer exists cannot be using it.
+        if d.instance in instance_names():
+            inst = inspect(d.instance)
+            if inst.errors:
+                log.warning("Cannot unlock disk `%s`, attached instance `%s` has errors: %s",
+                            n, d.instance, inst.errors)
+                continue
+            if inst.status == STATUS_RUNNING:
+                log.warning("Cannot unlock disk `%s` used by running instance `%s`", n,
+                            d.instance)
+                continue
+        unlock_data_disk(n)
+        log.info("Unlocked disk `%s` (`%s`)", n, d.dir)
 
 
 @disk.command("import")

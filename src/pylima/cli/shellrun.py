@@ -60,7 +60,15 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
     # a terminal on stdin gets a pty in the guest; pipes stay byte-exact
     # COLORTERM reaches the guest as in Lima (its boot step makes sshd accept it)
     colorterm = ("-o", "SendEnv=COLORTERM") if "COLORTERM" in os.environ else ()
-    full = ssh_argv(inst.dir, name, "-q", *colorterm, tty=sys.stdin.isatty())
+    full = ssh_argv(inst.dir, name, "-q", *colorterm, tty=sys.stdin.isatty(),
+                    user_session=True)
+    ssh_cfg = inst.config.get("ssh") or {}
+    if (ssh_cfg.get("forwardX11") or ssh_cfg.get("forwardX11Trusted")) \
+            and not os.environ.get("DISPLAY"):
+        from pylima.cli.listing import _log
+        from pylima.sshutil import X11_WITHOUT_DISPLAY
+
+        _log().warning("%s", X11_WITHOUT_DISPLAY)
     full.append("--")
     full.append(script)
     sys.stdout.flush()

@@ -15,12 +15,16 @@ FORMATS = ("cmd", "args", "options", "config")
 
 
 def ssh_options(inst: Any) -> list[tuple[str, str]]:
+    from pylima.sshutil import dot_ssh_identities, forwarding_options
     from pylima.store import dirs
 
     cfg = inst.config or {}
     user = (cfg.get("user") or {}).get("name", "lima")
+    ssh_cfg = cfg.get("ssh") or {}
+    extra = dot_ssh_identities() if ssh_cfg.get("loadDotSSHPubKeys") else []
     return [
         ("IdentityFile", f'"{dirs.config_dir() / dirs.USER_KEY}"'),
+        *[("IdentityFile", f'"{p}"') for p in extra],
         ("PreferredAuthentications", "publickey"),
         ("Compression", "no"),
         ("BatchMode", "yes"),
@@ -29,6 +33,7 @@ def ssh_options(inst: Any) -> list[tuple[str, str]]:
         ("ControlMaster", "auto"),
         ("ControlPath", f'"{inst.dir}/{dirs.SSH_SOCK}"'),
         ("ControlPersist", "yes"),
+        *forwarding_options(ssh_cfg),
         ("Hostname", "127.0.0.1"),
         ("Port", str(inst.ssh_local_port)),
     ]

@@ -18,7 +18,7 @@ import shlex
 import signal
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ PAUSE_ENV = "PYLIMA_HOSTAGENT_PAUSE_AT"
 PAUSE_PHASES = ("booting", "ssh", "boot-scripts", "ready")
 TIME_SYNC_DELAY = 5.0
 TIME_SYNC_INTERVAL = 10.0  # as Lima
+SSH_MASTER_WAIT = 300.0  # a forward over SSH waits this long for the master (slow boots)
 
 
 DriverFactory = Callable[[str, Path, dict[str, Any]], Driver]
@@ -106,7 +107,13 @@ class HostAgent:
         from pylima.cidata.render import mount_tag, render_cidata
         from pylima.guestagent import guest_agent_bytes, guest_init_bytes
         from pylima.images.disk import boot_disk_path
-        from pylima.sshutil import ensure_host_key, free_port, write_ssh_files
+        from pylima.sshutil import (
+            X11_WITHOUT_DISPLAY,
+            dot_ssh_pubkeys,
+            ensure_host_key,
+            free_port,
+            write_ssh_files,
+        )
         from pylima.store.instance import inspect
 
         inst = inspect(self.name)
@@ -128,11 +135,18 @@ class HostAgent:
         self.instance_id = f"iid-{uuid.uuid4().hex}"
         self.ssh_port = int((cfg.get("ssh") or {}).get("localPort") or 0) or free_port()
         host_priv, host_pub = ensure_host_key(self.dir)
-        write_ssh_files(self.name, self.dir, cfg["user"]["name"], self.ssh_port, host_pub)
+        ssh_cfg = cfg.get("ssh") or {}
+        write_ssh_files(self.name, self.dir, cfg["user"]["name"], self.ssh_port, host_pub,
+                        ssh_cfg)
+        if (ssh_cfg.get("forwardX11") or ssh_cfg.get("forwardX11Trusted")) \
+                and not os.environ.get("DISPLAY"):
+            log.warning("%s", X11_WITHOUT_DISPLAY)
         pubkeys = [(dirs.config_dir() / (dirs.USER_KEY + ".pub")).read_text().strip()]
-        if (cfg.get("ssh") or {}).get("loadDotSSHPubKeys"):
-            for p in sorted((Path.home() / ".ssh").glob("*.pub")):
-                pubkeys.append(p.read_text().strip())
+        if ssh_cfg.get("loadDotSSHPubKeys"):
+            keys, bad = dot_ssh_pubkeys()
+            pubkeys += keys
+            for w in bad:
+                log.warning("%s", w)
         self.mount_tags = [mount_tag(m["location"], m["mountPoint"])
                            for m in cfg.get("mounts") or []]
         tags = dict(enumerate(self.mount_tags))
@@ -223,7 +237,9 @@ class HostAgent:
                 await self.driver.close()
             for p in (self.socket_path, self.pidfile, self.dir / dirs.PORT_FORWARDS,
                       *(Path(r["hostAddr"]) for r in self.ssh_forwards
-                        if r["protocol"] == "unix" and not r.get("reverse"))):
+                        if r["protocol"] == "unix" and not r.get("reverse")),
+                      *(Path(p) for p in (self.forwarder.host_sockets()
+                                          if self.forwarder else []))):
                 with contextlib.suppress(OSError):
                     p.unlink()
 
@@ -558,7 +574,28 @@ class HostAgent:
         self.forwarder = PortForwarder(
             self.cfg.get("portForwards") or [], self.ssh_port, driver,
             driver.info.features.guest_address, link.request, self._on_port_event,
-            self._write_forwards)
+            self._write_forwards, ssh_control=self._ssh_control)
+
+    async def _ssh_control(self, verb: str, args: Sequence[str]) -> str:
+        """`ssh -O VERB ARGS` on the master connection (waiting, bounded, for the
+        master that the boot sequence opens); "" on success, else ssh's error."""
+        from pylima.sshutil import ssh_argv
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SSH_MASTER_WAIT
+        while not (self.dir / dirs.SSH_SOCK).exists():
+            if loop.time() > deadline:
+                return "no SSH master connection to forward over"
+            await asyncio.sleep(0.2)
+        proc = await spawn_owned(*ssh_argv(self.dir, self.name, "-O", verb, *args),
+                                 stdin=asyncio.subprocess.DEVNULL,
+                                 stdout=asyncio.subprocess.DEVNULL,
+                                 stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode:
+            return " ".join(err.decode(errors="replace").split()) or \
+                f"ssh -O {verb} exited with status {proc.returncode}"
+        return ""
 
     async def _virtio_link(self) -> GuestAgentLink | None:
         """The guest agent's stream through the driver, when the driver carries one."""
@@ -667,6 +704,8 @@ class HostAgent:
             if self.ssh_master is not None and proc is not None:
                 self.ssh_forwards = []
                 await self._start_ssh_forwards()
+                if self.forwarder is not None:
+                    await self.forwarder.reforward_ssh()
 
     async def _ensure_ssh_master(self, quiet: bool = False) -> None:
         """A master connection that is up: the one there is, else a new one."""

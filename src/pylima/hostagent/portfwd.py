@@ -70,6 +70,11 @@ class Match:
     rule: dict[str, Any]
     host_ip: str
     host_port: int
+    host_socket: str = ""  # `guestPort` + `hostSocket`: a unix socket on the host
+
+    @property
+    def host_addr(self) -> str:
+        return self.host_socket or host_string(self.host_ip, self.host_port)
 
 
 def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -125,20 +130,59 @@ def match_rule(rules: Sequence[dict[str, Any]], guest: GuestPort) -> Match | Non
             if gip.is_unspecified and rip is not None and not rip.is_unspecified:
                 continue
             return None
+        if rule.get("hostSocket"):
+            return Match(rule, "", 0, str(rule["hostSocket"]))
         hlo = int((rule.get("hostPortRange") or [lo, hi])[0])
         host_port = guest.port + hlo - lo
         return Match(rule, str(rule.get("hostIP") or "127.0.0.1"), host_port)
     return None
 
 
-def refusal(m: Match) -> str | None:
+# sun_path of struct sockaddr_un, less the terminating NUL
+UNIX_PATH_MAX = 108
+
+
+def refusal(m: Match, protocol: str = "tcp") -> str | None:
     """Why pylima does not set up a forward that the rules allow (None: it does)."""
+    if m.host_socket:
+        if protocol != "tcp":
+            return f"{protocol.upper()} cannot be forwarded to a unix socket"
+        if len(os.fsencode(m.host_socket)) >= UNIX_PATH_MAX:
+            return (f"socket path `{m.host_socket}` is too long: >= "
+                    f"UNIX_PATH_MAX={UNIX_PATH_MAX}")
+        return None
     if m.rule.get("implicit") and m.host_port < FIRST_UNPRIVILEGED_PORT:
         return (f"host port {m.host_port} is privileged; add a `portForwards` rule for it "
                 "to forward it")
     if not 0 < m.host_port < 65536:
         return f"host port {m.host_port} is out of range"
+    if protocol != "tcp" and _is_ipv6(m.host_ip):
+        return (f"{protocol.upper()} to the IPv6 host address {m.host_ip} is not supported "
+                "(QEMU's user network listens on IPv4 host addresses only)")
     return None
+
+
+def _is_ipv6(ip: str) -> bool:
+    addr = _ip(ip)
+    return addr is not None and addr.version == 6
+
+
+def over_ssh(m: Match) -> bool:
+    """Forwards QEMU's user network cannot make (it binds IPv4 host addresses, TCP or
+    UDP ports, nothing else) go over the SSH master, as in Lima: a unix socket on the
+    host, an IPv6 host address."""
+    return bool(m.host_socket) or _is_ipv6(m.host_ip)
+
+
+def ssh_local_forward(m: Match, guest: GuestPort) -> list[str]:
+    """`ssh -O forward` arguments for `guest` per `m`: sshd in the guest connects to
+    the guest socket (to its loopback address for one bound to any address)."""
+    gip = guest.ip
+    addr = _ip(gip)
+    if addr is not None and addr.is_unspecified:
+        gip = "::1" if addr.version == 6 else "127.0.0.1"
+    host = m.host_socket or f"{_bracket(m.host_ip)}:{m.host_port}"
+    return ["-L", f"{host}:{_bracket(gip)}:{guest.port}"]
 
 
 def data_path(guest: GuestPort, guest_address: str) -> str:
@@ -175,16 +219,28 @@ class Active:
     guest: GuestPort
     host_ip: str
     host_port: int
-    via: str  # direct | relay
+    via: str  # direct | relay | ssh
     relay_port: int = 0
+    host_socket: str = ""
+    ssh_spec: tuple[str, ...] = ()  # via ssh: the `ssh -O forward` arguments
+
+    @property
+    def host_addr(self) -> str:
+        return self.host_socket or host_string(self.host_ip, self.host_port)
 
     def to_json(self) -> dict[str, Any]:
-        return {"protocol": self.guest.protocol, "guestAddr": self.guest.addr,
-                "hostAddr": host_string(self.host_ip, self.host_port), "via": self.via}
+        return {"protocol": self.guest.protocol,
+                "guestAddr": self.guest.addr, "hostAddr": self.host_addr, "via": self.via}
 
 
 Request = Callable[..., Awaitable[dict[str, Any]]]
 EmitEvent = Callable[[dict[str, Any]], None]
+# `ssh -O forward|cancel ARGS...` over the instance's master; "" or ssh's error.
+SSHControl = Callable[[str, Sequence[str]], Awaitable[str]]
+
+
+async def _no_ssh(verb: str, args: Sequence[str]) -> str:
+    return "no SSH master connection to forward over"
 
 
 class PortForwarder:
@@ -198,8 +254,10 @@ class PortForwarder:
 
     def __init__(self, rules: Sequence[dict[str, Any]], ssh_local_port: int,
                  forwarding: HostPortForwarding, guest_address: str, request: Request,
-                 on_event: EmitEvent, on_change: Callable[[], None] = lambda: None) -> None:
+                 on_event: EmitEvent, on_change: Callable[[], None] = lambda: None,
+                 ssh_control: SSHControl = _no_ssh) -> None:
         self.rules = effective_rules(rules, ssh_local_port)
+        self.ssh_control = ssh_control
         self.forwarding = forwarding
         self.guest_address = guest_address
         self.request = request
@@ -210,6 +268,10 @@ class PortForwarder:
         self.session = ""
         self.lock = asyncio.Lock()
         self.failed: set[tuple[str, str]] = set()  # (protocol, host address) warned about
+
+    def host_sockets(self) -> list[str]:
+        """The unix sockets on the host that active forwards listen on."""
+        return [a.host_socket for a in self.active.values() if a.host_socket]
 
     def forwards(self) -> list[dict[str, Any]]:
         return [a.to_json() for a in sorted(self.active.values(), key=lambda a: a.guest)]
@@ -247,21 +309,31 @@ class PortForwarder:
             active = self.active.pop(guest, None)
             if active is None:
                 continue
-            host = host_string(active.host_ip, active.host_port)
+            host = active.host_addr
             log.info("Stopping forwarding %s from %s to %s", guest.protocol.upper(),
                      guest.addr, host)
             self.on_event({"type": "stopping", "protocol": guest.protocol,
                            "guestAddr": guest.addr, "hostAddr": host})
-            await self.forwarding.remove_host_forward(guest.protocol, active.host_ip,
-                                                      active.host_port)
+            if active.via == "ssh":
+                err = await self.ssh_control("cancel", active.ssh_spec)
+                if err:
+                    log.debug("ssh -O cancel %s: %s", " ".join(active.ssh_spec), err)
+                if active.host_socket:
+                    with contextlib.suppress(OSError):
+                        os.unlink(active.host_socket)
+            else:
+                await self.forwarding.remove_host_forward(guest.protocol, active.host_ip,
+                                                          active.host_port)
             if active.relay_port:
                 with contextlib.suppress(Exception):
                     await self.request("unrelay", protocol=guest.protocol,
                                        port=active.relay_port)
-            # The same host address may now serve another guest socket waiting for it.
-            for other in sorted(self.known):
-                if other not in self.active and other.port == guest.port:
-                    await self._forward(other, quiet=True)
+        # A freed host address may now serve another guest socket waiting for it (not
+        # one that is going away too).
+        freed = {g.port for g in ports}
+        for other in sorted(self.known):
+            if other not in self.active and other.port in freed:
+                await self._forward(other, quiet=True)
         if ports:
             self.on_change()
 
@@ -275,21 +347,23 @@ class PortForwarder:
                 self.on_event({"type": "not-forwarding", "protocol": guest.protocol,
                                "guestAddr": guest.addr})
             return
-        why = refusal(m)
+        why = refusal(m, guest.protocol)
         if why:
             if not quiet:
                 log.info("Not forwarding %s %s: %s", guest.protocol.upper(), guest.addr, why)
                 self.on_event({"type": "not-forwarding", "protocol": guest.protocol,
                                "guestAddr": guest.addr, "error": why})
             return
-        host = host_string(m.host_ip, m.host_port)
+        host = m.host_addr
         for a in self.active.values():
-            if (a.guest.protocol, a.host_ip, a.host_port) == (guest.protocol, m.host_ip,
-                                                               m.host_port):
+            if (a.guest.protocol, a.host_addr) == (guest.protocol, host):
                 # e.g. the same server on 0.0.0.0 and ::, or 127.0.0.1 and ::1
                 log.debug("%s %s: %s is already forwarded from %s", guest.protocol,
                           guest.addr, host, a.guest.addr)
                 return
+        if over_ssh(m):
+            await self._forward_over_ssh(guest, m)
+            return
         via = data_path(guest, self.guest_address)
         target_port, relay_port = guest.port, 0
         if via == "relay":
@@ -316,6 +390,43 @@ class PortForwarder:
         self.on_event({"type": "forwarding", "protocol": guest.protocol,
                        "guestAddr": guest.addr, "hostAddr": host})
         self.active[guest] = Active(guest, m.host_ip, m.host_port, via, relay_port)
+
+    async def _forward_over_ssh(self, guest: GuestPort, m: Match) -> None:
+        host = m.host_addr
+        spec = tuple(ssh_local_forward(m, guest))
+        if m.host_socket:
+            try:
+                Path(m.host_socket).parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(m.host_socket)  # a stale socket of an earlier run
+            except OSError as e:
+                self._failed(guest, host, f"cannot create the socket `{m.host_socket}`: "
+                             f"{e.strerror or e}")
+                return
+        error = await self.ssh_control("forward", spec)
+        if error:
+            self._failed(guest, host, error)
+            return
+        log.info("Forwarding %s from %s to %s", guest.protocol.upper(), guest.addr, host)
+        self.on_event({"type": "forwarding", "protocol": guest.protocol,
+                       "guestAddr": guest.addr, "hostAddr": host})
+        self.active[guest] = Active(guest, m.host_ip, m.host_port, "ssh",
+                                    host_socket=m.host_socket, ssh_spec=spec)
+
+    async def reforward_ssh(self) -> None:
+        """A new SSH master: the forwards that rode on the old one, once more."""
+        async with self.lock:
+            for a in list(self.active.values()):
+                if a.via != "ssh":
+                    continue
+                if a.host_socket:
+                    with contextlib.suppress(OSError):
+                        os.unlink(a.host_socket)
+                error = await self.ssh_control("forward", a.ssh_spec)
+                if error:
+                    self.active.pop(a.guest, None)
+                    self._failed(a.guest, a.host_addr, error)
+            self.on_change()
 
     def _failed(self, guest: GuestPort, host: str, why: str) -> None:
         if (guest.protocol, host) in self.failed:

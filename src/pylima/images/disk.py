@@ -41,9 +41,11 @@ __all__ = [
     "DiskError",
     "ImageInfo",
     "boot_disk_path",
+    "check_instance_disks",
     "create_data_disk",
     "create_instance_disk",
     "delete_data_disk",
+    "disk_entries",
     "ensure_instance_disk",
     "image_info",
     "import_data_disk",
@@ -51,9 +53,11 @@ __all__ = [
     "install_base_image",
     "list_data_disks",
     "lock_data_disk",
+    "lock_instance_disks",
     "resize_data_disk",
     "resize_disk",
     "unlock_data_disk",
+    "unlock_instance_disks",
     "validate_disk_name",
 ]
 
@@ -268,6 +272,14 @@ def inspect_data_disk(name: str) -> DataDisk:
                     instance_dir=inst_dir, mount_point=f"/mnt/lima-{name}")
 
 
+def disk_entries(cfg: dict[str, object]) -> list[dict[str, object]]:
+    """`additionalDisks` of a filled config, each as a mapping (a bare name is
+    `{name: NAME}`)."""
+    raw = cfg.get("additionalDisks") or []
+    assert isinstance(raw, list)
+    return [d if isinstance(d, dict) else {"name": str(d)} for d in raw]
+
+
 def list_data_disks() -> list[DataDisk]:
     """Every disk under `$LIMA_HOME/_disks`, by name; entries without `datadisk` skipped."""
     root = dirs.disks_dir()
@@ -395,3 +407,96 @@ def unlock_data_disk(name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _load_for_instance(name: str) -> DataDisk:
+    """Lima's `could not load disk` error for a disk an instance names but that
+    cannot be read."""
+    try:
+        return inspect_data_disk(name)
+    except DiskError:
+        path = dirs.disks_dir() / name / DATADISK
+        raise DiskError(f"could not load disk `{name}`: `stat {path}: no such file or "
+                        "directory`", hint=f"create it with `limactl disk create {name} "
+                        "--size SIZE`") from None
+    except (OSError, LimaError) as e:
+        why = e.message if isinstance(e, LimaError) else str(e)
+        raise DiskError(f"could not load disk `{name}`: `{why}`") from e
+
+
+def check_instance_disks(cfg: dict[str, object], instance_dir: str | os.PathLike[str]
+                         ) -> list[DataDisk]:
+    """The additional disks of an instance, each existing, readable and free for it
+    (unlocked, or locked by this very instance, which is how a crashed host agent
+    leaves them). Raises Lima's error for the first that is not. Changes nothing."""
+    target = str(Path(instance_dir))
+    out = []
+    for entry in disk_entries(cfg):
+        name = str(entry.get("name") or "")
+        disk = _load_for_instance(name)
+        if disk.instance and disk.instance_dir != target:
+            raise DiskError(f"could not attach disk `{name}`: in use by instance "
+                            f"`{disk.instance}`",
+                            hint=f"stop instance `{disk.instance}`, or run `limactl disk "
+                            f"unlock {name}` if it is not running")
+        fmt = probe_image_type(disk.dir / DATADISK)
+        if fmt not in ("qcow2", "raw"):
+            raise DiskError(f"could not attach disk `{name}`: disk format `{fmt}` not "
+                            "supported, use `qcow2` or `raw` instead")
+        if fmt == "qcow2" and qcow2_has_backing_file(disk.dir / DATADISK):
+            raise DiskError(f"could not attach disk `{name}`: its image has a backing file",
+                            hint="make a standalone copy with `qemu-img convert -O qcow2`")
+        out.append(disk)
+    return out
+
+
+def lock_instance_disks(cfg: dict[str, object], instance_dir: str | os.PathLike[str]
+                        ) -> list[tuple[str, str]]:
+    """Lock every additional disk of the instance to it (`in_use_by`), all or none,
+    and return their (path, format) for the VM. A disk another instance holds is
+    refused with Lima's message; those locked so far are unlocked again."""
+    disks = check_instance_disks(cfg, instance_dir)
+    done: list[str] = []
+    try:
+        for disk in disks:
+            try:
+                lock_data_disk(disk.name, instance_dir)
+            except DiskError as e:
+                raise DiskError(f"could not attach disk `{disk.name}`: {e.message}") from e
+            except OSError as e:
+                raise DiskError(f"could not attach disk `{disk.name}`: {e}") from e
+            done.append(disk.name)
+            log.info("Mounting disk `%s` on `%s`", disk.name, _mount_point_of(cfg, disk))
+    except BaseException:
+        for name in done:
+            unlock_data_disk(name)
+        raise
+    return [(str(d.dir / DATADISK), d.format) for d in disks]
+
+
+def _mount_point_of(cfg: dict[str, object], disk: DataDisk) -> str:
+    for entry in disk_entries(cfg):
+        if entry.get("name") == disk.name and entry.get("fsType") == "swap":
+            return "[SWAP]"
+    return disk.mount_point
+
+
+def unlock_instance_disks(cfg: dict[str, object], instance_dir: str | os.PathLike[str]
+                          ) -> list[str]:
+    """Unlock the additional disks the instance holds (a lock that names another
+    instance is left alone). Returns the names unlocked."""
+    target = str(Path(instance_dir))
+    out = []
+    for entry in disk_entries(cfg):
+        name = str(entry.get("name") or "")
+        if validate_identifier(name) is not None:
+            continue
+        link = dirs.disks_dir() / name / IN_USE_BY
+        try:
+            if os.readlink(link) != target:
+                continue
+            link.unlink()
+        except OSError:
+            continue
+        out.append(name)
+    return out

@@ -166,6 +166,7 @@ class QemuDriver:
         self.virtiofsd = Virtiofsd(self.dir)
         self._relay: asyncio.Task[None] | None = None
         self._qmp_lock = asyncio.Lock()
+        self._disks_locked = False
 
     # ---- without an instance ----
 
@@ -225,12 +226,24 @@ class QemuDriver:
 
     async def start(self, cfg: dict[str, Any], *, ssh_local_port: int,
                     mount_tags: list[str]) -> None:
+        from pylima.images.disk import lock_instance_disks, unlock_instance_disks
+
         self.cfg = cfg
-        launch = await asyncio.to_thread(
-            prepare_launch, self.dir, cfg, ssh_local_port=ssh_local_port,
-            mount_tags=mount_tags,
-            virtiofs_sockets=self.virtiofsd.sockets
-            if cfg.get("mountType") == "virtiofs" else None)
+        # As Lima's driver: the additional disks are locked to this instance (all or
+        # none) before QEMU opens them, and unlocked when the VM is gone (close()).
+        disks = lock_instance_disks(cfg, self.dir)
+        self._disks_locked = bool(disks)
+        try:
+            launch = await asyncio.to_thread(
+                prepare_launch, self.dir, cfg, ssh_local_port=ssh_local_port,
+                mount_tags=mount_tags,
+                virtiofs_sockets=self.virtiofsd.sockets
+                if cfg.get("mountType") == "virtiofs" else None,
+                additional_disks=disks)
+        except BaseException:
+            unlock_instance_disks(cfg, self.dir)
+            self._disks_locked = False
+            raise
         log.info("Using accelerator %s: %s", launch.host.accel, launch.accel_reason)
         log.debug("QEMU argv: %s", launch.argv)
         self.launch = launch
@@ -268,7 +281,17 @@ class QemuDriver:
                                         SERIALV_SOCK, dirs.GA_SOCK])
         except BaseException:
             await self.kill()
+            self._unlock_disks()
             raise
+
+    def _unlock_disks(self) -> None:
+        if not self._disks_locked:
+            return
+        from pylima.images.disk import unlock_instance_disks
+
+        for name in unlock_instance_disks(self.cfg, self.dir):
+            log.info("Unmounting disk `%s`", name)
+        self._disks_locked = False
 
     @staticmethod
     async def _relay_output(proc: asyncio.subprocess.Process) -> None:
@@ -319,6 +342,7 @@ class QemuDriver:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._relay
         await self.virtiofsd.stop()
+        self._unlock_disks()
         for name in (dirs.QEMU_PID, dirs.QMP_SOCK):
             with contextlib.suppress(OSError):
                 (self.dir / name).unlink()

@@ -216,8 +216,13 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
     # guest's initrd.
     args += ["-drive", f"file={boot.disk},if=none,format=qcow2,discard=on,id=boot-disk",
              "-device", "virtio-blk-pci,drive=boot-disk,bootindex=1"]
-    for path, fmt in additional_disks:
-        args += ["-drive", f"file={path},if=virtio,format={fmt},discard=on"]
+    # The additional disks next, in `additionalDisks` order, so that the guest sees
+    # them as vdb, vdc, ... (the names the boot script uses, as Lima's does). Explicit
+    # devices: an `if=virtio` drive would be created after every `-device`, behind the
+    # seed.
+    for i, (path, fmt) in enumerate(additional_disks):
+        args += ["-drive", f"file={path},if=none,format={fmt},discard=on,id=disk{i}",
+                 "-device", f"virtio-blk-pci,drive=disk{i}"]
     args += ["-drive", f"file={boot.cidata_iso},if=none,format=raw,readonly=on,id=cidata",
              "-device", "virtio-blk-pci,drive=cidata"]
 
