@@ -5,8 +5,9 @@ boot files, builds the command line (`argv.build_qemu_argv`, pure), starts and o
 the QEMU process (and the virtiofsd processes of virtiofs mounts), talks QMP
 (`qmp`), powers the guest off over ACPI and falls back to `quit` and SIGKILL, carries
 the guest agent's virtio-serial port (`ga.sock`), forwards host ports with the
-user-mode network's `hostfwd_add`/`hostfwd_remove` and captures the display
-(`screendump`).
+user-mode network's `hostfwd_add`/`hostfwd_remove`, captures the display
+(`screendump`) and takes snapshots (`snapshot`: savevm/loadvm over QMP while the VM
+runs, `qemu-img snapshot` on its disk while it is stopped).
 
 Files it owns in the instance directory: qemu.pid, qmp.sock, serial*.sock,
 serial*.log, ga.sock, virtiofsd-N.sock, qemu-efi-vars.fd.
@@ -325,12 +326,13 @@ class QemuDriver:
 
     # ---- QMP ----
 
-    async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+    async def qmp(self, command: str, arguments: dict[str, Any] | None = None, *,
+                  connect_timeout: float = 5.0) -> Any:
         """One QMP command on a connection of its own (QEMU serves one monitor client
         at a time, hence the lock)."""
         async with self._qmp_lock:
             client = QMPClient(str(self.dir / dirs.QMP_SOCK))
-            await client.connect()
+            await client.connect(timeout=connect_timeout)
             try:
                 return await client.execute(command, arguments)
             finally:
@@ -350,6 +352,52 @@ class QemuDriver:
         from pylima.drivers.qemu.screendump import capture
 
         return await capture(self.qmp, self.dir, fmt)
+
+    async def _hmp_raw(self, command_line: str) -> str:
+        """A human-monitor command's output; a failed QMP exchange raises."""
+        # A busy host (or another monitor client) may delay QEMU's greeting.
+        out = await self.qmp("human-monitor-command", {"command-line": command_line},
+                             connect_timeout=60.0)
+        return str(out or "")
+
+    def _disk(self) -> Path:
+        from pylima.images.disk import boot_disk_path
+
+        disk = boot_disk_path(self.dir)
+        if disk is None:
+            raise LimaError(f"instance `{self.instance_name}` has no disk")
+        return disk
+
+    async def create_snapshot(self, tag: str, *, running: bool) -> None:
+        from pylima.drivers.qemu import snapshot
+
+        if running:
+            await snapshot.hmp_create(self._hmp_raw, tag)
+        else:
+            await snapshot.img_op(self._disk(), "create", tag)
+
+    async def apply_snapshot(self, tag: str, *, running: bool) -> None:
+        from pylima.drivers.qemu import snapshot
+
+        if running:
+            await snapshot.hmp_apply(self._hmp_raw, tag)
+        else:
+            await snapshot.img_op(self._disk(), "apply", tag)
+
+    async def delete_snapshot(self, tag: str, *, running: bool) -> None:
+        from pylima.drivers.qemu import snapshot
+
+        if running:
+            await snapshot.hmp_delete(self._hmp_raw, tag)
+        else:
+            await snapshot.img_op(self._disk(), "delete", tag)
+
+    async def list_snapshots(self, *, running: bool) -> str:
+        from pylima.drivers.qemu import snapshot
+
+        if running:
+            return await snapshot.hmp_list(self._hmp_raw)
+        return await snapshot.img_list(self._disk())
 
     async def guest_agent_connect(
             self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
