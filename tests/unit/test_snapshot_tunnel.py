@@ -178,6 +178,35 @@ def test_running_snapshots_over_qmp(qemu_dir: Path) -> None:
         proc.wait()
 
 
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+@needs_qemu
+@pytest.mark.skipif(not (OVMF_CODE.exists() and OVMF_VARS.exists()), reason="needs OVMF")
+def test_a_uefi_vm_can_be_snapshotted_with_its_qcow2_variable_store(qemu_dir: Path) -> None:
+    """The QEMU driver's UEFI variable store is qcow2: savevm takes the running
+    firmware (a raw store would be refused as `pflash1`)."""
+    from pylima.drivers.qemu import QemuDriver, make_vars_store
+
+    make_vars_store(OVMF_VARS, qemu_dir / "vars")
+    proc = _start_qemu(
+        qemu_dir, "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=qcow2,unit=1,file={qemu_dir / 'vars'}")
+    try:
+        drv = QemuDriver("snap", qemu_dir, {})
+
+        async def go() -> None:
+            await drv.create_snapshot("uefi", running=True)
+            assert snapshot_tags(await drv.list_snapshots(running=True)) == ["uefi"]
+            await drv.apply_snapshot("uefi", running=True)
+
+        asyncio.run(go())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @needs_qemu
 def test_running_snapshot_refused_names_the_device_and_leaves_nothing(
         qemu_dir: Path) -> None:

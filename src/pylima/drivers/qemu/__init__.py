@@ -77,13 +77,16 @@ def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles
     initrd = inst_dir / dirs.INITRD
     cmdline_file = inst_dir / dirs.KERNEL_CMDLINE
     vars_path: str | None = None
+    vars_format = "raw"
     if needs_firmware(cfg, inst_dir) and host.firmware_vars_template:
         dest = inst_dir / EFI_VARS
         if not dest.exists():
-            tmp = dest.with_name(f".{EFI_VARS}.tmp")
-            shutil.copyfile(host.firmware_vars_template, tmp)
-            os.replace(tmp, dest)
+            make_vars_store(Path(host.firmware_vars_template), dest)
+        elif vars_store_format(dest) == "raw" and dest.stat().st_size % 512 == 0:
+            # a store made by an earlier pylima: the same variables, as qcow2
+            make_vars_store(dest, dest)
         vars_path = str(dest)
+        vars_format = vars_store_format(dest)
     has_kernel = kernel.is_file()
     disk = boot_disk_path(inst_dir) or inst_dir / dirs.DISK
     return BootFiles(
@@ -94,7 +97,38 @@ def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles
         cmdline=cmdline_file.read_text().strip() if has_kernel and cmdline_file.is_file()
         else None,
         firmware_vars=vars_path,
+        firmware_vars_format=vars_format,
     )
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def vars_store_format(path: Path) -> str:
+    """qcow2 or raw, by the file's first bytes."""
+    with open(path, "rb") as f:
+        return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+
+
+def make_vars_store(template: Path, dest: Path) -> None:
+    """The instance's own UEFI variable store, made from the firmware's template as a
+    qcow2 image: QEMU snapshots a running VM only when every writable drive is qcow2,
+    and the variable store is one (Lima attaches no store at all). A plain copy where
+    qemu-img is missing."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    qemu_img = shutil.which("qemu-img")
+    try:
+        if qemu_img is None:
+            shutil.copyfile(template, tmp)
+        else:
+            from pylima import process
+
+            process.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2",
+                         str(template), str(tmp)])
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def clean_runtime_files(inst_dir: Path) -> None:
