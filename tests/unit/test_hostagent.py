@@ -291,15 +291,29 @@ def test_socks_tunnel_on_the_master_ends_with_the_host_agent(
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         service.setblocking(False)
-        conn, _ = await loop.sock_accept(service)
-        await loop.sock_sendall(conn, b"through the tunnel")
-        conn.close()
+        for _ in range(2):
+            conn, _ = await loop.sock_accept(service)
+            await loop.sock_sendall(conn, b"through the tunnel")
+            conn.close()
 
     async def scenario(agent: HostAgent, run: Run, until: Any) -> None:
         await until("running")
         server = asyncio.create_task(serve())
         seen["open"] = await _post(inst_dir, "/v1/tunnel", {"port": tunnel_port})
         seen["got"] = await _socks5_get(tunnel_port, "localhost", service_port)
+        # a renewed master (as after `shell --reconnect`) gets the tunnel again
+        old = agent.ssh_master
+        assert old is not None
+        old.terminate()
+        while agent.ssh_master is old or agent.ssh_master is None \
+                or tunnel_port not in agent.socks_tunnels:
+            await asyncio.sleep(0.1)
+        for _ in range(100):
+            try:
+                seen["renewed"] = await _socks5_get(tunnel_port, "localhost", service_port)
+                break
+            except (OSError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.1)
         await server
         seen["again"] = await _post(inst_dir, "/v1/tunnel", {"port": tunnel_port})
         seen["bad"] = await _post(inst_dir, "/v1/tunnel", {"port": 0})
@@ -313,7 +327,7 @@ def test_socks_tunnel_on_the_master_ends_with_the_host_agent(
         service.close()
     assert run.rc == 0
     assert seen["open"] == (200, {"port": tunnel_port})
-    assert seen["got"] == b"through the tunnel"
+    assert seen["got"] == seen["renewed"] == b"through the tunnel"
     assert seen["again"][0] == 200
     assert seen["bad"] == (500, {"message": "invalid socks port 0", "hint": None})
     assert seen["snapshot"] == (500, {"message": "driver `fake` does not support snapshots",

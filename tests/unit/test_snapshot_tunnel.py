@@ -329,3 +329,45 @@ def test_tunnel_flags_and_messages(lima_home: Path) -> None:
         "Set `ALL_PROXY=socks5h://127.0.0.1:1080`, etc.\n"
         "The instance can be connected from the host as <http://lima-one.internal> via a "
         "web browser.\n")
+
+
+def test_host_agent_client_errors(tmp_path: Path) -> None:
+    """ha.sock answers: an error with its message (409 is the busy instance), a path an
+    older host agent does not serve, and no host agent at all."""
+    import socket
+    import threading
+
+    from pylima.errors import LimaError, LockError
+    from pylima.hostagent.client import call
+
+    sock_path = tmp_path / "ha.sock"
+    replies = [b"HTTP/1.1 409 Conflict\r\nContent-Length: 32\r\n\r\n"
+               b'{"message": "busy", "hint": "x"}',
+               b"HTTP/1.1 404 Not Found\r\n\r\n{}",
+               b'HTTP/1.1 200 OK\r\n\r\n{"output": "table"}']
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    server.listen()
+
+    def serve() -> None:
+        for reply in replies:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(reply)
+            conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        with pytest.raises(LockError, match="^busy$"):
+            call(tmp_path, "one", "POST", "/v1/snapshot", {})
+        with pytest.raises(LimaError, match="^the host agent of instance `one` does not "
+                                            "serve /v1/tunnel$"):
+            call(tmp_path, "one", "POST", "/v1/tunnel", {})
+        assert call(tmp_path, "one", "POST", "/v1/snapshot", {}) == {"output": "table"}
+    finally:
+        t.join(10)
+        server.close()
+    sock_path.unlink()
+    with pytest.raises(LimaError, match="^cannot reach the host agent of instance `one`"):
+        call(tmp_path, "one", "GET", "/v1/info")

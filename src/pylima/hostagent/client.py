@@ -43,6 +43,10 @@ def call(inst_dir: Path, name: str, method: str, path: str,
         reply = {}
     if not isinstance(reply, dict):
         reply = {}
+    if status == 404:
+        raise LimaError(f"the host agent of instance `{name}` does not serve {path}",
+                        hint=f"it predates this pylima: restart it with `limactl restart "
+                        f"{name}`")
     if status != 200:
         message = str(reply.get("message") or f"host agent answered {status}")
         hint = reply.get("hint") or None
