@@ -326,6 +326,8 @@ def test_snapshot_of_the_running_guest(guest: Guest) -> None:
         assert "failed to create the snapshot: " in fatal[0]
         if guest.mount_type == "9p":
             assert "VirtFS export path" in fatal[0] and "mount_tag" in fatal[0], fatal[0]
+        else:  # "State blocked by non-migratable device '0000:00:06.0/vhost-user-fs'"
+            assert "non-migratable device" in fatal[0] and "vhost-user-fs" in fatal[0]
         assert h.limactl("snapshot", "list", name, "-q").stdout == ""
         rc, out, _ = guest.sh("echo alive")
         assert rc == 0 and out == "alive\n"

@@ -52,13 +52,10 @@ def snapshot() -> None:
     Examples:
       List all snapshots of an instance:
       $ limactl snapshot list default
-    \b
       Create a snapshot:
       $ limactl snapshot create default --tag snap1
-    \b
       Apply (restore) a snapshot:
       $ limactl snapshot apply default --tag snap1
-    \b
       Delete a snapshot:
       $ limactl snapshot delete default --tag snap1
     """
