@@ -772,3 +772,78 @@ def _check_ready(inst: Instance, ev: dict[str, Any]) -> None:
             "DEGRADED. The VM seems running, but file sharing and port forwarding may not "
             "work. (hint: see `%s`)", inst.dir / dirs.HA_STDERR_LOG)
         raise InstanceError(f"degraded, status={st}")
+
+
+# ---- snapshots and the SOCKS tunnel ----
+
+SNAPSHOT_ACTIONS = ("create", "apply", "delete", "list")
+# savevm/loadvm of a guest's whole memory, under emulation, can take minutes.
+SNAPSHOT_TIMEOUT = 1800.0
+
+
+def snapshot_instance(inst: Instance, action: str, tag: str = "") -> str:
+    """`create`, `apply`, `delete` (with `tag`) or `list` the snapshots of `inst`, as
+    Lima's `limactl snapshot`; the table for `list`, else "".
+
+    A running instance is snapshotted by its host agent, which owns the VM (with the
+    memory state; it resumes where it was after `apply`); any other is snapshotted on
+    its disk under the instance lock, so that nothing starts it meanwhile."""
+    import asyncio
+
+    from pylima.drivers import Snapshotter, check_snapshot_tag, registry
+
+    if action not in SNAPSHOT_ACTIONS:
+        raise LimaError(f"unknown snapshot action `{action}`")
+    if action != "list":
+        check_snapshot_tag(tag)
+    cfg = inst.config or {}
+    try:
+        drv = registry.new_driver(inst.name, inst.dir, cfg)
+    except LimaError as e:
+        raise LimaError(f"failed to create driver instance: {e.message}", e.hint) from e
+    if not isinstance(drv, Snapshotter):
+        raise LimaError(f"driver `{inst.vm_type}` does not support snapshots")
+    if inst.status == STATUS_RUNNING:
+        from pylima.hostagent.client import call
+
+        reply = call(inst.dir, inst.name, "POST", "/v1/snapshot",
+                     {"action": action, "tag": tag}, timeout=SNAPSHOT_TIMEOUT)
+        return str(reply.get("output") or "")
+    with instance_lock(inst.name):
+        if action == "list":
+            return str(asyncio.run(drv.list_snapshots(running=False)))
+        op = {"create": drv.create_snapshot, "apply": drv.apply_snapshot,
+              "delete": drv.delete_snapshot}[action]
+        asyncio.run(op(tag, running=False))
+    return ""
+
+
+def check_socks_port(port: int) -> None:
+    """Lima's rule: 0 (any free port) or 1024-65535."""
+    if port != 0 and not 1024 <= port <= 65535:
+        raise LimaError(f"invalid socks port {port}")
+
+
+def open_socks_tunnel(inst: Instance, port: int = 0) -> int:
+    """A SOCKS5 proxy on 127.0.0.1:`port` (0: a free one) into the guest's network,
+    opened by the host agent on its SSH master (`ssh -O forward -D`): it lasts until
+    `close_socks_tunnel` or until the instance stops (a renewed master gets it again).
+    Returns the port."""
+    from pylima.hostagent.client import call
+    from pylima.sshutil import free_port
+
+    check_socks_port(port)
+    if inst.status == STATUS_STOPPED:
+        raise InstanceError(f"instance `{inst.name}` is stopped, run `limactl start "
+                            f"{inst.name}` to start the instance")
+    port = port or free_port()
+    call(inst.dir, inst.name, "POST", "/v1/tunnel", {"port": port}, timeout=60)
+    return port
+
+
+def close_socks_tunnel(inst: Instance, port: int) -> None:
+    """Close a tunnel `open_socks_tunnel` opened."""
+    from pylima.hostagent.client import call
+
+    call(inst.dir, inst.name, "POST", "/v1/tunnel", {"port": port, "close": True},
+         timeout=60)

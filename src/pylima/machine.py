@@ -367,6 +367,47 @@ class Instance:
         """Cancel a forward made by `forward`."""
         self._control("cancel", _forward_spec(host_port, guest_port))
 
+    # ------------------------------------------------------------ snapshots, tunnel
+
+    def snapshot(self, tag: str, action: str = "create") -> None:
+        """`limactl snapshot ACTION NAME --tag TAG`: `create` (the default), `apply` or
+        `delete` the snapshot `tag`. A running instance is snapshotted with its memory
+        state and resumes where it was after `apply`; a stopped one has its disk
+        snapshotted. Raises LimaError (e.g. a tag that exists, or does not, for
+        apply/delete; a VM that QEMU cannot save, naming the device)."""
+        if action not in ("create", "apply", "delete"):
+            raise LimaError(f"unknown snapshot action `{action}`",
+                            hint="use `create`, `apply` or `delete`")
+        api.snapshot_instance(self.record, action, tag)
+
+    def apply_snapshot(self, tag: str) -> None:
+        """`snapshot(tag, "apply")`."""
+        self.snapshot(tag, "apply")
+
+    def delete_snapshot(self, tag: str) -> None:
+        """`snapshot(tag, "delete")`."""
+        self.snapshot(tag, "delete")
+
+    def snapshots(self) -> list[dict[str, str]]:
+        """The instance's snapshots, as `limactl snapshot list` shows them: one dict
+        per snapshot with `id`, `tag`, `vmSize`, `date`, `vmClock` and `icount`."""
+        from pylima.drivers import parse_snapshot_table
+
+        table = api.snapshot_instance(self.record, "list")
+        return [e.to_json() for e in parse_snapshot_table(table)]
+
+    def tunnel(self, port: int = 0) -> int:
+        """`limactl tunnel NAME [--socks-port PORT]`: a SOCKS5 proxy on 127.0.0.1:PORT
+        (a free port when 0) into the guest's network (names resolve in the guest:
+        `socks5h://`). It rides on the instance's SSH master connection, so it lasts
+        until `close_tunnel` or the instance stops. Returns the port."""
+        self._running()
+        return api.open_socks_tunnel(self.record, port)
+
+    def close_tunnel(self, port: int) -> None:
+        """Close a tunnel opened by `tunnel`."""
+        api.close_socks_tunnel(self.record, port)
+
 
 def _forward_spec(host_port: int, guest_port: int) -> str:
     return f"127.0.0.1:{host_port}:127.0.0.1:{guest_port}"

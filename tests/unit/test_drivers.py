@@ -100,17 +100,42 @@ HOST = QemuHost("/usr/bin/qemu-system-x86_64", (7, 2, 0), "tcg", "/fw/code.fd",
 
 
 def test_boot_files_firmware(tmp_path: Path) -> None:
+    """A new instance's variable store is a qcow2 copy of the template (so that QEMU
+    can snapshot the running VM); an existing store is kept, raw ones too."""
+    import shutil
+    import subprocess
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("needs qemu-img")
     template = tmp_path / "vars-template.fd"
-    template.write_bytes(b"vars")
+    content = bytes(range(256)) * 256
+    template.write_bytes(content)
     host = QemuHost(HOST.binary, HOST.version, "tcg", "/fw/code.fd", str(template), "x86_64")
     cfg = {"arch": "x86_64", "firmware": {"legacyBIOS": False}}
     boot = boot_files(tmp_path, cfg, host)
     assert boot.kernel is None and boot.firmware_vars == str(tmp_path / EFI_VARS)
-    assert (tmp_path / EFI_VARS).read_bytes() == b"vars"
-    # The instance keeps its own variable store from then on.
-    (tmp_path / EFI_VARS).write_bytes(b"changed by the guest")
+    assert boot.firmware_vars_format == "qcow2"
+    assert (tmp_path / EFI_VARS).read_bytes()[:4] == b"QFI\xfb"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw",
+                    str(tmp_path / EFI_VARS), str(tmp_path / "back.raw")], check=True)
+    assert (tmp_path / "back.raw").read_bytes() == content
+    assert not list(tmp_path.glob(".*.tmp"))
+    # The instance keeps its own variable store from then on; a raw one (made by an
+    # earlier pylima) becomes qcow2 with the same variables.
+    changed = bytes(reversed(content))
+    (tmp_path / EFI_VARS).write_bytes(changed)
+    boot = boot_files(tmp_path, cfg, host)
+    assert boot.firmware_vars_format == "qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw",
+                    str(tmp_path / EFI_VARS), str(tmp_path / "back.raw")], check=True)
+    assert (tmp_path / "back.raw").read_bytes() == changed
     boot_files(tmp_path, cfg, host)
+    assert (tmp_path / "back.raw").read_bytes() == changed
+    # one that is not whole sectors stays as it is
+    (tmp_path / EFI_VARS).write_bytes(b"changed by the guest")
+    boot = boot_files(tmp_path, cfg, host)
     assert (tmp_path / EFI_VARS).read_bytes() == b"changed by the guest"
+    assert boot.firmware_vars_format == "raw"
 
 
 def test_boot_files_direct_kernel(tmp_path: Path) -> None:

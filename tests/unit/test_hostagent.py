@@ -246,3 +246,91 @@ def test_the_lock_handed_over_by_limactl_start(inst_dir: Path) -> None:
         os.close(other)
         os.close(fd)
     assert not is_locked(NAME)
+
+
+async def _post(inst_dir: Path, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    reader, writer = await asyncio.open_unix_connection(str(inst_dir / "ha.sock"))
+    data = json.dumps(body).encode()
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
+                 .encode() + data)
+    raw = await reader.read()
+    writer.close()
+    head, _, content = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(content)
+
+
+async def _socks5_get(port: int, host: str, target_port: int) -> bytes:
+    """A SOCKS5 CONNECT by name (as socks5h:// does: the far end resolves it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\x05\x01\x00")
+    assert await reader.readexactly(2) == b"\x05\x00"
+    name = host.encode()
+    writer.write(b"\x05\x01\x00\x03" + bytes([len(name)]) + name
+                 + target_port.to_bytes(2, "big"))
+    reply = await reader.readexactly(10)
+    assert reply[1] == 0, reply
+    data = await reader.read(100)
+    writer.close()
+    return data
+
+
+def test_socks_tunnel_on_the_master_ends_with_the_host_agent(
+        inst_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`limactl tunnel`'s proxy: opened by the host agent on its SSH master (a real
+    sshd), reaching a service by name through it; gone once the agent has stopped.
+    The fake driver takes no snapshots: the API says so in one line."""
+    from pylima.sshutil import free_port
+
+    service = socket.socket()
+    service.bind(("127.0.0.1", 0))
+    service.listen()
+    service_port = service.getsockname()[1]
+    tunnel_port = free_port()
+    seen: dict[str, Any] = {}
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        service.setblocking(False)
+        for _ in range(2):
+            conn, _ = await loop.sock_accept(service)
+            await loop.sock_sendall(conn, b"through the tunnel")
+            conn.close()
+
+    async def scenario(agent: HostAgent, run: Run, until: Any) -> None:
+        await until("running")
+        server = asyncio.create_task(serve())
+        seen["open"] = await _post(inst_dir, "/v1/tunnel", {"port": tunnel_port})
+        seen["got"] = await _socks5_get(tunnel_port, "localhost", service_port)
+        # a renewed master (as after `shell --reconnect`) gets the tunnel again
+        old = agent.ssh_master
+        assert old is not None
+        old.terminate()
+        while agent.ssh_master is old or agent.ssh_master is None \
+                or tunnel_port not in agent.socks_tunnels:
+            await asyncio.sleep(0.1)
+        for _ in range(100):
+            try:
+                seen["renewed"] = await _socks5_get(tunnel_port, "localhost", service_port)
+                break
+            except (OSError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.1)
+        await server
+        seen["again"] = await _post(inst_dir, "/v1/tunnel", {"port": tunnel_port})
+        seen["bad"] = await _post(inst_dir, "/v1/tunnel", {"port": 0})
+        seen["snapshot"] = await _post(inst_dir, "/v1/snapshot",
+                                       {"action": "create", "tag": "s1"})
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        run = run_agent(inst_dir, capsys, scenario)
+    finally:
+        service.close()
+    assert run.rc == 0
+    assert seen["open"] == (200, {"port": tunnel_port})
+    assert seen["got"] == seen["renewed"] == b"through the tunnel"
+    assert seen["again"][0] == 200
+    assert seen["bad"] == (500, {"message": "invalid socks port 0", "hint": None})
+    assert seen["snapshot"] == (500, {"message": "driver `fake` does not support snapshots",
+                                      "hint": None})
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", tunnel_port), 2):
+        pass

@@ -31,12 +31,6 @@ MISSING_COMMANDS = {
     "limactl network create": "as `network`",
     "limactl network delete": "as `network`",
     "limactl network list": "as `network`",
-    "limactl snapshot": "issue 17",
-    "limactl snapshot apply": "issue 17",
-    "limactl snapshot create": "issue 17",
-    "limactl snapshot delete": "issue 17",
-    "limactl snapshot list": "issue 17",
-    "limactl tunnel": "issue 17 (the SOCKS tunnel)",
     "limactl usernet": "issue 17 (the user-v2 network daemon)",
 }
 

@@ -404,3 +404,14 @@ def test_qemu_version_checks() -> None:
     with pytest.raises(ConfigError, match="minimumVersion"):
         build_qemu_argv(config(vmOpts={"qemu": {"minimumVersion": "new"}}), X86_TCG, INST,
                         firmware_boot(), ssh_local_port=1)
+
+
+def test_qcow2_uefi_variable_store() -> None:
+    """New instances get a qcow2 variable store (QEMU snapshots a running VM only when
+    every writable drive is qcow2)."""
+    from dataclasses import replace
+
+    argv = build_qemu_argv(config(), X86_KVM, INST,
+                           replace(firmware_boot(), firmware_vars_format="qcow2"),
+                           ssh_local_port=41234)
+    assert f"if=pflash,format=qcow2,unit=1,file={INST}/qemu-efi-vars.fd" in argv

@@ -90,6 +90,40 @@ def test_forward_http_server(vm: pylima.Instance) -> None:
     vm.unforward(8765, port)
 
 
+def test_snapshot_and_tunnel(vm: pylima.Instance) -> None:
+    """`Instance.snapshot` and friends on the running guest, then `Instance.tunnel` to
+    the HTTP server of the test above, by a name the guest resolves."""
+    import socket
+    import subprocess
+
+    from pylima.errors import LimaError
+
+    vm.run("echo one > ~/api-snap && sync")
+    vm.snapshot("api")
+    assert [s["tag"] for s in vm.snapshots()] == ["api"]
+    with pytest.raises(LimaError, match="^snapshot 'api' already exists$"):
+        vm.snapshot("api")
+    vm.run("echo two > ~/api-snap")
+    vm.apply_snapshot("api")
+    assert vm.run(["cat", "api-snap"]).stdout == "one\n"
+    vm.delete_snapshot("api")
+    assert vm.snapshots() == []
+    with pytest.raises(LimaError, match="^unknown snapshot action `undo`"):
+        vm.snapshot("api", "undo")
+
+    port = vm.tunnel()
+
+    def page() -> str:
+        return subprocess.run(["curl", "-sS", "--max-time", "20", "--socks5-hostname",
+                               f"127.0.0.1:{port}", "http://localhost:8765/index.html"],
+                              capture_output=True, text=True).stdout
+
+    assert eventually(page, timeout=60) == "served-from-guest\n"
+    vm.close_tunnel(port)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 5):
+        pass
+
+
 PLUGIN_TESTS = """
 def test_shared(lima_vm):
     assert lima_vm.name == "{name}"

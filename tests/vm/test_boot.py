@@ -659,6 +659,96 @@ def test_ignore_rule_and_a_taken_host_port(guest: Host) -> None:
         taken.close()
 
 
+# ---- snapshots of the running guest and the SOCKS tunnel (Lima's experimental commands) ----
+
+
+def test_snapshot_of_the_running_guest_comes_back_with_its_files_and_ports(
+        guest: Host) -> None:
+    """A file and a tmpfs marker (memory state), a snapshot, both changed, `apply`:
+    both are back, the shell answers and a forwarded port works again."""
+    r = guest.limactl("shell", NAME, "sh", "-c",
+                      "mkdir -p /tmp/www && echo page > /tmp/www/hello.txt && "
+                      "echo before > ~/snapfile && echo before > /dev/shm/snapmark && sync")
+    assert r.returncode == 0, r.stderr
+    in_guest_background(guest, "python3", "-c", SERVE, "127.0.0.1", "18087", "/tmp/www")
+    assert eventually(lambda: http_get(18087) == "page\n")
+    t0 = time.monotonic()
+    r = guest.limactl("snapshot", "create", NAME, "--tag", "warm", timeout=1800)
+    create_s = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert "`limactl snapshot` is experimental" in r.stderr
+    r = guest.limactl("snapshot", "create", NAME, "--tag", "warm")
+    assert r.returncode == 1 and "snapshot 'warm' already exists" in r.stderr, r.stderr
+    r = guest.limactl("snapshot", "list", NAME)
+    assert r.returncode == 0, r.stderr
+    header, line = r.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["ID", "TAG", "VM"] and "ICOUNT" in header
+    assert line.split()[1] == "warm"
+    assert guest.limactl("snapshot", "ls", NAME, "-q").stdout == "warm\n"
+    r = guest.limactl("shell", NAME, "sh", "-c",
+                      "echo after > ~/snapfile && echo after > /dev/shm/snapmark && sync")
+    assert r.returncode == 0, r.stderr
+    t0 = time.monotonic()
+    r = guest.limactl("snapshot", "apply", NAME, "--tag", "warm", timeout=1800)
+    apply_s = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    print(f"snapshot create {create_s:.1f} s, apply {apply_s:.1f} s (TCG, 2 GiB)")
+    r = guest.limactl("shell", NAME, "cat", "snapfile", "/dev/shm/snapmark", timeout=300)
+    assert r.returncode == 0 and r.stdout == "before\nbefore\n", r.stdout + r.stderr
+    # the guest clock is the host's again, not the snapshot's
+    r = guest.limactl("shell", NAME, "date", "+%s")
+    assert abs(int(r.stdout) - time.time()) < 10, r.stdout
+    # the forwarded port works again
+    assert eventually(lambda: http_get(18087) == "page\n", timeout=120)
+    r = guest.limactl("snapshot", "apply", NAME, "--tag", "nosuch")
+    assert r.returncode == 1 and "snapshot 'nosuch' does not exist" in r.stderr, r.stderr
+    r = guest.limactl("snapshot", "apply", NAME)
+    assert r.returncode == 1 and "expected tag" in r.stderr, r.stderr
+    r = guest.limactl("snapshot", "delete", NAME, "--tag", "warm", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert guest.limactl("snapshot", "list", NAME, "--quiet").stdout == ""
+
+
+TUNNEL: dict[str, int] = {}
+
+
+def test_tunnel_reaches_a_name_only_the_guest_resolves(guest: Host) -> None:
+    r = guest.limactl("shell", NAME, "sh", "-c",
+                      "mkdir -p /tmp/www && echo page > /tmp/www/hello.txt && "
+                      "echo '127.0.0.1 only-in-guest.test' | sudo tee -a /etc/hosts")
+    assert r.returncode == 0, r.stderr
+    in_guest_background(guest, "python3", "-c", SERVE, "127.0.0.1", "8090", "/tmp/www")
+    r = guest.limactl("tunnel", NAME)
+    assert r.returncode == 0, r.stderr
+    assert "`limactl tunnel` is experimental" in r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("Set `ALL_PROXY=socks5h://127.0.0.1:") and \
+        first.endswith("`, etc.")
+    port = int(first.split(":")[2].split("`")[0])
+    assert r.stdout.splitlines()[1] == (f"The instance can be connected from the host as "
+                                        f"<http://lima-{NAME}.internal> via a web browser.")
+    TUNNEL["port"] = port
+
+    def fetch() -> bool:
+        c = guest.run("curl", "-sS", "--max-time", "20", "--socks5-hostname",
+                      f"127.0.0.1:{port}", "http://only-in-guest.test:8090/hello.txt")
+        return c.stdout == "page\n"
+
+    assert eventually(fetch, timeout=60)
+    # the same port again: the tunnel is there already
+    assert guest.limactl("tunnel", "--socks-port", str(port), NAME).returncode == 0
+    # a port another program holds: one line, nothing opened
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        r = guest.limactl("tunnel", "--socks-port", str(busy), NAME)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"failed to open the SOCKS tunnel on 127.0.0.1:{busy}: " in r.stderr, r.stderr
+
+
 def test_sockets_keys_and_pid_files_are_the_users_alone(guest: Host) -> None:
     d = instance_dir(guest)
     assert d.stat().st_mode & 0o777 == 0o700
@@ -735,6 +825,35 @@ def test_stop_keeps_guest_files(guest: Host) -> None:
     assert info["instance"] == ""
     r = guest.limactl("disk", "resize", DATA_DISK, "--size", "2GiB")
     assert r.returncode == 0, r.stderr
+
+
+def test_the_tunnel_ended_with_the_instance(guest: Host) -> None:
+    import socket
+
+    port = TUNNEL.get("port")
+    if port is None:
+        pytest.skip("the tunnel test did not run")
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+
+
+def test_snapshot_of_the_stopped_guest_is_a_disk_snapshot(guest: Host) -> None:
+    assert guest.limactl("list", "--format", "{{.Status}}", NAME).stdout == "Stopped\n"
+    r = guest.limactl("snapshot", "create", NAME, "--tag", "cold")
+    assert r.returncode == 0, r.stderr
+    r = guest.limactl("snapshot", "list", NAME)
+    assert r.returncode == 0 and "Snapshot list:" not in r.stdout, r.stdout
+    assert r.stdout.splitlines()[1].split()[1] == "cold"
+    assert guest.limactl("snapshot", "list", NAME, "-q").stdout == "cold\n"
+    r = guest.limactl("snapshot", "create", NAME, "--tag", "cold")
+    assert r.returncode == 1 and "snapshot 'cold' already exists" in r.stderr
+    r = guest.limactl("snapshot", "apply", NAME, "--tag", "cold")
+    assert r.returncode == 0, r.stderr
+    r = guest.limactl("snapshot", "del", NAME, "--tag", "cold")
+    assert r.returncode == 0, r.stderr
+    assert guest.limactl("snapshot", "list", NAME, "-q").stdout == ""
+    r = guest.limactl("snapshot", "delete", NAME, "--tag", "cold")
+    assert r.returncode == 1 and "snapshot 'cold' does not exist" in r.stderr
 
 
 # ---- one owner, nothing outlives it (the shared guest's last boots) ----

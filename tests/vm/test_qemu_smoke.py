@@ -169,24 +169,30 @@ def test_x86_64_legacy_bios_boots_the_disk_with_9p_mounts(inst_dir: Path) -> Non
 
 
 def test_x86_64_uefi_firmware_reaches_its_boot_manager(inst_dir: Path) -> None:
+    """(With the driver's qcow2 variable store.)"""
+    from pylima.drivers.qemu import make_vars_store
+
     host = probed_host("x86_64", firmware=True)
     assert host.firmware_vars_template
-    shutil.copyfile(host.firmware_vars_template, inst_dir / EFI_VARS)
+    make_vars_store(Path(host.firmware_vars_template), inst_dir / EFI_VARS)
     disk = make_disk(inst_dir)
     boot = BootFiles(disk=disk, cidata_iso=str(inst_dir / dirs.CIDATA_ISO),
-                     firmware_vars=str(inst_dir / EFI_VARS))
+                     firmware_vars=str(inst_dir / EFI_VARS), firmware_vars_format="qcow2")
     argv = build_qemu_argv(make_config("x86_64", inst_dir), host, str(inst_dir), boot,
                            ssh_local_port=0)
     run_until_serial(argv, inst_dir, b"BdsDxe")
 
 
 def test_aarch64_uefi_firmware_reaches_its_boot_manager(inst_dir: Path) -> None:
+    """(With the driver's qcow2 variable store.)"""
+    from pylima.drivers.qemu import make_vars_store
+
     host = probed_host("aarch64", firmware=True)
     assert host.firmware_vars_template
-    shutil.copyfile(host.firmware_vars_template, inst_dir / EFI_VARS)
+    make_vars_store(Path(host.firmware_vars_template), inst_dir / EFI_VARS)
     disk = make_disk(inst_dir)
     boot = BootFiles(disk=disk, cidata_iso=str(inst_dir / dirs.CIDATA_ISO),
-                     firmware_vars=str(inst_dir / EFI_VARS))
+                     firmware_vars=str(inst_dir / EFI_VARS), firmware_vars_format="qcow2")
     argv = build_qemu_argv(make_config("aarch64", inst_dir), host, str(inst_dir), boot,
                            ssh_local_port=0)
     assert (inst_dir / "serialp.log").exists() is False

@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "autostart": ("autostart", "autostart", "Manage automatic startup of Lima instances"),
     "start-at-login": ("autostart", "start_at_login",
                        "Register/Unregister an autostart file for the instance (DEPRECATED)"),
+    "snapshot": ("snapshot", "snapshot", "Manage instance snapshots"),
+    "tunnel": ("tunnel", "tunnel", "Create a tunnel for Lima"),
     "help": ("help_cmd", "help_cmd", "Help about any command"),
     "yq-restrictions": ("help_cmd", "yq_restrictions", "Restrictions on yq expressions in Lima"),
 }

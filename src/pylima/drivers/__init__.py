@@ -15,7 +15,9 @@ of small parts:
   `GuestAgentTransport` (a byte stream to the guest agent), `HostPortForwarding`
   (the driver binds host ports and delivers them to a guest port itself, as QEMU's
   user-mode network does), `Screenshotter` (captures the VM's display, Lima's
-  driver.Screenshotter; it raises `NoDisplayError` for a VM without one).
+  driver.Screenshotter; it raises `NoDisplayError` for a VM without one),
+  `Snapshotter` (Lima's CreateSnapshot/ApplySnapshot/DeleteSnapshot/ListSnapshots:
+  with the memory state while the VM runs, of the disk while it is stopped).
 - Capabilities as plain data: `DriverInfo` and its `DriverFeatures`, serialised with
   Lima's JSON keys.
 
@@ -29,13 +31,16 @@ are discovered and listed, and refused with one line when used (`registry`).
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pylima.errors import ConfigError, LimaError
 
 __all__ = ["Driver", "DriverFeatures", "DriverInfo", "GuestAgentTransport",
-           "HostPortForwarding", "NoDisplayError", "Screenshotter",
+           "HostPortForwarding", "NoDisplayError", "Screenshotter", "SnapshotError",
+           "SnapshotEntry", "Snapshotter", "check_snapshot_tag", "parse_snapshot_table",
+           "snapshot_tags",
            "check_vm_type_supported", "rosetta_enabled"]
 
 
@@ -198,6 +203,104 @@ class Screenshotter(Protocol):
     async def capture_screenshot(self, fmt: str) -> bytes:
         """The display as `fmt` ("png" or "bmp"); NoDisplayError when there is none."""
         ...
+
+
+@runtime_checkable
+class Snapshotter(Protocol):
+    """The driver saves and restores named snapshots of the instance.
+
+    `running` says whether the VM runs (then only the process that owns the VM, the
+    host agent, may call these): a running VM is saved with its memory and device
+    state and resumes where the snapshot was taken; a stopped one has its disk
+    snapshotted. Raise LimaError with one line on failure, leaving no partial
+    snapshot behind."""
+
+    async def create_snapshot(self, tag: str, *, running: bool) -> None: ...
+
+    async def apply_snapshot(self, tag: str, *, running: bool) -> None: ...
+
+    async def delete_snapshot(self, tag: str, *, running: bool) -> None: ...
+
+    async def list_snapshots(self, *, running: bool) -> str:
+        """The snapshot table as Lima prints it: a header line (ID, TAG, VM SIZE,
+        DATE, VM CLOCK, ICOUNT) and one line per snapshot; "" when there is none."""
+        ...
+
+
+class SnapshotError(LimaError):
+    """A snapshot operation that the driver refused or that cannot be done."""
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    """One line of QEMU's snapshot table."""
+
+    id: str
+    tag: str
+    vm_size: str
+    date: str
+    vm_clock: str
+    icount: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "tag": self.tag, "vmSize": self.vm_size, "date": self.date,
+                "vmClock": self.vm_clock, "icount": self.icount}
+
+
+_DATE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def parse_snapshot_table(table: str) -> list[SnapshotEntry]:
+    """The entries of a `list_snapshots` table. The
+    header must be QEMU's; a section that follows the first (QEMU's partial,
+    non-loadable snapshots of single disks) ends the table."""
+    lines = table.split("\n")
+    if not lines or not lines[0].strip():
+        return []
+    header = lines[0].split()
+    if len(header) < 2 or header[1] != "TAG":
+        raise SnapshotError(f"unknown header: {lines[0]}")
+    entries = []
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        m = _DATE.search(line)
+        fields = line.split()
+        if m is None or len(fields) < 2 or line.endswith(":"):
+            break
+        head = line[:m.start()].split()
+        tail = line[m.end():].split()
+        # ID, TAG (which may hold spaces), the size as number and unit
+        ident, size = head[0], " ".join(head[-2:])
+        tag = " ".join(head[1:-2])
+        entries.append(SnapshotEntry(ident, tag, size, m.group(0),
+                                     tail[0] if tail else "",
+                                     tail[1] if len(tail) > 1 else ""))
+    return entries
+
+
+def check_snapshot_tag(tag: str) -> None:
+    """Lima's `expected tag` for an empty tag; pylima also refuses whitespace, which a
+    monitor's command line would split."""
+    if tag == "":
+        raise SnapshotError("expected tag")
+    if any(c.isspace() for c in tag):
+        raise SnapshotError(f"invalid tag {tag!r}: must not contain whitespace")
+
+
+def snapshot_tags(table: str) -> list[str]:
+    """`limactl snapshot list --quiet`: the TAG column of a `list_snapshots` table, as
+    Lima takes it (the second field of each line after the header; Lima's `unknown
+    header: ...` when the header is not the expected one)."""
+    out = []
+    for i, line in enumerate(table.split("\n")):
+        fields = line.split()
+        if i == 0 and len(fields) > 1 and fields[1] != "TAG":
+            raise SnapshotError(f"unknown header: {line}")
+        if i == 0 or line == "":
+            continue
+        out.append(fields[1])
+    return out
 
 
 def rosetta_enabled(cfg: dict[str, Any]) -> bool:

@@ -66,6 +66,19 @@ class _RefusingDriver:
     async def close(self) -> None:
         return None
 
+    # Lima's vz and wsl2 drivers do not implement snapshots.
+    async def create_snapshot(self, tag: str, *, running: bool) -> None:
+        raise LimaError("unimplemented")
+
+    async def apply_snapshot(self, tag: str, *, running: bool) -> None:
+        raise LimaError("unimplemented")
+
+    async def delete_snapshot(self, tag: str, *, running: bool) -> None:
+        raise LimaError("unimplemented")
+
+    async def list_snapshots(self, *, running: bool) -> str:
+        raise LimaError("unimplemented")
+
 
 class VzDriver(_RefusingDriver):
     name = "vz"

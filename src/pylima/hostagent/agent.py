@@ -5,7 +5,16 @@ reverse order on SIGTERM/SIGINT or the VM's exit.
 
 The host agent never reaches into a driver's internals: it asks the registry for
 the instance's driver and uses the interface and the capabilities the driver
-declares (`GuestAgentTransport`, `HostPortForwarding`)."""
+declares (`GuestAgentTransport`, `HostPortForwarding`, `Snapshotter`).
+
+ha.sock speaks a little HTTP: `GET /v1/info` (Lima's), and pylima's
+`POST /v1/snapshot` with a JSON body {"action": "create"|"apply"|"delete"|"list",
+"tag": T}, and `POST /v1/tunnel` with {"port": N, "close": false} (`limactl tunnel`'s
+SOCKS proxy, on the SSH master, kept across a renewed master). Snapshots of the
+running VM go through the host agent, which owns it, and which after `apply` sets
+the guest's clock again and renews what rode on the guest's old state (the SSH
+master with its forwards and tunnels, the automatic port forwards, reverse-sshfs
+mounts)."""
 
 from __future__ import annotations
 
@@ -22,8 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pylima.drivers import Driver, GuestAgentTransport, HostPortForwarding
-from pylima.errors import LimaError
+from pylima.drivers import Driver, GuestAgentTransport, HostPortForwarding, Snapshotter
+from pylima.errors import LimaError, LockError
 from pylima.hostagent import events
 from pylima.hostagent.mounts import MountManager
 from pylima.hostagent.portfwd import GuestAgentLink, GuestPort, PortForwarder
@@ -94,6 +103,9 @@ class HostAgent:
         self.mounts = MountManager(name, self.dir)
         self.ssh_master: asyncio.subprocess.Process | None = None
         self.mount_tags: list[str] = []
+        self.guest_link: GuestAgentLink | None = None
+        self.snapshot_lock = asyncio.Lock()
+        self.socks_tunnels: set[int] = set()  # `limactl tunnel` ports, on the master
 
     def guest_path(self, marker: str) -> str:
         return f"{self.guest_run_dir}/{marker}"
@@ -549,6 +561,7 @@ class HostAgent:
             link, proc = await self._ssh_link()
             tasks = [asyncio.create_task(link.run()),
                      asyncio.create_task(link.hello_until_answered())]
+        self.guest_link = link
         sync = asyncio.create_task(self._time_sync(link))
         helpers = [sync]
         if self.cfg.get("mountInotify"):
@@ -706,6 +719,7 @@ class HostAgent:
                 await self._start_ssh_forwards()
                 if self.forwarder is not None:
                     await self.forwarder.reforward_ssh()
+                await self._reopen_socks_tunnels()
 
     async def _ensure_ssh_master(self, quiet: bool = False) -> None:
         """A master connection that is up: the one there is, else a new one."""
@@ -756,15 +770,25 @@ class HostAgent:
                          writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), 5)
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                key, _, value = line.decode(errors="replace").partition(":")
+                if key.strip().lower() == "content-length" and value.strip().isdigit():
+                    length = int(value.strip())
+            payload = await asyncio.wait_for(reader.readexactly(length), 5) if length else b""
             parts = request.decode(errors="replace").split()
-            path = parts[1] if len(parts) > 1 else ""
+            method, path = (parts[0], parts[1]) if len(parts) > 1 else ("", "")
             if path == "/v1/info":
                 # Lima's field; pylima adds the active forwards.
                 body = json.dumps({"sshLocalPort": self.ssh_port,
                                    "portForwards": self._active_forwards()}).encode()
                 status = "200 OK"
+            elif path == "/v1/snapshot" and method == "POST":
+                status, reply = await self._snapshot_request(payload)
+                body = json.dumps(reply).encode()
+            elif path == "/v1/tunnel" and method == "POST":
+                status, reply = await self._tunnel_request(payload)
+                body = json.dumps(reply).encode()
             else:
                 body = json.dumps({"message": "not found"}).encode()
                 status = "404 Not Found"
@@ -772,10 +796,148 @@ class HostAgent:
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                          + body)
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+
+    # ---- SOCKS tunnels (`limactl tunnel`) ----
+
+    async def _tunnel_request(self, payload: bytes) -> tuple[str, dict[str, Any]]:
+        try:
+            req = json.loads(payload or b"{}")
+            port, close = int(req.get("port") or 0), bool(req.get("close"))
+        except (ValueError, AttributeError, TypeError):
+            return "400 Bad Request", {"message": "malformed request"}
+        try:
+            await self.socks_tunnel(port, close=close)
+        except LimaError as e:
+            return "500 Internal Server Error", {"message": e.message, "hint": e.hint}
+        return "200 OK", {"port": port}
+
+    async def socks_tunnel(self, port: int, *, close: bool = False) -> None:
+        """Open (or close) a SOCKS5 proxy on 127.0.0.1:`port` on the SSH master. The
+        host agent keeps the list, so that a renewed master gets them again; they end
+        with the master, that is with the host agent."""
+        if not 1 <= port <= 65535:
+            raise LimaError(f"invalid socks port {port}")
+        if not close and (self.ssh_master is None or self.ssh_master.returncode is not None):
+            raise LimaError(f"instance `{self.name}` has no SSH master connection yet",
+                            hint="retry once `limactl start` has finished")
+        err = await self._master_forward("cancel" if close else "forward",
+                                         ["-D", f"127.0.0.1:{port}"])
+        if err is not None and not close:
+            raise LimaError(f"failed to open the SOCKS tunnel on 127.0.0.1:{port}: {err}")
+        if close:
+            self.socks_tunnels.discard(port)
+        else:
+            log.info("SOCKS tunnel on 127.0.0.1:%d", port)
+            self.socks_tunnels.add(port)
+
+    async def _master_forward(self, op: str, spec: list[str]) -> str | None:
+        """`ssh -O OP SPEC` on the master; None when it worked, else why not."""
+        from pylima.sshutil import ssh_argv
+
+        rc, _, err = await run_owned(ssh_argv(self.dir, self.name, "-O", op, *spec),
+                                     timeout=30)
+        if rc == 0:
+            return None
+        lines = err.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"exit status {rc}"
+
+    async def _reopen_socks_tunnels(self) -> None:
+        for port in sorted(self.socks_tunnels):
+            err = await self._master_forward("forward", ["-D", f"127.0.0.1:{port}"])
+            if err is not None:
+                log.warning("SOCKS tunnel on 127.0.0.1:%d could not be opened again: %s",
+                            port, err)
+                self.socks_tunnels.discard(port)
+
+    # ---- snapshots of the running VM ----
+
+    async def _snapshot_request(self, payload: bytes) -> tuple[str, dict[str, Any]]:
+        try:
+            req = json.loads(payload or b"{}")
+            action, tag = str(req.get("action") or ""), str(req.get("tag") or "")
+        except (ValueError, AttributeError):
+            return "400 Bad Request", {"message": "malformed request"}
+        try:
+            out = await self.snapshot(action, tag)
+        except LockError as e:
+            return "409 Conflict", {"message": e.message, "hint": e.hint}
+        except LimaError as e:
+            return "500 Internal Server Error", {"message": e.message, "hint": e.hint}
+        except Exception as e:  # the caller gets one line; the log has the rest
+            log.exception("snapshot %s", action)
+            return "500 Internal Server Error", {
+                "message": f"snapshot {action} failed: {type(e).__name__}: {e}",
+                "hint": f"see {self.dir / dirs.HA_STDERR_LOG}"}
+        return "200 OK", {"output": out}
+
+    async def snapshot(self, action: str, tag: str) -> str:
+        """`create`, `apply`, `delete` or `list` on the running VM, one at a time;
+        the table for `list`, else ""."""
+        driver = self.driver
+        if not isinstance(driver, Snapshotter):
+            raise LimaError(f"driver `{driver.name if driver else '?'}` does not support "
+                            "snapshots")
+        if action not in ("create", "apply", "delete", "list"):
+            raise LimaError(f"unknown snapshot action `{action}`")
+        if self.snapshot_lock.locked():
+            raise LockError(f"instance `{self.name}` is busy: another snapshot command is "
+                            "working on it", hint="retry when it has finished")
+        if action in ("create", "apply") and not self.boot_done.is_set():
+            raise LockError(f"instance `{self.name}` is still starting",
+                            hint="retry once `limactl start` has finished")
+        async with self.snapshot_lock:
+            if action == "list":
+                return await driver.list_snapshots(running=True)
+            log.info("Snapshot: %s %s", action, tag)
+            if action == "create":
+                await driver.create_snapshot(tag, running=True)
+            elif action == "delete":
+                await driver.delete_snapshot(tag, running=True)
+            else:
+                await driver.apply_snapshot(tag, running=True)
+                await self._after_snapshot_apply()
+            return ""
+
+    async def _after_snapshot_apply(self) -> None:
+        """The guest now runs from the snapshot's state: its clock is the snapshot's
+        time, its TCP connections and listening sockets are those of then. Set the
+        clock, renew the SSH master (and with it the SSH forwards), take the guest
+        agent's listening ports afresh and mount reverse-sshfs mounts again."""
+        import time
+
+        link = self.guest_link
+        if link is not None:
+            try:
+                r = await link.request("sync-time", time=time.time(), timeout=20)
+                if r.get("error"):
+                    log.warning("Time sync after applying the snapshot: %s", r["error"])
+                else:
+                    log.info("Time sync after applying the snapshot: %s",
+                             f"adjusted ({r.get('driftMs')} ms off)" if r.get("adjusted")
+                             else "in sync")
+            except (TimeoutError, OSError, ConnectionError) as e:
+                log.warning("Time sync after applying the snapshot failed: %s", e)
+        else:
+            rc, _, err = await self._ssh("sudo", "-n", "date", "-s", f"@{time.time():.3f}")
+            if rc:
+                log.warning("Could not set the guest clock after applying the snapshot: %s",
+                            err.decode(errors="replace").strip())
+        # A new master: _keep_ssh_master opens it and sets the SSH forwards up again.
+        master = self.ssh_master
+        if master is not None and master.returncode is None:
+            master.terminate()
+        if link is not None and self.forwarder is not None:
+            # As for a new guest agent: every forward (and relay) is set up again.
+            self.forwarder.session = ""
+            link.snapshot_seen.clear()
+            asyncio.create_task(link.hello_until_answered())
+        if self.mounts.mounts and self.mounts.mount_type == "reverse-sshfs":
+            for problem in await self.mounts.remount_reverse_sshfs():
+                log.warning("%s", problem)
 
 
 def adopt_lock(name: str, lock_fd: int | None) -> int | None:

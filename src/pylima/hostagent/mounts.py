@@ -234,6 +234,19 @@ class MountManager:
         except ValueError:
             return self._guest_uid
 
+    async def remount_reverse_sshfs(self) -> list[str]:
+        """Mount every reverse-sshfs mount again (after a snapshot is applied, the
+        guest's sshfs processes talk to connections that no longer exist): the host
+        ends its halves, the guest drops its stale mounts lazily and ends its old
+        sshfs processes, then each is mounted anew. Returns the errors."""
+        if self.mount_type != "reverse-sshfs" or not self.mounts:
+            return []
+        await self.close()
+        points = " ".join(shlex.quote(str(m["mountPoint"])) for m in self.mounts)
+        await self._ssh_run(f"for p in {points}; do sudo -n umount -l \"$p\"; done; "
+                            "sudo -n pkill -x sshfs; true")
+        return await self.mount_reverse_sshfs()
+
     # ---- shutdown ----
 
     async def close(self) -> None:

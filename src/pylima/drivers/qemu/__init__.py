@@ -5,8 +5,9 @@ boot files, builds the command line (`argv.build_qemu_argv`, pure), starts and o
 the QEMU process (and the virtiofsd processes of virtiofs mounts), talks QMP
 (`qmp`), powers the guest off over ACPI and falls back to `quit` and SIGKILL, carries
 the guest agent's virtio-serial port (`ga.sock`), forwards host ports with the
-user-mode network's `hostfwd_add`/`hostfwd_remove` and captures the display
-(`screendump`).
+user-mode network's `hostfwd_add`/`hostfwd_remove`, captures the display
+(`screendump`) and takes snapshots (`snapshot`: savevm/loadvm over QMP while the VM
+runs, `qemu-img snapshot` on its disk while it is stopped).
 
 Files it owns in the instance directory: qemu.pid, qmp.sock, serial*.sock,
 serial*.log, ga.sock, virtiofsd-N.sock, qemu-efi-vars.fd.
@@ -76,13 +77,16 @@ def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles
     initrd = inst_dir / dirs.INITRD
     cmdline_file = inst_dir / dirs.KERNEL_CMDLINE
     vars_path: str | None = None
+    vars_format = "raw"
     if needs_firmware(cfg, inst_dir) and host.firmware_vars_template:
         dest = inst_dir / EFI_VARS
         if not dest.exists():
-            tmp = dest.with_name(f".{EFI_VARS}.tmp")
-            shutil.copyfile(host.firmware_vars_template, tmp)
-            os.replace(tmp, dest)
+            make_vars_store(Path(host.firmware_vars_template), dest)
+        elif vars_store_format(dest) == "raw" and dest.stat().st_size % 512 == 0:
+            # a store made by an earlier pylima: the same variables, as qcow2
+            make_vars_store(dest, dest)
         vars_path = str(dest)
+        vars_format = vars_store_format(dest)
     has_kernel = kernel.is_file()
     disk = boot_disk_path(inst_dir) or inst_dir / dirs.DISK
     return BootFiles(
@@ -93,7 +97,38 @@ def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles
         cmdline=cmdline_file.read_text().strip() if has_kernel and cmdline_file.is_file()
         else None,
         firmware_vars=vars_path,
+        firmware_vars_format=vars_format,
     )
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def vars_store_format(path: Path) -> str:
+    """qcow2 or raw, by the file's first bytes."""
+    with open(path, "rb") as f:
+        return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+
+
+def make_vars_store(template: Path, dest: Path) -> None:
+    """The instance's own UEFI variable store, made from the firmware's template as a
+    qcow2 image: QEMU snapshots a running VM only when every writable drive is qcow2,
+    and the variable store is one (Lima attaches no store at all). A plain copy where
+    qemu-img is missing."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    qemu_img = shutil.which("qemu-img")
+    try:
+        if qemu_img is None:
+            shutil.copyfile(template, tmp)
+        else:
+            from pylima import process
+
+            process.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2",
+                         str(template), str(tmp)])
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def clean_runtime_files(inst_dir: Path) -> None:
@@ -349,12 +384,13 @@ class QemuDriver:
 
     # ---- QMP ----
 
-    async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+    async def qmp(self, command: str, arguments: dict[str, Any] | None = None, *,
+                  connect_timeout: float = 5.0) -> Any:
         """One QMP command on a connection of its own (QEMU serves one monitor client
         at a time, hence the lock)."""
         async with self._qmp_lock:
             client = QMPClient(str(self.dir / dirs.QMP_SOCK))
-            await client.connect()
+            await client.connect(timeout=connect_timeout)
             try:
                 return await client.execute(command, arguments)
             finally:
@@ -374,6 +410,52 @@ class QemuDriver:
         from pylima.drivers.qemu.screendump import capture
 
         return await capture(self.qmp, self.dir, fmt)
+
+    async def _hmp_raw(self, command_line: str) -> str:
+        """A human-monitor command's output; a failed QMP exchange raises."""
+        # A busy host (or another monitor client) may delay QEMU's greeting.
+        out = await self.qmp("human-monitor-command", {"command-line": command_line},
+                             connect_timeout=60.0)
+        return str(out or "")
+
+    def _disk(self) -> Path:
+        from pylima.images.disk import boot_disk_path
+
+        disk = boot_disk_path(self.dir)
+        if disk is None:
+            raise LimaError(f"instance `{self.instance_name}` has no disk")
+        return disk
+
+    async def create_snapshot(self, tag: str, *, running: bool) -> None:
+        from pylima.drivers.qemu import snapshot
+
+        if running:
+            await snapshot.hmp_create(self._hmp_raw, tag)
+        else:
+            await snapshot.img_op(self._disk(), "create", tag)
+
+    async def apply_snapshot(self, tag: str, *, running: bool) -> None:
+        from pylima.drivers.qemu import snapshot
+
+        if running:
+            await snapshot.hmp_apply(self._hmp_raw, tag)
+        else:
+            await snapshot.img_op(self._disk(), "apply", tag)
+
+    async def delete_snapshot(self, tag: str, *, running: bool) -> None:
+        from pylima.drivers.qemu import snapshot
+
+        if running:
+            await snapshot.hmp_delete(self._hmp_raw, tag)
+        else:
+            await snapshot.img_op(self._disk(), "delete", tag)
+
+    async def list_snapshots(self, *, running: bool) -> str:
+        from pylima.drivers.qemu import snapshot
+
+        if running:
+            return await snapshot.hmp_list(self._hmp_raw)
+        return await snapshot.img_list(self._disk())
 
     async def guest_agent_connect(
             self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:

@@ -62,6 +62,9 @@ class BootFiles:
     initrd: str | None = None
     cmdline: str | None = None
     firmware_vars: str | None = None
+    # qcow2 for new instances (so that QEMU can snapshot a running VM), raw for an
+    # instance whose store was made as a plain copy
+    firmware_vars_format: str = "raw"
 
 
 def qemu_binary_name(arch: str) -> str:
@@ -209,7 +212,8 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
                                if arch == "x86_64" else ""))
         args += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={host.firmware_code}"]
         if boot.firmware_vars:
-            args += ["-drive", f"if=pflash,format=raw,unit=1,file={boot.firmware_vars}"]
+            args += ["-drive", f"if=pflash,format={boot.firmware_vars_format},unit=1,"
+                     f"file={boot.firmware_vars}"]
 
     # Disks: the boot disk first so that it is /dev/vda; the NoCloud seed as a read-only
     # virtio disk (label `cidata`), which needs no AHCI, SCSI or CD-ROM driver in the

@@ -57,7 +57,11 @@ class QMPClient:
                 await asyncio.sleep(0.05)
         try:
             remaining = max(0.1, deadline - time.monotonic())
-            greeting = await asyncio.wait_for(self._read_message(), remaining)
+            try:
+                greeting = await asyncio.wait_for(self._read_message(), remaining)
+            except TimeoutError as e:
+                raise QMPError(f"no QMP greeting on {self.path} in {timeout:g} s",
+                               hint="another QMP client may hold the monitor") from e
             if "QMP" not in greeting:
                 raise QMPError(f"unexpected QMP greeting: {greeting!r}")
             self.greeting = greeting["QMP"]
