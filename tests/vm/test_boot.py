@@ -863,6 +863,18 @@ def instance_dir(h: Host) -> Path:
     return Path(h.env.get("LIMA_HOME") or h.home / ".lima") / NAME
 
 
+def _same_lima_home(proc: str, h: Host) -> bool:
+    """A process named after the instance belongs to it unless its environment shows
+    another LIMA_HOME (another run of these tests on the same machine); an environment
+    that cannot be read counts as ours."""
+    try:
+        env = Path(proc, "environ").read_bytes().split(b"\0")
+    except OSError:
+        return True
+    homes = [e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"LIMA_HOME=")]
+    return not homes or homes[0] == h.env.get("LIMA_HOME", homes[0])
+
+
 def processes_of_instance(h: Host) -> list[str]:
     """Command lines of the processes that belong to the instance (QEMU names it with
     `-name lima-NAME`; the host agent, ssh and helpers name its directory or it)."""
@@ -876,8 +888,9 @@ def processes_of_instance(h: Host) -> list[str]:
             continue
         if "pytest" in cmd or "limactl list" in cmd:
             continue
-        if f"lima-{NAME}" in cmd or str(instance_dir(h)) in cmd \
-                or cmd.rstrip().endswith(f"hostagent {NAME}"):
+        if str(instance_dir(h)) in cmd or ((f"lima-{NAME}" in cmd or
+                                            cmd.rstrip().endswith(f"hostagent {NAME}"))
+                                           and _same_lima_home(entry.path, h)):
             out.append(f"{entry.name}: {cmd.strip()}")
     return out
 
