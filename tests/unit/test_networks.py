@@ -133,3 +133,18 @@ def test_instance_create_networks_option() -> None:
         '{"lima": "bar", "interface": "lima1"}]']
     assert config_expressions(networks=[]) == [".networks = []"]
     assert config_expressions() == []
+
+
+def test_old_networks_yaml_fields_warn_as_lima(lima_home: Path) -> None:
+    cfg = lima_home / "_config"
+    cfg.mkdir(parents=True)
+    (cfg / "networks.yaml").write_text(
+        "paths:\n  socketVMNet: /opt/socket_vmnet/bin/socket_vmnet\n  vdeSwitch: /x\n"
+        "networks:\n  mine:\n    mode: user-v2\n    gateway: 10.9.0.1\n"
+        "    netmask: 255.255.255.0\n")
+    r = limactl("network", "list")
+    assert r.returncode == 0
+    assert "Non-strict YAML is deprecated and will be unsupported in a future version " \
+           "of Lima" in r.stderr and 'unknown field \\"paths.vdeSwitch\\"' in r.stderr
+    # a user-v2 network exists, so Lima's default one is not added
+    assert r.stdout.splitlines()[1:] == ["mine    user-v2    10.9.0.1/24    -"]

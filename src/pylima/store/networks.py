@@ -74,6 +74,11 @@ def load_networks() -> dict[str, Any]:
         raise ConfigError(f"cannot parse `{path}`: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"cannot parse `{path}`: not a mapping")
+    unknown = unknown_fields(data)
+    if unknown:  # e.g. `vdeSwitch` of Lima < v0.22: Lima reads on, with this warning
+        log.warning("Non-strict YAML is deprecated and will be unsupported in a future "
+                    "version of Lima: %s", path,
+                    extra={"fields": {"error": f"unknown field \"{unknown[0]}\""}})
     nets = data.get("networks")
     if not isinstance(nets, dict):
         data["networks"] = nets = {}
@@ -82,6 +87,23 @@ def load_networks() -> dict[str, Any]:
         nets["user-v2"] = {"mode": "user-v2", "gateway": "192.168.104.1",
                            "netmask": "255.255.255.0"}  # as Lima fills it in
     return data
+
+
+_FIELDS = {"paths", "group", "networks"}
+_PATH_FIELDS = {"socketVMNet", "varRun", "sudoers"}
+_NETWORK_FIELDS = {"mode", "interface", "gateway", "dhcpEnd", "netmask"}
+
+
+def unknown_fields(data: dict[str, Any]) -> list[str]:
+    """The fields of a parsed networks.yaml that Lima's schema does not have."""
+    out = [str(k) for k in data if k not in _FIELDS]
+    if isinstance(data.get("paths"), dict):
+        out += [f"paths.{k}" for k in data["paths"] if k not in _PATH_FIELDS]
+    for name, nw in (data.get("networks") or {}).items() \
+            if isinstance(data.get("networks"), dict) else ():
+        if isinstance(nw, dict):
+            out += [f"networks.{name}.{k}" for k in nw if k not in _NETWORK_FIELDS]
+    return out
 
 
 def network_modes() -> dict[str, str]:
