@@ -42,16 +42,28 @@ def _mount_entry(m: str | Mapping[str, Any]) -> dict[str, Any]:
     return dict(m)
 
 
+def _network_entry(n: str | Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(n, str):
+        return dict(n)
+    if n == "vzNAT":
+        return {"vzNAT": True}
+    return {"lima": n[5:] if n.startswith("lima:") else n}
+
+
 def config_expressions(*, images: Sequence[Mapping[str, Any]] | None = None,
                        mounts: Sequence[str | Mapping[str, Any]] | None = None,
+                       networks: Sequence[str | Mapping[str, Any]] | None = None,
                        set: Sequence[str] = ()) -> list[str]:
-    """yq expressions for the `images` and `mounts` arguments of `Instance.create`,
-    followed by the caller's own `set` expressions (applied last, so they win)."""
+    """yq expressions for the `images`, `mounts` and `networks` arguments of
+    `Instance.create`, followed by the caller's own `set` expressions (applied last,
+    so they win)."""
     exprs = []
     if images is not None:
         exprs.append(f".images = {json.dumps([dict(i) for i in images])}")
     if mounts is not None:
         exprs.append(f".mounts = {json.dumps([_mount_entry(m) for m in mounts])}")
+    if networks is not None:
+        exprs.append(f".networks = {json.dumps([_network_entry(n) for n in networks])}")
     return [*exprs, *set]
 
 
@@ -112,17 +124,22 @@ class Instance:
                params: Mapping[str, str] | None = None,
                images: Sequence[Mapping[str, Any]] | None = None,
                mounts: Sequence[str | Mapping[str, Any]] | None = None,
+               networks: Sequence[str | Mapping[str, Any]] | None = None,
                port_forwards: Sequence[str] = ()) -> Instance:
         """Create (but do not start) instance `name` from `template` (a locator:
         `template:NAME`, a file path or a URL), like `limactl create --name=NAME
         TEMPLATE`. `memory` and `disk` are GiB; `set` holds yq expressions (as
         `--set`); `params` fills the template's `param:`; `images` and `mounts`
         replace the template's lists (a mount may be a path, `PATH:w` for writable,
-        or a `mounts:` entry); `port_forwards` are `HOST:GUEST` specs."""
+        or a `mounts:` entry); `networks` replaces the template's `networks:` (a
+        network of networks.yaml by name, `NAME` or `lima:NAME` as `--network`, or a
+        `networks:` entry; checked as `limactl create` checks them); `port_forwards`
+        are `HOST:GUEST` specs."""
         flags = EditFlags(cpus=cpus, memory=memory, disk=disk, arch=arch, vm_type=vm_type,
                           param=[f"{k}={v}" for k, v in (params or {}).items()],
                           port_forward=list(port_forwards),
-                          set=config_expressions(images=images, mounts=mounts, set=set))
+                          set=config_expressions(images=images, mounts=mounts,
+                                                 networks=networks, set=set))
         api.create_instance(read_template(template, name=name), flags)
         return cls(name, owned=True)
 

@@ -71,6 +71,10 @@ def test_create_errors_are_lima_errors(lima_home: Path) -> None:
         pylima.Instance.create("bad", "template:debian-12", set=['.cpus = "many"'])
     with pytest.raises(LimaError, match="no-such"):
         pylima.Instance.create("bad", "template:no-such")
+    with pytest.raises(LimaError, match="references network `nope` which is not defined"):
+        pylima.Instance.create("bad", "template:debian-12", networks=["lima:nope"])
+    with pytest.raises(LimaError, match="network `user-v2` is not supported by pylima yet"):
+        pylima.Instance.create("bad", "template:debian-12", networks=["user-v2"])
     assert not (lima_home / "bad").exists()
 
 

@@ -27,11 +27,7 @@ MISSING_COMMANDS = {
     "limactl generate-doc": "Lima's build-time documentation generator",
     "limactl generate-jsonschema": "Lima's build-time schema generator",
     "limactl guest-install": "Lima's developer command (installs its Go guest agent)",
-    "limactl network": "Lima's socket_vmnet networks (macOS only); user-v2 is issue 17",
-    "limactl network create": "as `network`",
-    "limactl network delete": "as `network`",
-    "limactl network list": "as `network`",
-    "limactl usernet": "issue 17 (the user-v2 network daemon)",
+    "limactl usernet": "Lima's hidden user-v2 daemon; pylima does not run user-v2 networks yet",
 }
 
 # (command, flag) Lima has and pylima lacks (yet), with the reason.

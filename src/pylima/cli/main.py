@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("info", "info", "Show diagnostic information"),
     "prune": ("prune", "prune", "Prune garbage objects"),
     "disk": ("disk", "disk", "Lima disk management"),
+    "network": ("network", "network", "Lima network management"),
     "show-ssh": ("show_ssh", "show_ssh",
                  "Show the SSH command line (DEPRECATED; use `ssh -F` instead)"),
     "yq": ("yq_cmd", "yq_cmd", "Use the builtin YAML processor"),
