@@ -98,6 +98,16 @@ BASE_PACKAGES: tuple[str, ...] = (
     "cloud-guest-utils",  # growpart, used to grow the root partition at first boot
     "e2fsprogs",          # resize2fs
     "busybox-static",     # the shell and tools of the small initrd pylima boots with
+    # What a Lima user (and Lima's own tests) find in Ubuntu's cloud image:
+    "rsync",              # `limactl copy --backend rsync`, Lima's copy tests
+    "curl",
+    "netcat-openbsd",     # `nc`, which Lima's test-port-forwarding.pl listens with
+    "socat",
+    "less",
+    "vim-tiny",
+    "iputils-ping",
+    "bind9-dnsutils",     # dig, nslookup
+    "inotify-tools",      # inotifywait: watching mountInotify's events
 )
 
 
