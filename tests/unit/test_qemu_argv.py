@@ -467,3 +467,5 @@ def test_firmware_images_for_the_instance() -> None:
     cfg = config(firmware={"legacyBIOS": False, "images": images})
     assert [f["location"] for f in firmware_images_for(cfg)] == ["c", "d", "e"]
     assert firmware_images_for(config()) == []
+    legacy = config(firmware={"legacyBIOS": True, "images": images})
+    assert firmware_images_for(legacy) == []

@@ -310,8 +310,11 @@ def _tpm_args(cfg: dict[str, Any], arch: str, inst_dir: str) -> list[str]:
 
 def firmware_images_for(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """The `firmware.images` entries for this instance, in order: Lima's QEMU driver
-    takes those of the instance's arch whose `vmType` is empty or `qemu`."""
+    takes those of the instance's arch whose `vmType` is empty or `qemu`, and none
+    with `firmware.legacyBIOS` (no UEFI at all)."""
     arch = cfg.get("arch")
+    if (cfg.get("firmware") or {}).get("legacyBIOS") and arch == "x86_64":
+        return []
     return [f for f in (cfg.get("firmware") or {}).get("images") or []
             if isinstance(f, dict) and (f.get("vmType") or "qemu") == "qemu"
             and (f.get("arch") or arch) == arch]
