@@ -687,6 +687,9 @@ def prepare_start(inst: Instance, on_progress: Any = None) -> Instance:
         from pylima.images.disk import check_instance_disks
 
         check_instance_disks(inst.config, inst.dir)
+        from pylima.drivers import registry
+
+        registry.check_start(inst.config)  # e.g. `tpm: true` without swtpm: one line
     prepare_instance(inst, on_progress=on_progress)
     inst = inspect(inst.name)
     logging.getLogger("pylima").info("Starting the instance `%s` with internal VM driver "

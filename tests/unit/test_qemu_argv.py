@@ -415,3 +415,57 @@ def test_qcow2_uefi_variable_store() -> None:
                            replace(firmware_boot(), firmware_vars_format="qcow2"),
                            ssh_local_port=41234)
     assert f"if=pflash,format=qcow2,unit=1,file={INST}/qemu-efi-vars.fd" in argv
+
+
+def test_tpm_devices_as_lima() -> None:
+    """`tpm: true`: an emulator backend on swtpm's socket in the instance directory;
+    tpm-crb on x86_64, tpm-tis-device on the virt boards."""
+    argv = build_qemu_argv(config(tpm=True), X86_TCG, INST, firmware_boot(), ssh_local_port=1)
+    i = argv.index("-tpmdev")
+    assert argv[i - 2:i + 4] == [
+        "-chardev", "socket,id=chrtpm,path=/home/u/.lima/dev/swtpm.sock",
+        "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+        "-device", "tpm-crb,tpmdev=tpm0"]
+    # before the network, as Lima places them
+    assert i < argv.index("-netdev")
+    argv = build_qemu_argv(config(arch="aarch64", tpm=True), ARM_TCG, INST,
+                           firmware_boot(), ssh_local_port=1)
+    assert argv[argv.index("-tpmdev") + 2:argv.index("-tpmdev") + 4] == [
+        "-device", "tpm-tis-device,tpmdev=tpm0"]
+    for cfg in (config(), config(tpm=False)):
+        argv = build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=1)
+        assert "-tpmdev" not in argv and "chrtpm" not in " ".join(argv)
+
+
+def test_firmware_images_code_is_used_without_a_variable_store() -> None:
+    """UEFI code from `firmware.images` replaces the host's, as Lima passes it (no
+    variable store), and is used with a direct kernel boot too."""
+    from dataclasses import replace
+
+    boot = replace(firmware_boot(), firmware_code=f"{INST}/qemu-efi-code.fd",
+                   firmware_vars=None)
+    argv = build_qemu_argv(config(), X86_TCG, INST, boot, ssh_local_port=1)
+    assert [a for a in argv if a.startswith("if=pflash")] == [
+        "if=pflash,format=raw,unit=0,readonly=on,file=/home/u/.lima/dev/qemu-efi-code.fd"]
+    kernel_boot = BootFiles(disk="d", cidata_iso="c", kernel="k", cmdline="quiet",
+                            firmware_code=f"{INST}/qemu-efi-code.fd")
+    no_fw = QemuHost("/usr/bin/qemu-system-x86_64", (7, 2, 0), "tcg", None, None, "x86_64")
+    argv = build_qemu_argv(config(), no_fw, INST, kernel_boot, ssh_local_port=1)
+    i = argv.index("if=pflash,format=raw,unit=0,readonly=on,"
+                   "file=/home/u/.lima/dev/qemu-efi-code.fd")
+    assert argv[i - 1] == "-drive" and "-kernel" in argv
+
+
+def test_firmware_images_for_the_instance() -> None:
+    from pylima.drivers.qemu.argv import firmware_images_for
+
+    images = [{"location": "a", "arch": "aarch64"},
+              {"location": "b", "arch": "x86_64", "vmType": "vz"},
+              {"location": "c", "arch": "x86_64", "vmType": "qemu"},
+              {"location": "d", "arch": "x86_64"},
+              {"location": "e"}]
+    cfg = config(firmware={"legacyBIOS": False, "images": images})
+    assert [f["location"] for f in firmware_images_for(cfg)] == ["c", "d", "e"]
+    assert firmware_images_for(config()) == []
+    legacy = config(firmware={"legacyBIOS": True, "images": images})
+    assert firmware_images_for(legacy) == []

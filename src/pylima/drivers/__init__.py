@@ -120,6 +120,9 @@ class Driver(Protocol):
         Probes the host as needed, never starts a VM."""
         ...
 
+    # Optional: `check_start(cfg)` (class method) raises LimaError, before a start
+    # downloads or spawns anything, when the host lacks what the boot needs.
+
     @classmethod
     def host_info(cls) -> dict[str, Any]:
         """Facts for `limactl info` (e.g. the guest architectures the driver runs)."""

@@ -148,6 +148,15 @@ def validate(cfg: dict[str, Any]) -> list[str]:
     return list(cls.validate(cfg))
 
 
+def check_start(cfg: dict[str, Any]) -> None:
+    """The driver's check, before a start spawns or downloads anything, that this host
+    has what `cfg` needs at boot (QEMU: swtpm for `tpm: true`); LimaError if not."""
+    cls = driver_class(str(cfg.get("vmType") or "qemu"))
+    check = getattr(cls, "check_start", None)
+    if check is not None:
+        check(cfg)
+
+
 def new_driver(name: str, inst_dir: Path, cfg: dict[str, Any]) -> Any:
     """The driver object for instance `name` (a `drivers.Driver`)."""
     cls = driver_class(str(cfg.get("vmType") or "qemu"))

@@ -9,8 +9,12 @@ user-mode network's `hostfwd_add`/`hostfwd_remove`, captures the display
 (`screendump`) and takes snapshots (`snapshot`: savevm/loadvm over QMP while the VM
 runs, `qemu-img snapshot` on its disk while it is stopped).
 
+It also starts and owns swtpm for `tpm: true` (`swtpm`), sets the VNC password of
+`video.display: vnc` (`vnc`) and downloads the UEFI code of `firmware.images`.
+
 Files it owns in the instance directory: qemu.pid, qmp.sock, serial*.sock,
-serial*.log, ga.sock, virtiofsd-N.sock, qemu-efi-vars.fd.
+serial*.log, ga.sock, virtiofsd-N.sock, qemu-efi-vars.fd, qemu-efi-code.fd,
+swtpm.sock, swtpm/, vncdisplay, vncpassword.
 """
 
 from __future__ import annotations
@@ -28,19 +32,24 @@ from typing import Any, ClassVar
 
 from pylima.drivers import DriverFeatures, DriverInfo, check_vm_type_supported
 from pylima.drivers.qemu.argv import (
+    EFI_CODE,
     EFI_VARS,
     SERIAL_SOCK,
     SERIALP_LOG,
     SERIALP_SOCK,
     SERIALV_SOCK,
     SLIRP_IP_ADDRESS,
+    VNC_DISPLAY_FILE,
+    VNC_PASSWORD_FILE,
     BootFiles,
     QemuHost,
     build_qemu_argv,
+    firmware_images_for,
     parse_memory_mib,
 )
 from pylima.drivers.qemu.probe import check_arch_runnable, host_architectures, probe_qemu_host
 from pylima.drivers.qemu.qmp import QMPClient, QMPError
+from pylima.drivers.qemu.swtpm import Swtpm, find_swtpm
 from pylima.drivers.qemu.virtiofs import Virtiofsd, virtiofsd_problem
 from pylima.errors import ConfigError, LimaError
 from pylima.process import kill_and_reap, spawn_owned
@@ -59,18 +68,44 @@ GUEST_AGENT_CONNECT_TIMEOUT = 10.0
 
 
 def needs_firmware(cfg: dict[str, Any], inst_dir: Path) -> bool:
-    """UEFI firmware is used unless the instance boots its own kernel directly or asks
-    for legacy BIOS (x86_64 only)."""
+    """The host's UEFI firmware is used unless the instance boots its own kernel
+    directly or asks for legacy BIOS (x86_64 only); `firmware.images` replace it."""
     if (inst_dir / dirs.KERNEL).is_file():
         return False
     legacy = bool((cfg.get("firmware") or {}).get("legacyBIOS"))
     return not (legacy and cfg.get("arch") == "x86_64")
 
 
-def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles:
+def ensure_firmware(inst_dir: Path, cfg: dict[str, Any]) -> str | None:
+    """The UEFI code of `firmware.images`, as Lima's QEMU driver gets it: the copy in
+    the instance directory when there is one, else the first entry for the
+    instance's arch (and vmType qemu) that downloads (through the image cache, digest
+    checked, decompressed); a failing entry is a warning and the next is tried. None
+    when no entry applies or none downloads (the host's firmware is used then)."""
+    dest = inst_dir / EFI_CODE
+    if dest.is_file():
+        log.info("Using existing firmware (`%s`)", dest)
+        return str(dest)
+    from pylima.images.download import download
+
+    for f in firmware_images_for(cfg):
+        location = str(f.get("location") or "")
+        try:
+            download(location, dest, digest=f.get("digest") or None, decompress=True)
+        except LimaError as e:
+            log.warning("failed to download `%s`: %s", location, e.message)
+            continue
+        log.info("Using firmware `%s` (downloaded from `%s`)", dest, location)
+        return str(dest)
+    return None
+
+
+def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost,
+               firmware_code: str | None = None) -> BootFiles:
     """The instance's boot files as Lima lays them out (kernel, initrd and
-    kernel.cmdline when present), with a private copy of the UEFI variable store made
-    on first use."""
+    kernel.cmdline when present), with a private copy of the host firmware's UEFI
+    variable store made on first use. `firmware_code` (from `firmware.images`) is
+    used with no variable store, as Lima does."""
     from pylima.images.disk import boot_disk_path
 
     kernel = inst_dir / dirs.KERNEL
@@ -78,7 +113,8 @@ def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles
     cmdline_file = inst_dir / dirs.KERNEL_CMDLINE
     vars_path: str | None = None
     vars_format = "raw"
-    if needs_firmware(cfg, inst_dir) and host.firmware_vars_template:
+    if firmware_code is None and needs_firmware(cfg, inst_dir) \
+            and host.firmware_vars_template:
         dest = inst_dir / EFI_VARS
         if not dest.exists():
             make_vars_store(Path(host.firmware_vars_template), dest)
@@ -98,6 +134,7 @@ def boot_files(inst_dir: Path, cfg: dict[str, Any], host: QemuHost) -> BootFiles
         else None,
         firmware_vars=vars_path,
         firmware_vars_format=vars_format,
+        firmware_code=firmware_code,
     )
 
 
@@ -135,7 +172,8 @@ def clean_runtime_files(inst_dir: Path) -> None:
     """Remove what a previous QEMU left: sockets it would fail to bind, and serial logs
     (Lima starts each boot with fresh ones)."""
     for name in (dirs.QMP_SOCK, SERIAL_SOCK, SERIALP_SOCK, SERIALV_SOCK, dirs.SERIAL_LOG,
-                 SERIALP_LOG, dirs.SERIALV_LOG, dirs.QEMU_PID, dirs.GA_SOCK):
+                 SERIALP_LOG, dirs.SERIALV_LOG, dirs.QEMU_PID, dirs.GA_SOCK,
+                 VNC_DISPLAY_FILE, VNC_PASSWORD_FILE):
         with contextlib.suppress(FileNotFoundError):
             (inst_dir / name).unlink()
 
@@ -151,10 +189,12 @@ def prepare_launch(inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int,
                    mount_tags: Sequence[str] | None = None,
                    virtiofs_sockets: list[str] | None = None,
                    additional_disks: Sequence[tuple[str, str]] = ()) -> QemuLaunch:
-    """Probe the host, prepare the boot files and build the argv. Starts nothing."""
-    host, reason = probe_qemu_host(str(cfg.get("arch")),
-                                   need_firmware=needs_firmware(cfg, inst_dir))
-    boot = boot_files(inst_dir, cfg, host)
+    """Probe the host, download `firmware.images`, prepare the boot files and build
+    the argv. Starts nothing."""
+    firmware = ensure_firmware(inst_dir, cfg)
+    host, reason = probe_qemu_host(str(cfg.get("arch")), need_firmware=firmware is None
+                                   and needs_firmware(cfg, inst_dir))
+    boot = boot_files(inst_dir, cfg, host, firmware)
     clean_runtime_files(inst_dir)
     argv = build_qemu_argv(cfg, host, str(inst_dir), boot, ssh_local_port=ssh_local_port,
                            mount_tags=mount_tags, virtiofs_sockets=virtiofs_sockets,
@@ -199,6 +239,7 @@ class QemuDriver:
         self.process: asyncio.subprocess.Process | None = None
         self.launch: QemuLaunch | None = None
         self.virtiofsd = Virtiofsd(self.dir)
+        self.swtpm = Swtpm(self.dir)
         self._relay: asyncio.Task[None] | None = None
         self._qmp_lock = asyncio.Lock()
         self._disks_locked = False
@@ -229,6 +270,12 @@ class QemuDriver:
                 warnings.append(f"virtiofs mounts cannot be served on this host: "
                                 f"{problem[0]} (Hint: {problem[1]})")
         return warnings
+
+    @classmethod
+    def check_start(cls, cfg: dict[str, Any]) -> None:
+        """What a boot needs from the host beyond QEMU: swtpm for `tpm: true`."""
+        if cfg.get("tpm"):
+            find_swtpm()
 
     @classmethod
     def host_info(cls) -> dict[str, Any]:
@@ -282,6 +329,12 @@ class QemuDriver:
         log.info("Using accelerator %s: %s", launch.host.accel, launch.accel_reason)
         log.debug("QEMU argv: %s", launch.argv)
         self.launch = launch
+        if cfg.get("tpm"):
+            try:
+                await self.swtpm.start()
+            except BaseException:
+                self._unlock_disks()
+                raise
         self.process = await spawn_owned(
             *launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=str(self.dir), start_new_session=True)
@@ -308,7 +361,11 @@ class QemuDriver:
                                 hint=f"see {self.dir / dirs.HA_STDERR_LOG}")
             exited.cancel()
             connect.result()
-            await qmp.close()
+            try:
+                if (cfg.get("video") or {}).get("display") == "vnc":
+                    await self._set_up_vnc(qmp, cfg)
+            finally:
+                await qmp.close()
             # QEMU made its sockets with the user's umask (which its 9p file creation
             # needs); they are the user's alone. The instance directory is 0700, so
             # nobody else could reach them in between.
@@ -316,8 +373,30 @@ class QemuDriver:
                                         SERIALV_SOCK, dirs.GA_SOCK])
         except BaseException:
             await self.kill()
+            await self.swtpm.stop()
             self._unlock_disks()
             raise
+
+    async def _set_up_vnc(self, qmp: QMPClient, cfg: dict[str, Any]) -> None:
+        """As Lima's host agent: a generated password set over QMP, then where the
+        server listens (the display QEMU took, when `to=` let it choose) in
+        `vncdisplay`, and the password in `vncpassword`."""
+        from pylima.drivers.qemu import vnc
+
+        host, number, may_move = vnc.parse_vnc_display(
+            str(((cfg.get("video") or {}).get("vnc") or {}).get("display") or ""))
+        password = vnc.generate_password(8)
+        await qmp.execute("change-vnc-password", {"password": password})
+        port = vnc.VNC_BASE_PORT + number
+        if may_move:
+            info = await qmp.execute("query-vnc")
+            port = int(info["service"])
+            number = port - vnc.VNC_BASE_PORT
+        display = vnc.vnc_display_text(host, number)
+        vnc.write_vnc_files(self.dir, display, password)
+        log.info("VNC server running at %s <vnc://%s>", display, vnc.join_host_port(host, port))
+        log.info("VNC Display: `%s`", self.dir / vnc.VNC_DISPLAY_FILE)
+        log.info("VNC Password: `%s`", self.dir / vnc.VNC_PASSWORD_FILE)
 
     def _unlock_disks(self) -> None:
         if not self._disks_locked:
@@ -377,7 +456,11 @@ class QemuDriver:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._relay
         await self.virtiofsd.stop()
+        await self.swtpm.stop()
         self._unlock_disks()
+        from pylima.drivers.qemu.vnc import remove_vnc_files
+
+        remove_vnc_files(self.dir)
         for name in (dirs.QEMU_PID, dirs.QMP_SOCK):
             with contextlib.suppress(OSError):
                 (self.dir / name).unlink()

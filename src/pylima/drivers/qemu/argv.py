@@ -34,6 +34,11 @@ SERIALP_SOCK = "serialp.sock"
 SERIALV_SOCK = "serialv.sock"
 VHOST_SOCK = "virtiofsd-{}.sock"
 EFI_VARS = "qemu-efi-vars.fd"  # the instance's own copy of the UEFI variable store
+EFI_CODE = "qemu-efi-code.fd"  # the UEFI code downloaded from `firmware.images`
+SWTPM_SOCK = "swtpm.sock"  # swtpm's control socket (`tpm: true`)
+SWTPM_DIR = "swtpm"  # swtpm's TPM state, the instance's own
+VNC_DISPLAY_FILE = "vncdisplay"  # `video.display: vnc`: where the server listens
+VNC_PASSWORD_FILE = "vncpassword"  # and the password the host agent set
 
 # `qemu-system-<arch>` names, by Lima arch.
 _QEMU_ARCH = {"armv7l": "arm", "ppc64le": "ppc64"}
@@ -62,6 +67,8 @@ class BootFiles:
     initrd: str | None = None
     cmdline: str | None = None
     firmware_vars: str | None = None
+    # UEFI code downloaded from `firmware.images` (used instead of the host's)
+    firmware_code: str | None = None
     # qcow2 for new instances (so that QEMU can snapshot a running VM), raw for an
     # instance whose store was made as a plain copy
     firmware_vars_format: str = "raw"
@@ -203,8 +210,12 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
 
     # Firmware. Direct kernel boot needs none: SeaBIOS (x86_64) or the virt board's
     # own loader (aarch64) jump straight into the kernel, several seconds sooner.
+    # Firmware from `firmware.images` is used as Lima uses it, kernel or not, and with
+    # no variable store (Lima attaches none).
     legacy_bios = bool((cfg.get("firmware") or {}).get("legacyBIOS")) and arch == "x86_64"
-    if not boot.kernel and not legacy_bios:
+    if boot.firmware_code:
+        args += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={boot.firmware_code}"]
+    elif not boot.kernel and not legacy_bios:
         if not host.firmware_code:
             raise LimaError(f"could not find UEFI firmware for `{arch}`",
                             hint="install the firmware package (ovmf, qemu-efi-aarch64)"
@@ -236,6 +247,8 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
             args += ["-append", boot.cmdline]
         if boot.initrd:
             args += ["-initrd", boot.initrd]
+
+    args += _tpm_args(cfg, arch, inst_dir)
 
     # Network: Lima's user-mode network, SSH forwarded from 127.0.0.1.
     for nw in cfg.get("networks") or []:
@@ -279,6 +292,32 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
              f"virtserialport,bus=virtio-serial1.0,chardev=char-ga,name={dirs.VIRTIO_PORT}"]
     args += ["-pidfile", os.path.join(inst_dir, dirs.QEMU_PID)]
     return args
+
+
+def _tpm_args(cfg: dict[str, Any], arch: str, inst_dir: str) -> list[str]:
+    """Lima's TPM devices: an emulator backend on swtpm's socket, CRB on x86_64 and a
+    TIS device on the virt boards."""
+    if not cfg.get("tpm"):
+        return []
+    device = {"x86_64": "tpm-crb", "aarch64": "tpm-tis-device", "armv7l": "tpm-tis-device",
+              "riscv64": "tpm-tis-device"}.get(arch)
+    if device is None:
+        raise ConfigError(f"field `tpm` is not supported on architecture `{arch}`")
+    return ["-chardev", f"socket,id=chrtpm,path={os.path.join(inst_dir, SWTPM_SOCK)}",
+            "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+            "-device", f"{device},tpmdev=tpm0"]
+
+
+def firmware_images_for(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `firmware.images` entries for this instance, in order: Lima's QEMU driver
+    takes those of the instance's arch whose `vmType` is empty or `qemu`, and none
+    with `firmware.legacyBIOS` (no UEFI at all)."""
+    arch = cfg.get("arch")
+    if (cfg.get("firmware") or {}).get("legacyBIOS") and arch == "x86_64":
+        return []
+    return [f for f in (cfg.get("firmware") or {}).get("images") or []
+            if isinstance(f, dict) and (f.get("vmType") or "qemu") == "qemu"
+            and (f.get("arch") or arch) == arch]
 
 
 def _audio_args(cfg: dict[str, Any]) -> list[str]:
