@@ -126,19 +126,20 @@ def guest(request: pytest.FixtureRequest, unprivileged_host: Host,
                      "--set", _mounts_set(image, mount_type, mounts), "template:debian-12",
                      timeout=1500)
     out = r.stdout + r.stderr
-    if mount_type == "9p":
-        assert r.returncode != 0 and "DEGRADED" in out, out
-    else:
-        assert r.returncode == 0 and "READY" in out, out
-    if mount_type == "virtiofs":
-        for link, target in (("abs-link", str(base / "secret.txt")),
-                             ("rel-link", "../secret.txt"), ("up-dir", "..")):
-            (base / "rw" / link).symlink_to(target)
-    g = Guest(host, name, mount_type, base, out, boot_path)
-    yield g
-    host.limactl("stop", "-f", name)
-    host.limactl("delete", "-f", name)
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        if mount_type == "9p":
+            assert r.returncode != 0 and "DEGRADED" in out, out
+        else:
+            assert r.returncode == 0 and "READY" in out, out
+        if mount_type == "virtiofs":
+            for link, target in (("abs-link", str(base / "secret.txt")),
+                                 ("rel-link", "../secret.txt"), ("up-dir", "..")):
+                (base / "rw" / link).symlink_to(target)
+        yield Guest(host, name, mount_type, base, out, boot_path)
+    finally:  # a failed set-up must not leave the guest running either
+        host.limactl("stop", "-f", name)
+        host.limactl("delete", "-f", name)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_host_file_visible_at_same_path(guest: Guest) -> None:
