@@ -265,6 +265,24 @@ def test_host_forwards_over_the_monitor(tmp_path: Path) -> None:
                      "hostfwd_remove net0 tcp:127.0.0.1:8080"]
 
 
+def test_stop_without_a_qmp_socket_does_not_wait_for_the_guest(tmp_path: Path) -> None:
+    """With its QMP socket gone (the instance directory removed under it), nothing can
+    ask the guest to power off: stop ends QEMU at once instead of waiting out the
+    power-down timeout."""
+    import time
+
+    driver = QemuDriver("x", tmp_path, {"arch": "x86_64"})
+
+    async def scenario() -> tuple[float, int | None]:
+        driver.process = await asyncio.create_subprocess_exec("sleep", "600")
+        t0 = time.monotonic()
+        await driver.stop(timeout=300)
+        return time.monotonic() - t0, driver.process.returncode
+
+    elapsed, rc = asyncio.run(scenario())
+    assert rc == -9 and elapsed < 10, (elapsed, rc)
+
+
 # ---- the seam is enforced ----
 
 

@@ -423,12 +423,19 @@ class QemuDriver:
         return rc
 
     async def stop(self, timeout: float) -> None:
-        """ACPI power-off; `quit` over QMP after `timeout`; SIGKILL if that fails."""
+        """ACPI power-off; `quit` over QMP after `timeout`; SIGKILL if that fails, or
+        at once when the QMP socket is gone (nothing can ask for the power-off)."""
         if self.process is None or self.process.returncode is not None:
             return
         try:
             await self.qmp("system_powerdown")
         except (OSError, LimaError) as e:
+            # Nothing asked the guest to power off, so waiting for it is pointless
+            # (the QMP socket is gone, e.g. with the instance directory).
+            if not (self.dir / dirs.QMP_SOCK).exists():
+                log.warning("ACPI power-down over QMP failed: %s; stopping QEMU", e)
+                await self.kill()
+                return
             log.warning("ACPI power-down over QMP failed: %s", e)
         if await self._exited_within(timeout):
             return
