@@ -187,7 +187,9 @@ class Watch:
         return line.decode() + "\n"
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
+        # SIGTERM, not SIGINT: a test run started in the background (`cmd &` in a
+        # script) has SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
         finally:

@@ -69,6 +69,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     import pylima.cli.lima_cmd as lima_cmd
 
     seen: list[Any] = []
+    # The wrappers set LIMA_INSTANCE for the `lima` they exec; in this process it must
+    # not outlive the test (later tests, VM tests included, would inherit it).
+    monkeypatch.delenv("LIMA_INSTANCE", raising=False)
 
     def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
         seen.append(("exec", path, argv, env))
