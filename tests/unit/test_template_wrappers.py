@@ -71,7 +71,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     seen: list[Any] = []
     # The wrappers set LIMA_INSTANCE for the `lima` they exec; in this process it must
     # not outlive the test (later tests, VM tests included, would inherit it).
-    monkeypatch.delenv("LIMA_INSTANCE", raising=False)
+    # (set, then removed: monkeypatch restores only what it has seen exist)
+    monkeypatch.setenv("LIMA_INSTANCE", "")
+    monkeypatch.delenv("LIMA_INSTANCE")
 
     def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
         seen.append(("exec", path, argv, env))
