@@ -92,22 +92,22 @@ async def hmp_create(hmp: HMPCall, tag: str) -> None:
         raise savevm_refusal("savevm", out)
 
 
-async def hmp_apply(hmp: HMPCall, tag: str) -> None:
+async def _hmp_on_existing(hmp: HMPCall, command: str, tag: str) -> None:
+    """`command TAG` (loadvm, delvm) for a snapshot that must exist."""
     check_tag(tag)
     if tag not in _tags(await hmp_list(hmp)):
         raise SnapshotError(f"snapshot {tag!r} does not exist")
-    out = await hmp(f"loadvm {tag}")
+    out = await hmp(f"{command} {tag}")
     if monitor_error(out):
-        raise savevm_refusal("loadvm", out)
+        raise savevm_refusal(command, out)
+
+
+async def hmp_apply(hmp: HMPCall, tag: str) -> None:
+    await _hmp_on_existing(hmp, "loadvm", tag)
 
 
 async def hmp_delete(hmp: HMPCall, tag: str) -> None:
-    check_tag(tag)
-    if tag not in _tags(await hmp_list(hmp)):
-        raise SnapshotError(f"snapshot {tag!r} does not exist")
-    out = await hmp(f"delvm {tag}")
-    if monitor_error(out):
-        raise savevm_refusal("delvm", out)
+    await _hmp_on_existing(hmp, "delvm", tag)
 
 
 async def qemu_img(disk: Path, *args: str) -> str:
