@@ -160,6 +160,20 @@ class Host:
         return self.run("lima", *args, **kw)  # type: ignore[arg-type]
 
 
+def proc_cmdlines() -> Iterator[tuple[str, str]]:
+    """(pid, command line) of every process this user can see, the tests' own
+    pytest processes left out."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "pytest" not in cmd:
+            yield entry.name, cmd
+
+
 def eventually(check, timeout: float = 60.0):  # type: ignore[no-untyped-def]
     """Poll `check` until it returns a true value (generous deadline: TCG is slow); an
     OSError (a connection not accepted yet) counts as not yet."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import Host, eventually
+from tests.vm.conftest import Host, eventually, proc_cmdlines
 
 NAME = "vmtest"
 
@@ -878,20 +878,14 @@ def _same_lima_home(proc: str, h: Host) -> bool:
 def processes_of_instance(h: Host) -> list[str]:
     """Command lines of the processes that belong to the instance (QEMU names it with
     `-name lima-NAME`; the host agent, ssh and helpers name its directory or it)."""
+    inst = str(instance_dir(h))
     out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+    for pid, cmd in proc_cmdlines():
+        if "limactl list" in cmd:
             continue
-        try:
-            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "pytest" in cmd or "limactl list" in cmd:
-            continue
-        if str(instance_dir(h)) in cmd or ((f"lima-{NAME}" in cmd or
-                                            cmd.rstrip().endswith(f"hostagent {NAME}"))
-                                           and _same_lima_home(entry.path, h)):
-            out.append(f"{entry.name}: {cmd.strip()}")
+        if inst in cmd or ((f"lima-{NAME}" in cmd or cmd.rstrip().endswith(f"hostagent {NAME}"))
+                           and _same_lima_home(f"/proc/{pid}", h)):
+            out.append(f"{pid}: {cmd.strip()}")
     return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import VENV_BIN, Host, eventually
+from tests.vm.conftest import VENV_BIN, Host, eventually, proc_cmdlines
 
 NAME = "vmdevices"
 OVMF = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -49,17 +49,7 @@ def swtpm_of(d: Path) -> list[str]:
 
 
 def process_lines(needle: str) -> list[str]:
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if needle in cmd and "pytest" not in cmd:
-            out.append(cmd)
-    return out
+    return [cmd for _, cmd in proc_cmdlines() if needle in cmd]
 
 
 class FirmwareServer:
