@@ -108,6 +108,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "iputils-ping",
     "bind9-dnsutils",     # dig, nslookup
     "inotify-tools",      # inotifywait: watching mountInotify's events
+    "xauth",              # sshd's X11 forwarding (`ssh.forwardX11`) stores its cookie
 )
 
 
