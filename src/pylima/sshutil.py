@@ -126,6 +126,14 @@ def write_ssh_files(name: str, inst_dir: Path, user: str, port: int, host_pub: s
     return cfg
 
 
+# X11 through the host agent's master connection goes to the display the master was
+# started with (OpenSSH's multiplexing uses the master's DISPLAY, not the client's): so
+# `limactl start` decides it, and a shell decides only where there is no master.
+def master_socket(inst_dir: Path) -> Path:
+    """The host agent's SSH master connection's control socket."""
+    return inst_dir / dirs.SSH_SOCK
+
+
 X11_WITHOUT_DISPLAY = ("`ssh.forwardX11` is set, but DISPLAY is not: X11 forwarding is "
                        "off (set DISPLAY to the host's X server)")
 

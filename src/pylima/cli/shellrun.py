@@ -66,9 +66,11 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
     if (ssh_cfg.get("forwardX11") or ssh_cfg.get("forwardX11Trusted")) \
             and not os.environ.get("DISPLAY"):
         from pylima.cli.listing import _log
-        from pylima.sshutil import X11_WITHOUT_DISPLAY
+        from pylima.sshutil import X11_WITHOUT_DISPLAY, master_socket
 
-        _log().warning("%s", X11_WITHOUT_DISPLAY)
+        # through the host agent's master, X11 goes to the display of `limactl start`
+        if not master_socket(inst.dir).exists():
+            _log().warning("%s", X11_WITHOUT_DISPLAY)
     full.append("--")
     full.append(script)
     sys.stdout.flush()
