@@ -205,7 +205,9 @@ def test_guest_port_to_a_host_socket_and_ipv6_host_addresses() -> None:
     assert m6 is not None and m6.host_addr == "[::]:4010" and pf.over_ssh(m6)
     assert pf.ssh_local_forward(m6, GuestPort("tcp", "::1", 4010)) == [
         "-L", "[::]:4010:[::1]:4010"]
-    assert "IPv6 host address" in (pf.refusal(m6, "udp") or "")
+    # UDP to it: neither QEMU nor SSH carries it; a host-side relay does
+    assert pf.refusal(m6, "udp") is None and not pf.over_ssh(m6, "udp")
+    assert pf.needs_udp_relay(m6, "udp") and not pf.needs_udp_relay(m6, "tcp")
     long = pf.Match(sock_rule, "", 0, "/" + "x" * 120)
     assert "too long: >= UNIX_PATH_MAX=108" in (pf.refusal(long) or "")
     # IPv4 host addresses stay on QEMU's forwarding
@@ -246,6 +248,65 @@ def test_forwarder_uses_ssh_for_sockets_and_cleans_up(tmp_path: Any) -> None:
                      ("cancel", ["-L", "[::1]:8091:127.0.0.1:8091"])]
     assert not sock.exists()  # the socket goes with the forward
     assert [e["hostAddr"] for e in evs if e["type"] == "forwarding"] == [str(sock), "[::1]:8091"]
+
+
+def test_udp_to_an_ipv6_host_address_goes_through_a_relay() -> None:
+    """The driver forwards an IPv4 loopback port; a real UDP socket on [::1] relays to
+    it (here to a UDP echo server standing in for QEMU's forward), and everything is
+    closed with the forward."""
+    import socket
+
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.1", 0))
+    echo.setblocking(False)
+    fwd = FakeForwarding()
+    added: list[tuple[str, int]] = []
+    real_add = fwd.add_host_forward
+
+    async def add(protocol: str, host_ip: str, host_port: int, guest_port: int) -> str:
+        added.append((host_ip, host_port))
+        return await real_add(protocol, host_ip, host_port, guest_port)
+
+    fwd.add_host_forward = add  # type: ignore[method-assign]
+    port = pf.free_udp_port()
+    rules = [filled(guestPort=5353, hostIP="::1", hostPortRange=[port, port])]
+
+    async def request(op: str, **args: Any) -> dict[str, Any]:
+        return {}
+
+    async def main() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        f = pf.PortForwarder(rules, 60022, fwd, GUEST_ADDRESS, request, lambda e: None)
+        await f.snapshot([GuestPort("udp", "0.0.0.0", 5353)], "s1")
+        [(driver_ip, driver_port)] = added
+        assert driver_ip == "127.0.0.1" and driver_port != port
+        relay = f.active[GuestPort("udp", "0.0.0.0", 5353)].udp_relay
+        assert relay is not None
+        relay.target = echo.getsockname()  # the echo server plays QEMU's forward
+
+        def echo_back() -> None:
+            data, addr = echo.recvfrom(100)
+            echo.sendto(b"echo:" + data, addr)
+
+        loop.add_reader(echo.fileno(), echo_back)
+        got = []
+        for text in (b"one", b"two"):
+            client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            client.setblocking(False)
+            client.sendto(text, ("::1", port))
+            got.append(await asyncio.wait_for(loop.sock_recv(client, 100), 10))
+            client.close()
+        assert len(relay.clients) == 2  # one upstream socket per client
+        await f.close()
+        loop.remove_reader(echo.fileno())
+        assert not relay.clients and relay.transport is None
+        return got
+
+    assert asyncio.run(main()) == [b"echo:one", b"echo:two"]
+    assert fwd.rules == set()  # the driver's forward went with it
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", port))  # and the relay's socket
+    echo.close()
 
 
 # ---- the guest agent ----

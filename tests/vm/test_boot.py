@@ -555,6 +555,25 @@ def test_udp_is_forwarded(guest: Host) -> None:
     assert eventually(ask)
 
 
+def test_udp_to_an_ipv6_host_address(guest: Host) -> None:
+    """The `hostIP: ::1` rule takes UDP too: QEMU forwards an IPv4 loopback port and the
+    host agent relays the host's [::1] to it (SSH carries no UDP)."""
+    import socket
+
+    in_guest_background(guest, "python3", "-c", UDP_ECHO, "0.0.0.0", "8091")
+    assert eventually(lambda: "[::1]:8091" in
+                      {f["hostAddr"] for f in forwards(guest) if f["protocol"] == "udp"})
+
+    def ask() -> bool:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            s.sendto(b"ping6", ("::1", 8091))
+            return s.recvfrom(100)[0] == b"echo:ping6"
+
+    assert eventually(ask)
+    guest.limactl("shell", NAME, "pkill", "-f", "SOCK_DGRAM.*8091")
+
+
 def test_guest_socket_rule_exposes_a_unix_socket(guest: Host) -> None:
     import socket
 

@@ -14,8 +14,10 @@ driver's guest address or to any address are reached directly; sockets bound to 
 guest loopback address are reached through a relay the guest agent opens on the
 guest address (splice(2) copies, in the guest kernel). The driver binds the host side
 itself, so the host listens exactly on the rule's address and port, and nothing else.
-Unix-socket rules (`guestSocket`/`hostSocket`, `reverse`) and `static` rules go over
-the SSH master connection, as in Lima.
+Unix-socket rules (`guestSocket`/`hostSocket`, `reverse`), TCP to an IPv6 host address
+and `static` rules go over the SSH master connection, as in Lima. UDP to an IPv6 host
+address (which neither QEMU's user network nor SSH carries) goes through QEMU's
+forwarding on an IPv4 loopback port that a `UDPRelay` of the host agent feeds.
 
 The rule matching (`match_rule`, `effective_rules`, `data_path`) is pure.
 """
@@ -156,9 +158,6 @@ def refusal(m: Match, protocol: str = "tcp") -> str | None:
                 "to forward it")
     if not 0 < m.host_port < 65536:
         return f"host port {m.host_port} is out of range"
-    if protocol != "tcp" and _is_ipv6(m.host_ip):
-        return (f"{protocol.upper()} to the IPv6 host address {m.host_ip} is not supported "
-                "(QEMU's user network listens on IPv4 host addresses only)")
     return None
 
 
@@ -167,11 +166,16 @@ def _is_ipv6(ip: str) -> bool:
     return addr is not None and addr.version == 6
 
 
-def over_ssh(m: Match) -> bool:
+def over_ssh(m: Match, protocol: str = "tcp") -> bool:
     """Forwards QEMU's user network cannot make (it binds IPv4 host addresses, TCP or
     UDP ports, nothing else) go over the SSH master, as in Lima: a unix socket on the
-    host, an IPv6 host address."""
-    return bool(m.host_socket) or _is_ipv6(m.host_ip)
+    host, TCP to an IPv6 host address."""
+    return bool(m.host_socket) or (protocol == "tcp" and _is_ipv6(m.host_ip))
+
+
+def needs_udp_relay(m: Match, protocol: str) -> bool:
+    """UDP to an IPv6 host address: through a host-side `UDPRelay` (SSH has no UDP)."""
+    return protocol == "udp" and _is_ipv6(m.host_ip)
 
 
 def ssh_local_forward(m: Match, guest: GuestPort) -> list[str]:
@@ -223,6 +227,10 @@ class Active:
     relay_port: int = 0
     host_socket: str = ""
     ssh_spec: tuple[str, ...] = ()  # via ssh: the `ssh -O forward` arguments
+    # UDP to an IPv6 host address: the driver forwards this IPv4 loopback port, and
+    # `udp_relay` carries the datagrams between it and the rule's address
+    driver_port: int = 0
+    udp_relay: UDPRelay | None = None
 
     @property
     def host_addr(self) -> str:
@@ -321,6 +329,10 @@ class PortForwarder:
                 if active.host_socket:
                     with contextlib.suppress(OSError):
                         os.unlink(active.host_socket)
+            elif active.udp_relay is not None:
+                active.udp_relay.close()
+                await self.forwarding.remove_host_forward(guest.protocol, LOOPBACK_V4,
+                                                          active.driver_port)
             else:
                 await self.forwarding.remove_host_forward(guest.protocol, active.host_ip,
                                                           active.host_port)
@@ -361,7 +373,7 @@ class PortForwarder:
                 log.debug("%s %s: %s is already forwarded from %s", guest.protocol,
                           guest.addr, host, a.guest.addr)
                 return
-        if over_ssh(m):
+        if over_ssh(m, guest.protocol):
             await self._forward_over_ssh(guest, m)
             return
         via = data_path(guest, self.guest_address)
@@ -378,8 +390,19 @@ class PortForwarder:
                              f"{reply.get('error') or 'no port'}")
                 return
             target_port = relay_port = int(reply["port"])
-        error = await self.forwarding.add_host_forward(guest.protocol, m.host_ip, m.host_port,
+        udp_relay = None
+        if needs_udp_relay(m, guest.protocol):
+            driver_ip, driver_port = LOOPBACK_V4, free_udp_port()
+        else:
+            driver_ip, driver_port = m.host_ip, m.host_port
+        error = await self.forwarding.add_host_forward(guest.protocol, driver_ip, driver_port,
                                                        target_port)
+        if not error and driver_ip != m.host_ip:
+            udp_relay = UDPRelay((LOOPBACK_V4, driver_port))
+            error = await udp_relay.listen(m.host_ip, m.host_port)
+            if error:
+                await self.forwarding.remove_host_forward(guest.protocol, driver_ip,
+                                                          driver_port)
         if error:
             if relay_port:
                 with contextlib.suppress(Exception):
@@ -389,7 +412,9 @@ class PortForwarder:
         log.info("Forwarding %s from %s to %s", guest.protocol.upper(), guest.addr, host)
         self.on_event({"type": "forwarding", "protocol": guest.protocol,
                        "guestAddr": guest.addr, "hostAddr": host})
-        self.active[guest] = Active(guest, m.host_ip, m.host_port, via, relay_port)
+        self.active[guest] = Active(guest, m.host_ip, m.host_port, via, relay_port,
+                                    driver_port=driver_port if udp_relay else 0,
+                                    udp_relay=udp_relay)
 
     async def _forward_over_ssh(self, guest: GuestPort, m: Match) -> None:
         host = m.host_addr
@@ -438,6 +463,105 @@ class PortForwarder:
                     guest.protocol.upper(), guest.addr, host, why)
         self.on_event({"type": "failed", "protocol": guest.protocol,
                        "guestAddr": guest.addr, "hostAddr": host, "error": why})
+
+
+LOOPBACK_V4 = "127.0.0.1"
+
+
+def free_udp_port() -> int:
+    """A UDP port of 127.0.0.1 that nothing holds now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK_V4, 0))
+        return int(s.getsockname()[1])
+
+
+class UDPRelay:
+    """Datagrams between a host address (IPv6) and `target` (an IPv4 address and port):
+    each client gets its own socket towards `target`, so that replies find their way
+    back to it, and a client quiet for `idle` seconds is forgotten (as a NAT does)."""
+
+    def __init__(self, target: tuple[str, int], idle: float = 120.0) -> None:
+        self.target = target
+        self.idle = idle
+        self.transport: asyncio.DatagramTransport | None = None
+        self.clients: dict[Any, tuple[Any, float]] = {}  # address -> (socket, last use)
+        self._sweep: asyncio.TimerHandle | None = None
+
+    async def listen(self, host_ip: str, host_port: int) -> str:
+        """Listen on host_ip:host_port; "" or why not."""
+        import socket
+
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Listener(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                relay._from_client(data, addr)
+
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                Listener, local_addr=(host_ip, host_port), family=socket.AF_INET6)
+        except OSError as e:
+            return f"cannot listen on {host_string(host_ip, host_port)}: {e.strerror or e}"
+        self.transport = transport
+        self._sweep = loop.call_later(self.idle, self._forget_idle)
+        return ""
+
+    def _from_client(self, data: bytes, addr: Any) -> None:
+        import socket
+        import time
+
+        entry = self.clients.get(addr)
+        if entry is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            try:
+                sock.connect(self.target)
+            except OSError:
+                sock.close()
+                return
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._from_target, addr)
+            entry = (sock, 0.0)
+        self.clients[addr] = (entry[0], time.monotonic())
+        with contextlib.suppress(OSError):  # a full buffer drops it, as UDP may
+            entry[0].send(data)
+
+    def _from_target(self, addr: Any) -> None:
+        entry = self.clients.get(addr)
+        if entry is None or self.transport is None:
+            return
+        try:
+            data = entry[0].recv(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # e.g. ECONNREFUSED from an ICMP error: nothing to pass on
+            return
+        self.transport.sendto(data, addr)
+
+    def _drop(self, addr: Any) -> None:
+        sock, _ = self.clients.pop(addr)
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+        sock.close()
+
+    def _forget_idle(self) -> None:
+        import time
+
+        now = time.monotonic()
+        for addr in [a for a, (_, last) in self.clients.items() if now - last > self.idle]:
+            self._drop(addr)
+        self._sweep = asyncio.get_running_loop().call_later(self.idle, self._forget_idle)
+
+    def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        for addr in list(self.clients):
+            self._drop(addr)
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
 
 
 def _bracket(ip: str) -> str:
