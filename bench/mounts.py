@@ -13,7 +13,12 @@ Each figure is printed next to the same workload on the guest's own disk (/var/t
 and as ratio = mount time / local time (for MB/s: local MB/s / mount MB/s), so 1.0 is
 "as fast as local" and larger is slower.
 
-Run: .venv/bin/python bench/mounts.py [--types 9p,reverse-sshfs,virtiofs]
+With --inotify, each type is measured twice, in two instances, with `mountInotify`
+off and on, and the cost of on is printed per workload as ratio = on / off (each
+side's mount time over its own guest's local time, so that the two guests' speeds
+cancel out).
+
+Run: .venv/bin/python bench/mounts.py [--types 9p,reverse-sshfs,virtiofs] [--inotify]
 (needs the local image: it is built on first use, which is not timed).
 """
 
@@ -34,7 +39,9 @@ GUEST_SCRIPT = r"""
 set -eu
 d=$1/bench.$$
 mkdir -p "$d"
-t() { s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); awk "BEGIN{print $e - $s}"; }
+# the guest's uptime, not its wall clock: the guest agent may set the clock mid-run
+t() { read -r s _ </proc/uptime; "$@" >/dev/null 2>&1; read -r e _ </proc/uptime
+  awk "BEGIN{print $e - $s}"; }
 drop() { sync; echo 3 | sudo -n tee /proc/sys/vm/drop_caches >/dev/null 2>&1 || true; }
 w=$(t dd if=/dev/zero of="$d/big" bs=1M count=200 conv=fsync)
 drop
@@ -68,40 +75,63 @@ def measure(env: dict[str, str], name: str, directory: str) -> dict[str, float]:
     return {k: float(v) for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}
 
 
-def bench_type(mount_type: str, image: dict, work: Path) -> list[str]:
+def measure_type(mount_type: str, image: dict, work: Path,
+                 inotify: bool = False) -> tuple[dict[str, float], dict[str, float]]:
+    """(local, mount) timings of one instance with one writable mount of the type."""
     env = {**os.environ, "LIMA_HOME": str(work / "lima")}
-    share = work / f"share-{mount_type}"
+    tag = mount_type + ("-inotify" if inotify else "")
+    share = work / f"share-{tag}"
     share.mkdir()
     if os.geteuid() == 0:
         # as root the guest user is uid 1000: give it the shared directory
         os.chmod(work, 0o755)
         os.chown(share, 1000, 1000)
-    name = "bench-" + mount_type.replace("reverse-", "r")
+    name = "bench-" + mount_type.replace("reverse-", "r") + ("-i" if inotify else "")
     expr = (f".images = [{json.dumps(image)}] | .mountType = {json.dumps(mount_type)} | "
-            f".mountTypesUnsupported = [] | "
+            f".mountTypesUnsupported = [] | .mountInotify = {json.dumps(inotify)} | "
             f".mounts = [{json.dumps({'location': str(share), 'writable': True})}]")
     limactl(env, "start", f"--name={name}", "--tty=false", "--cpus=2", "--memory=2",
             "--set", expr, "template:debian-12")
     try:
-        local = measure(env, name, "/var/tmp")
-        mnt = measure(env, name, str(share))
+        return measure(env, name, "/var/tmp"), measure(env, name, str(share))
     finally:
         limactl(env, "delete", "-f", name, check=False)
+
+
+SMALL = (("create", "create 2000 files"), ("stat", "stat 2000 files"),
+         ("readsmall", "read 2000 files"), ("findgrep", "find + grep -r"))
+
+
+def report(label: str, local: dict[str, float], mnt: dict[str, float]) -> list[str]:
     mb = 200.0
     lines = []
     for k in ("write", "read"):
-        lines.append(f"{mount_type:14s} seq {k:5s} 200MB: {mb / mnt[k]:8.1f} MB/s   local "
+        lines.append(f"{label:14s} seq {k:5s} 200MB: {mb / mnt[k]:8.1f} MB/s   local "
                      f"{mb / local[k]:8.1f} MB/s   ratio {mnt[k] / local[k]:6.2f}")
-    for k, what in (("create", "create 2000 files"), ("stat", "stat 2000 files"),
-                    ("readsmall", "read 2000 files"), ("findgrep", "find + grep -r")):
-        lines.append(f"{mount_type:14s} {what:22s} {mnt[k]:7.2f} s   local {local[k]:7.2f} s"
+    for k, what in SMALL:
+        lines.append(f"{label:14s} {what:22s} {mnt[k]:7.2f} s   local {local[k]:7.2f} s"
                      f"   ratio {mnt[k] / local[k]:6.2f}")
+    return lines
+
+
+def bench_type(mount_type: str, image: dict, work: Path, inotify: bool) -> list[str]:
+    local, mnt = measure_type(mount_type, image, work)
+    lines = report(mount_type, local, mnt)
+    if not inotify:
+        return lines
+    local_on, mnt_on = measure_type(mount_type, image, work, inotify=True)
+    lines += report(f"{mount_type}+in", local_on, mnt_on)
+    for k, what in (("write", "seq write 200MB"), *SMALL):
+        off, on = mnt[k] / local[k], mnt_on[k] / local_on[k]
+        lines.append(f"{mount_type:14s} mountInotify on/off {what:20s} ratio {on / off:6.2f}")
     return lines
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--types", default="9p,reverse-sshfs,virtiofs")
+    p.add_argument("--inotify", action="store_true",
+                   help="also measure each type with mountInotify on (a second instance)")
     args = p.parse_args()
     from pylima.drivers.qemu.virtiofs import virtiofsd_problem
     from pylima.images import builder
@@ -113,7 +143,7 @@ def main() -> int:
             if t == "virtiofs" and virtiofsd_problem():
                 print(f"virtiofs: skipped ({virtiofsd_problem()})")
                 continue
-            for line in bench_type(t, image, Path(tmp)):
+            for line in bench_type(t, image, Path(tmp), args.inotify):
                 print(line, flush=True)
     return 0
 
