@@ -1,0 +1,321 @@
+"""The files of a user-v2 network, `$LIMA_HOME/_networks/NAME/`, and joining it.
+
+A user-v2 network is a `vde_switch` (Debian's vde2) that the instances naming the
+network plug a second NIC into; `limactl usernet` runs it (see `pylima.usernet`).
+Everything here is user space: no tap, no bridge, no root.
+
+- `leases.json`: address -> {"mac": MAC, "instance": NAME}. An instance keeps its
+  address for as long as it exists (its MAC is stable, Lima's hash of its lima.yaml
+  path); `limactl delete` gives it back. The guest gets the address statically,
+  through the cidata network-config, so there is no DHCP on the switch.
+- `hosts`: the members' names (`lima-NAME.internal`), /etc/hosts lines, rewritten with
+  the leases; each host agent pushes it to its guest agent when it changes.
+- `usernet_NAME.pid`, `NAME_qemu.vde/` (the switch's socket directory, QEMU's
+  `-netdev vde,sock=`), `usernet.NAME.std{out,err}.log`: the daemon's.
+- `members/INSTANCE.lock`: an flock each member's host agent holds for its whole life.
+  The daemon exits when none is held; `lock` serialises that with a member joining.
+
+The address plan (pure, below) is Lima's: the networks.yaml entry's gateway and
+netmask give the subnet; the host answers at .2 and DNS at .3 (slirpvde, run by the
+daemon); members get .15 and up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pylima import dirs
+from pylima.errors import LimaError
+
+LEASES = "leases.json"
+HOSTS = "hosts"
+MEMBERS = "members"
+LOCK = "lock"
+FIRST_MEMBER = 15  # as slirp's guest address, 192.168.5.15
+SWITCH_PACKAGE = "vde2"
+DAEMON_WAIT = 10.0  # seconds for a new daemon's switch to appear
+
+
+# ---------------------------------------------------------------- pure
+
+
+@dataclass(frozen=True)
+class UserNet:
+    """The address plan of one user-v2 network."""
+
+    name: str
+    subnet: ipaddress.IPv4Network
+
+    @property
+    def host(self) -> str:  # the host, through slirpvde (Lima's gateway address)
+        return str(self.subnet.network_address + 2)
+
+    @property
+    def dns(self) -> str:
+        return str(self.subnet.network_address + 3)
+
+    @property
+    def prefixlen(self) -> int:
+        return self.subnet.prefixlen
+
+
+@dataclass(frozen=True)
+class UserNic:
+    """One instance's NIC on a user-v2 network: what the QEMU argv and the cidata
+    network-config need."""
+
+    network: str
+    interface: str   # the guest's name for it (networks[].interface, lima0 ...)
+    mac: str
+    address: str     # e.g. 192.168.104.15
+    prefixlen: int
+    switch: str      # the vde_switch socket directory
+
+
+def user_net(name: str, entry: Mapping[str, Any]) -> UserNet:
+    """The plan of the networks.yaml entry `entry` (mode user-v2)."""
+    gw, mask = entry.get("gateway"), entry.get("netmask") or "255.255.255.0"
+    try:
+        subnet = ipaddress.IPv4Network(f"{gw}/{mask}", strict=False)
+    except ValueError as e:
+        raise LimaError(f"network `{name}` has an invalid gateway or netmask: {e}") from e
+    if subnet.num_addresses < FIRST_MEMBER + 2:
+        raise LimaError(f"network `{name}`: subnet {subnet} is too small for members "
+                        f"(from .{FIRST_MEMBER})")
+    return UserNet(name, subnet)
+
+
+def allocate(leases: Mapping[str, Mapping[str, str]], net: UserNet, mac: str,
+             instance: str) -> tuple[dict[str, dict[str, str]], str]:
+    """(new leases, address) for `mac`: its lease when it has one (the same address
+    on every start), else the first free address from .15 up. Leases outside the
+    subnet (the network was re-created with another gateway) are dropped."""
+    out = {ip: dict(v) for ip, v in leases.items()
+           if _in(ip, net.subnet)}
+    for ip, v in out.items():
+        if v.get("mac", "").lower() == mac.lower():
+            v["instance"] = instance
+            return out, ip
+    hosts = list(net.subnet.hosts())
+    for addr in hosts[FIRST_MEMBER - 1:]:
+        if str(addr) not in out:
+            out[str(addr)] = {"mac": mac.lower(), "instance": instance}
+            return out, str(addr)
+    raise LimaError(f"network `{net.name}` has no free address left in {net.subnet}",
+                    hint="delete instances that are not needed any more")
+
+
+def _in(ip: str, subnet: ipaddress.IPv4Network) -> bool:
+    try:
+        return ipaddress.IPv4Address(ip) in subnet
+    except ValueError:
+        return False
+
+
+def release(leases: Mapping[str, Mapping[str, str]], instance: str) -> dict[str, dict[str, str]]:
+    """The leases without `instance`'s."""
+    return {ip: dict(v) for ip, v in leases.items() if v.get("instance") != instance}
+
+
+def render_hosts(leases: Mapping[str, Mapping[str, str]]) -> str:
+    """/etc/hosts lines for the members: `ADDRESS<TAB>lima-NAME.internal`, in address
+    order (the guest agent puts them into a block of the guest's /etc/hosts)."""
+    from pylima.cidata.render import hostname_for
+
+    rows = sorted(((ipaddress.IPv4Address(ip), v["instance"]) for ip, v in leases.items()
+                   if v.get("instance")), key=lambda r: r[0])
+    return "".join(f"{ip}\t{hostname_for(name)}.internal\n" for ip, name in rows)
+
+
+def user_v2_entries(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The `networks` entries of a filled config that name a `lima:` network."""
+    return [nw for nw in cfg.get("networks") or [] if isinstance(nw, dict) and nw.get("lima")]
+
+
+# ---------------------------------------------------------------- files
+
+
+def network_dir(name: str) -> Path:
+    return dirs.lima_home() / dirs.NETWORKS_DIR / name
+
+
+def switch_dir(name: str) -> Path:
+    return network_dir(name) / f"{name}_qemu.vde"
+
+
+def pid_file(name: str) -> Path:
+    return network_dir(name) / f"usernet_{name}.pid"
+
+
+def log_file(name: str, stream: str) -> Path:
+    return network_dir(name) / f"usernet.{name}.{stream}.log"
+
+
+def hosts_file(name: str) -> Path:
+    return network_dir(name) / HOSTS
+
+
+@contextlib.contextmanager
+def network_lock(name: str, timeout: float = 10.0) -> Iterator[None]:
+    d = network_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LimaError(f"network `{name}` is locked by another process",
+                                    hint=f"see {d / LOCK}") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_leases(name: str) -> dict[str, dict[str, str]]:
+    try:
+        data = json.loads((network_dir(name) / LEASES).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(ip): {str(k): str(x) for k, x in v.items()} for ip, v in data.items()
+            if isinstance(v, dict)}
+
+
+def write_leases(name: str, leases: Mapping[str, Mapping[str, str]]) -> None:
+    d = network_dir(name)
+    for fname, text in ((LEASES, json.dumps(leases, indent=1, sort_keys=True) + "\n"),
+                        (HOSTS, render_hosts(leases))):
+        tmp = d / f".{fname}.{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, d / fname)
+
+
+def lease(net: UserNet, mac: str, instance: str) -> str:
+    """The instance's address on `net` (allocated on its first start, kept after)."""
+    with network_lock(net.name):
+        leases, addr = allocate(read_leases(net.name), net, mac, instance)
+        write_leases(net.name, leases)
+    return addr
+
+
+def release_instance(instance: str) -> None:
+    """`limactl delete`: the instance's addresses go back to every user-v2 network."""
+    base = dirs.lima_home() / dirs.NETWORKS_DIR
+    if not base.is_dir():
+        return
+    for d in sorted(base.iterdir()):
+        if not (d / LEASES).exists():
+            continue
+        with network_lock(d.name):
+            leases = read_leases(d.name)
+            kept = release(leases, instance)
+            if kept != leases:
+                write_leases(d.name, kept)
+
+
+def daemon_pid(name: str) -> int:
+    """The running daemon's pid, 0 when none runs."""
+    try:
+        pid = int(pid_file(name).read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pid
+
+
+def member_locks_held(name: str) -> list[str]:
+    """The members whose host agent holds its member lock (i.e. runs)."""
+    d = network_dir(name) / MEMBERS
+    held = []
+    for p in sorted(d.glob("*.lock")) if d.is_dir() else []:
+        fd = os.open(p, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.append(p.stem)
+        finally:
+            os.close(fd)
+    return held
+
+
+def join(net: UserNet, instance: str) -> int:
+    """Become a member of `net`: take the member lock (returned; the caller keeps it
+    open for its life) and start the daemon when none runs."""
+    import subprocess
+    import sys
+
+    check_switch()
+    with network_lock(net.name):
+        mdir = network_dir(net.name) / MEMBERS
+        mdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(mdir / f"{instance}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LimaError(f"instance `{instance}` is already a member of network "
+                            f"`{net.name}`") from None
+        if daemon_pid(net.name):
+            return fd
+        with contextlib.suppress(FileNotFoundError):
+            pid_file(net.name).unlink()
+        argv = [sys.executable, "-m", "pylima", "usernet", "-p", str(pid_file(net.name)),
+                "--listen-qemu", str(switch_dir(net.name)), "--subnet", str(net.subnet)]
+        with open(log_file(net.name, "stdout"), "wb") as out, \
+                open(log_file(net.name, "stderr"), "wb") as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + DAEMON_WAIT
+        ctl = switch_dir(net.name) / "ctl"
+        while not (ctl.exists() and daemon_pid(net.name)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                os.close(fd)
+                tail = log_file(net.name, "stderr").read_text(errors="replace").strip()
+                raise LimaError(f"the user-v2 network `{net.name}` did not start"
+                                + (f": {tail.splitlines()[-1]}" if tail else ""),
+                                hint=f"see {network_dir(net.name)}/usernet.*.log")
+            time.sleep(0.05)
+        return fd
+
+
+def check_switch() -> None:
+    """One clear line when the switch is not installed."""
+    import shutil
+
+    for prog in ("vde_switch", "slirpvde"):
+        if shutil.which(prog) is None:
+            raise LimaError(f"`{prog}` not found: user-v2 networks need it",
+                            hint=f"install the Debian package `{SWITCH_PACKAGE}`")
+
+
+def instance_nics(cfg: Mapping[str, Any], instance: str,
+                  entries: Mapping[str, Mapping[str, Any]]) -> list[UserNic]:
+    """Lease an address on each user-v2 network the config names (`entries`: the
+    networks.yaml entries by name)."""
+    nics = []
+    for nw in user_v2_entries(cfg):
+        name = str(nw["lima"])
+        entry = entries.get(name)
+        if entry is None or entry.get("mode") != "user-v2":
+            raise LimaError(f"network `{name}` is not a user-v2 network in networks.yaml")
+        net = user_net(name, entry)
+        mac = str(nw.get("macAddress"))
+        addr = lease(net, mac, instance)
+        nics.append(UserNic(name, str(nw.get("interface") or "lima0"), mac, addr,
+                            net.prefixlen, str(switch_dir(name))))
+    return nics
