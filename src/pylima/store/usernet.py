@@ -260,6 +260,7 @@ def join(net: UserNet, instance: str) -> int:
     import sys
 
     check_switch()
+    check_switch_path(net.name)
     with network_lock(net.name):
         mdir = network_dir(net.name) / MEMBERS
         mdir.mkdir(parents=True, exist_ok=True)
@@ -291,6 +292,19 @@ def join(net: UserNet, instance: str) -> int:
                                 hint=f"see {network_dir(net.name)}/usernet.*.log")
             time.sleep(0.05)
         return fd
+
+
+UNIX_PATH_MAX = 108
+SWITCH_SOCKET_ROOM = 24  # the switch's sockets in its directory: ctl, .NNNNN-NNNNN, ...
+
+
+def check_switch_path(name: str) -> None:
+    """The switch's Unix sockets must fit sun_path (as Lima checks its usernet sockets)."""
+    sw = str(switch_dir(name))
+    if len(sw) + SWITCH_SOCKET_ROOM >= UNIX_PATH_MAX:
+        raise LimaError(f"usernet socket path `{sw}` too long: must be less than "
+                        f"{UNIX_PATH_MAX - SWITCH_SOCKET_ROOM} characters, but is {len(sw)}",
+                        hint="use a shorter LIMA_HOME")
 
 
 def check_switch() -> None:
