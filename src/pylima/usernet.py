@@ -60,10 +60,8 @@ def run_daemon(*, pidfile: str, endpoint: str, listen_qemu: str, listen: str, su
             for ip, mac in leases.items():
                 cur.setdefault(ip, {"mac": mac.lower(), "instance": ""})
             usernet.write_leases(name, cur)
-    if pidfile:
-        if os.path.exists(pidfile):
-            raise LimaError(f"pidfile `{pidfile}` already exists")
-        Path(pidfile).write_text(f"{os.getpid()}\n")
+    if pidfile and os.path.exists(pidfile):
+        raise LimaError(f"pidfile `{pidfile}` already exists")
     stop = False
 
     def on_signal(_sig: int, _frame: object) -> None:
@@ -88,6 +86,8 @@ def run_daemon(*, pidfile: str, endpoint: str, listen_qemu: str, listen: str, su
         children.append(subprocess.Popen(
             ["slirpvde", "-s", str(switch), "-n", str(net)], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, preexec_fn=die_with_parent()))
+        if pidfile:  # written once the network is up: the members wait for it
+            Path(pidfile).write_text(f"{os.getpid()}\n")
         log.info("user-v2 network `%s` up: switch %s, host %s, DNS %s", name, switch,
                  net.network_address + 2, net.network_address + 3)
         while not stop:

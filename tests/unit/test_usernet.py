@@ -179,3 +179,36 @@ def test_missing_switch_is_one_line_naming_the_package(monkeypatch: pytest.Monke
         usernet.check_switch()
     assert e.value.message == "`vde_switch` not found: user-v2 networks need it"
     assert e.value.hint == "install the Debian package `vde2`"
+
+
+def write_networks(home: Path, body: str) -> None:
+    (home / "_config").mkdir(parents=True, exist_ok=True)
+    (home / "_config" / "networks.yaml").write_text("networks:\n" + body)
+
+
+@needs_vde
+def test_start_checks_are_one_clear_line(short_lima_home: Path) -> None:
+    from pylima.store.networks import host_ipv4_addresses
+
+    lima_home = short_lima_home
+    write_networks(lima_home, "  user-v2: {mode: user-v2, gateway: 192.168.104.1}\n"
+                              "  slirpish: {mode: user-v2, gateway: 192.168.5.1}\n"
+                              "  sh: {mode: shared, gateway: 192.168.105.1}\n")
+    usernet.check_networks({"networks": [{"lima": "user-v2"}]})
+    usernet.check_networks({"networks": []})
+    cases = [("nope", "network `nope` is not defined in networks.yaml"),
+             ("sh", "network `sh` (mode `shared`) is only supported on macOS right now"),
+             ("slirpish", "network `slirpish`: subnet 192.168.5.0/24 overlaps the guests' "
+                          "user-mode network 192.168.5.0/24")]
+    real = [(i, c) for i, c in host_ipv4_addresses() if not c.startswith("127.")]
+    if real:  # a network inside a subnet of this host's own interfaces
+        ifname, cidr = real[0]
+        gw = str(ipaddress.IPv4Interface(cidr).network.network_address + 1)
+        write_networks(lima_home, (lima_home / "_config" / "networks.yaml").read_text()
+                       .removeprefix("networks:\n") + f"  clash: {{mode: user-v2, gateway: {gw}, "
+                       f"netmask: {ipaddress.IPv4Interface(cidr).netmask}}}\n")
+        cases.append(("clash", f"collides with the host's interface `{ifname}` ({cidr})"))
+    for name, message in cases:
+        with pytest.raises(LimaError) as e:
+            usernet.check_networks({"networks": [{"lima": name}]})
+        assert message in e.value.message

@@ -317,6 +317,41 @@ def check_switch() -> None:
                             hint=f"install the Debian package `{SWITCH_PACKAGE}`")
 
 
+SLIRP_SUBNET = ipaddress.IPv4Network("192.168.5.0/24")  # every guest's first NIC
+
+
+def check_networks(cfg: Mapping[str, Any]) -> None:
+    """Before a start: the switch is installed, and each user-v2 network the config
+    names is defined and free (not the guests' slirp subnet, no host interface in it);
+    one clear line when not."""
+    entries = user_v2_entries(cfg)
+    if not entries:
+        return
+    check_switch()
+    from pylima.store.networks import host_ipv4_addresses, load_networks, subnet_collision
+
+    nets = load_networks()["networks"]
+    host_addrs = host_ipv4_addresses()
+    for nw in entries:
+        name = str(nw["lima"])
+        entry = nets.get(name)
+        if not isinstance(entry, dict):
+            raise LimaError(f"network `{name}` is not defined in networks.yaml",
+                            hint="see `limactl network list`")
+        if entry.get("mode") != "user-v2":
+            raise LimaError(f"network `{name}` (mode `{entry.get('mode')}`) is only "
+                            "supported on macOS right now")
+        net = user_net(name, entry)
+        if net.subnet.overlaps(SLIRP_SUBNET):
+            raise LimaError(f"network `{name}`: subnet {net.subnet} overlaps the guests' "
+                            f"user-mode network {SLIRP_SUBNET}",
+                            hint="re-create it with another `--gateway`")
+        why = subnet_collision(name, entry, {}, host_addrs)
+        if why:
+            raise LimaError(why, hint="re-create it with another `--gateway`")
+        check_switch_path(name)
+
+
 def instance_nics(cfg: Mapping[str, Any], instance: str,
                   entries: Mapping[str, Mapping[str, Any]]) -> list[UserNic]:
     """Lease an address on each user-v2 network the config names (`entries`: the

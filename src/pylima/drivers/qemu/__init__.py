@@ -282,10 +282,9 @@ class QemuDriver:
         """What a boot needs from the host beyond QEMU: swtpm for `tpm: true`."""
         if cfg.get("tpm"):
             find_swtpm()
-        if any(nw.get("lima") for nw in cfg.get("networks") or []):
-            from pylima.store.usernet import check_switch
+        from pylima.store.usernet import check_networks
 
-            check_switch()
+        check_networks(cfg)  # user-v2: vde2 installed, the network defined and free
 
     @classmethod
     def host_info(cls) -> dict[str, Any]:
