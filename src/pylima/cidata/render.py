@@ -45,7 +45,8 @@ from pylima.cidata import scripts
 from pylima.config.defaults import mount_tag
 from pylima.config.units import parse_size
 from pylima.errors import ConfigError
-from pylima.store.usernet import UserNic
+from pylima.names import hostname_for
+from pylima.usernet_plan import UserNic
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,6 @@ def shell_quote(value: object) -> str:
     return shlex.quote(str(value))
 
 
-
-
-def hostname_for(instance_name: str) -> str:
-    """The guest's host name: lima-NAME, with dots and underscores made DNS-safe."""
-    return "lima-" + re.sub(r"[._]", "-", instance_name)
 
 
 def file_mode(path: str) -> int:
