@@ -284,6 +284,9 @@ def delete_instance(inst: Instance, force: bool = False) -> None:
         trash = inst.dir.with_name(f".{inst.name}.deleting-{os.getpid()}")
         os.rename(inst.dir, trash)
         shutil.rmtree(trash)
+        from pylima.store.usernet import release_instance
+
+        release_instance(inst.name)  # its user-v2 addresses are free again
 
 
 def protect_instance(inst: Instance) -> bool:
@@ -371,6 +374,9 @@ def rename_instance(old: Instance, new_name: str) -> Instance:
         for f in (dirs.SSH_CONFIG, dirs.CIDATA_ISO):
             (old.dir / f).unlink(missing_ok=True)
         os.rename(old.dir, new_dir)
+        from pylima.store.usernet import release_instance
+
+        release_instance(old.name)  # the new name (and MAC) leases anew at its start
     return inspect(new_name)
 
 

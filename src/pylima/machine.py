@@ -133,7 +133,8 @@ class Instance:
         replace the template's lists (a mount may be a path, `PATH:w` for writable,
         or a `mounts:` entry); `networks` replaces the template's `networks:` (a
         network of networks.yaml by name, `NAME` or `lima:NAME` as `--network`, or a
-        `networks:` entry; checked as `limactl create` checks them); `port_forwards`
+        `networks:` entry; checked as `limactl create` checks them; `lima:user-v2`
+        joins the instances on that user-v2 network); `port_forwards`
         are `HOST:GUEST` specs."""
         flags = EditFlags(cpus=cpus, memory=memory, disk=disk, arch=arch, vm_type=vm_type,
                           param=[f"{k}={v}" for k, v in (params or {}).items()],

@@ -27,3 +27,8 @@ def validate_instance_name(name: str) -> str | None:
     if name.lower().endswith((".yml", ".yaml")):
         return f"instance name `{name}` must not end with .yml or .yaml suffix"
     return None
+
+
+def hostname_for(instance_name: str) -> str:
+    """The guest's host name: lima-NAME, with dots and underscores made DNS-safe."""
+    return "lima-" + re.sub(r"[._]", "-", instance_name)

@@ -73,9 +73,17 @@ def test_create_errors_are_lima_errors(lima_home: Path) -> None:
         pylima.Instance.create("bad", "template:no-such")
     with pytest.raises(LimaError, match="references network `nope` which is not defined"):
         pylima.Instance.create("bad", "template:debian-12", networks=["lima:nope"])
-    with pytest.raises(LimaError, match="network `user-v2` is not supported by pylima yet"):
-        pylima.Instance.create("bad", "template:debian-12", networks=["user-v2"])
+    with pytest.raises(LimaError, match="`networks\\[0\\].vzNAT` requires `vmType` `vz`"):
+        pylima.Instance.create("bad", "template:debian-12", networks=["vzNAT"])
     assert not (lima_home / "bad").exists()
+
+
+def test_create_on_a_user_v2_network(lima_home: Path) -> None:
+    inst = pylima.Instance.create("nw", "template:debian-12", networks=["lima:user-v2"])
+    nets = (inst.config or {})["networks"]
+    assert [(n["lima"], n["interface"]) for n in nets] == [("user-v2", "lima0")]
+    assert nets[0]["macAddress"].startswith("52:55:55:")
+    inst.delete()
 
 
 class FakeLifecycle:

@@ -33,7 +33,7 @@ PKG = "pylima"
 
 # The roots of the pure core; everything they import from pylima is pure too.
 PURE_PACKAGES = ["pylima.config"]
-PURE_MODULES = ["pylima.cidata.render", "pylima.drivers.qemu.argv"]
+PURE_MODULES = ["pylima.cidata.render", "pylima.drivers.qemu.argv", "pylima.usernet_plan"]
 
 # Imports the pure core must not make, with the reason a newcomer reads on failure.
 # A prefix matches its submodules too (`http` covers `http.client`).

@@ -246,6 +246,19 @@ def test_network_config_dns() -> None:
     assert all(e["nameservers"]["addresses"] == ["10.0.2.3"] for e in net["ethernets"].values())
 
 
+def test_network_config_user_v2_nics() -> None:
+    from pylima.store.usernet import UserNic
+
+    nic = UserNic("user-v2", "lima0", "52:55:55:00:00:01", "192.168.104.15", 24, "/sw")
+    net = yaml.safe_load(text(render(user_nics=[nic]), "network-config"))
+    # first (networkd takes the first matching file by name; en* matches every NIC),
+    # by MAC, static, no gateway: the default route stays on the slirp NIC
+    assert list(net["ethernets"]) == ["lima0", "slirp-en", "slirp-eth"]
+    assert net["ethernets"]["lima0"] == {
+        "match": {"macaddress": "52:55:55:00:00:01"}, "set-name": "lima0",
+        "addresses": ["192.168.104.15/24"], "dhcp4": False, "dhcp6": False}
+
+
 def test_slirp_defaults() -> None:
     assert (SLIRP.network, SLIRP.gateway, SLIRP.dns, SLIRP.guest) == (
         "192.168.5.0/24", "192.168.5.2", "192.168.5.3", "192.168.5.15")

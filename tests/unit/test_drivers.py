@@ -91,8 +91,11 @@ def test_qemu_driver_validate() -> None:
         "field `firmware.legacyBIOS` is not supported for architecture `aarch64`, ignoring"]
     with pytest.raises(ConfigError, match="field `arch`"):
         driver.validate({**base, "arch": "sparc"})
-    with pytest.raises(ConfigError, match="network `shared`"):
-        driver.validate({**base, "networks": [{"lima": "shared"}]})
+    # `lima:` networks: their mode is checked by the config's validation (networks.yaml)
+    # and at start (check_start); other kinds are refused here
+    assert driver.validate({**base, "networks": [{"lima": "user-v2"}]}) == []
+    with pytest.raises(ConfigError, match="network `/run/x.sock` is not supported"):
+        driver.validate({**base, "networks": [{"socket": "/run/x.sock"}]})
 
 
 HOST = QemuHost("/usr/bin/qemu-system-x86_64", (7, 2, 0), "tcg", "/fw/code.fd",

@@ -188,6 +188,12 @@ def test_networkd_rendering() -> None:
         "# Written by pylima-init from the seed's network-config\n"
         "[Match]\nMACAddress=52:55:55:00:00:01\n\n[Network]\nDHCP=yes\n"
         "DNS=1.1.1.1\nDNS=8.8.8.8\nDomains=lan\n")
+    assert render_networkd("lima0", {"match": {"macaddress": "52:55:55:00:00:02"},
+                                     "set-name": "lima0", "addresses": ["192.168.104.16/24"],
+                                     "dhcp4": False}) == (
+        "# Written by pylima-init from the seed's network-config\n"
+        "[Match]\nMACAddress=52:55:55:00:00:02\n\n[Network]\nDHCP=no\n"
+        "Address=192.168.104.16/24\n")
     assert "Name=eth0\n" in render_networkd("eth0", {})
     assert "DHCP=no\n" in render_networkd("eth0", {})
 

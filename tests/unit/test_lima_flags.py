@@ -27,7 +27,6 @@ MISSING_COMMANDS = {
     "limactl generate-doc": "Lima's build-time documentation generator",
     "limactl generate-jsonschema": "Lima's build-time schema generator",
     "limactl guest-install": "Lima's developer command (installs its Go guest agent)",
-    "limactl usernet": "Lima's hidden user-v2 daemon; pylima does not run user-v2 networks yet",
 }
 
 # (command, flag) Lima has and pylima lacks (yet), with the reason.

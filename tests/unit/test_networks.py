@@ -67,7 +67,7 @@ def test_network_create_and_delete(lima_home: Path) -> None:
     assert "bar        user-v2    10.77.0.1/24" in limactl("network", "list").stdout
     r = limactl("network", "create", "br", "--mode", "bridged", "--interface", "eth7")
     assert r.returncode == 0, r.stderr
-    # instances may name it (user-v2 networks are refused at create, not yet run)
+    # instances may name it
     y = lima_home.parent / "n.yaml"
     y.write_text("images: [{location: /etc/profile}]\nnetworks: [{lima: foo}]\n")
     assert limactl("validate", str(y)).returncode == 0

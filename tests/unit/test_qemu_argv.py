@@ -353,6 +353,32 @@ def test_extra_networks_are_refused() -> None:
     cfg = config(networks=[{"lima": "shared", "interface": "lima0"}])
     with pytest.raises(LimaError, match="network `shared` is not supported"):
         build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=1)
+    cfg = config(networks=[{"socket": "/var/run/x.sock", "interface": "lima0"}])
+    with pytest.raises(LimaError, match="network `/var/run/x.sock` is not supported"):
+        build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=1,
+                        user_switches={"user-v2": "/sw"})
+
+
+def test_user_v2_networks_are_more_nics_after_the_slirp_one() -> None:
+    cfg = config(networks=[
+        {"lima": "user-v2", "interface": "lima0", "macAddress": "52:55:55:00:00:01"},
+        {"lima": "other", "interface": "lima1", "macAddress": "52:55:55:00:00:02"}])
+    argv = build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=60022,
+                           user_switches={"user-v2": "/h/_networks/user-v2/user-v2_qemu.vde",
+                                          "other": "/h/_networks/other/other_qemu.vde"})
+    i = argv.index("virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8")
+    assert argv[i - 3:i + 9] == [
+        "-netdev", "user,id=net0,net=192.168.5.0/24,host=192.168.5.2,dns=192.168.5.3,"
+                   "dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:60022-:22",
+        "-device", "virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8",
+        "-netdev", "vde,id=net1,sock=/h/_networks/user-v2/user-v2_qemu.vde",
+        "-device", "virtio-net-pci,netdev=net1,mac=52:55:55:00:00:01",
+        "-netdev", "vde,id=net2,sock=/h/_networks/other/other_qemu.vde",
+        "-device", "virtio-net-pci,netdev=net2,mac=52:55:55:00:00:02",
+    ]
+    with pytest.raises(LimaError, match="contains a comma"):
+        build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=1,
+                        user_switches={"user-v2": "/a,b", "other": "/c"})
 
 
 def test_default_cpu_types() -> None:

@@ -45,6 +45,8 @@ from pylima.cidata import scripts
 from pylima.config.defaults import mount_tag
 from pylima.config.units import parse_size
 from pylima.errors import ConfigError
+from pylima.names import hostname_for
+from pylima.usernet_plan import UserNic
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,6 @@ def shell_quote(value: object) -> str:
 
 
 
-def hostname_for(instance_name: str) -> str:
-    """The guest's host name: lima-NAME, with dots and underscores made DNS-safe."""
-    return "lima-" + re.sub(r"[._]", "-", instance_name)
-
-
 def file_mode(path: str) -> int:
     """The permission bits `path` gets on the seed."""
     top = path.split("/", 1)[0]
@@ -102,7 +99,8 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
                   host_env: Mapping[str, str] | None = None,
                   ca_cert_files: Sequence[str] = (),
                   host_home: str | None = None,
-                  containerd_archive: bytes | None = None) -> dict[str, bytes]:
+                  containerd_archive: bytes | None = None,
+                  user_nics: Sequence[UserNic] = ()) -> dict[str, bytes]:
     """Return the seed's files (path on the ISO -> content) for a filled lima.yaml.
 
     `instance_id` must be new on every boot (cloud-init then re-runs its per-instance
@@ -115,7 +113,8 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
     host user's home) finds the mount of the host's home for LIMA_CIDATA_HOSTHOME_*.
     `guest_init` is pylima-init, for images that boot without cloud-init.
     `containerd_archive` is the nerdctl-full archive for `containerd.system/user` (None
-    when the host could not get one).
+    when the host could not get one). `user_nics` are the instance's NICs on user-v2
+    networks, with the addresses the host leased to them.
     """
     if not user_pubkeys:
         raise ConfigError("no SSH public key for the guest user",
@@ -127,7 +126,7 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
         "meta-data": render_meta_data(instance_id, instance_name),
         "user-data": seed.user_data(list(user_pubkeys), host_key_private, host_key_public,
                                     list(ca_cert_files)),
-        "network-config": seed.network_config(),
+        "network-config": seed.network_config(user_nics),
         "lima.env": seed.lima_env(ssh_local_port, host_home,
                                   filenames.VIRTIO_PORT if guest_agent is not None else ""),
         "param.env": render_param_env(seed.params),
@@ -361,14 +360,24 @@ class _Seed:
         # no `dns` is set: QEMU forwards it to the host's own resolver).
         return [self.slirp.dns]
 
-    def network_config(self) -> str:
+    def network_config(self, user_nics: Sequence[UserNic] = ()) -> str:
         dns = {"addresses": self.dns()}
+        # A user-v2 NIC is found by its MAC and gets its leased address statically,
+        # with no gateway: the default route stays on the slirp NIC. Its entry sorts
+        # before the slirp ones (networkd takes the first file that matches, by name,
+        # and the slirp patterns match every NIC).
+        ethernets: dict[str, Any] = {
+            nic.interface: {"match": {"macaddress": nic.mac}, "set-name": nic.interface,
+                            "addresses": [f"{nic.address}/{nic.prefixlen}"],
+                            "dhcp4": False, "dhcp6": False}
+            for nic in user_nics
+        }
         # The one slirp NIC is called eth0 or en* depending on the image's naming.
-        ethernets = {
+        ethernets.update({
             name: {"match": {"name": pattern}, "dhcp4": True, "dhcp6": False,
                    "nameservers": dns}
             for name, pattern in (("slirp-en", "en*"), ("slirp-eth", "eth*"))
-        }
+        })
         return _dump_yaml({"version": 2, "ethernets": ethernets})
 
     def bootcmds(self) -> list[str]:

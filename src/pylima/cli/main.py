@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "copy": ("copy", "copy", "Copy files between host and guest"),
     "factory-reset": ("factory_reset", "factory_reset", "Factory reset an instance of Lima"),
     "hostagent": ("hostagent_cmd", "hostagent", ""),
+    "usernet": ("usernet", "usernet", ""),
     "image": ("image", "image", "Local guest images (pylima): build an offline Debian image"),
     "watch": ("watch", "watch", "Watch events from instances"),
     "screenshot": ("screenshot", "screenshot", "Capture a screenshot of the VM display"),
@@ -59,7 +60,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "help": ("help_cmd", "help_cmd", "Help about any command"),
     "yq-restrictions": ("help_cmd", "yq_restrictions", "Restrictions on yq expressions in Lima"),
 }
-HIDDEN = {"hostagent", "yq-restrictions",  # the second is listed as a help topic
+HIDDEN = {"hostagent", "usernet", "yq-restrictions",  # the second is listed as a help topic
           "start-at-login"}  # deprecated: cobra hides it from the list
 ALIASES = {"ls": "list", "rm": "delete", "remove": "delete", "tmpl": "template", "cp": "copy"}
 

@@ -23,6 +23,9 @@ Host -> guest:
       listen on bind:<free port> and relay each connection (TCP) or datagram flow
       (UDP) to target:port; the reply carries the listening port
   {"op": "unrelay", "id": N, "protocol": P, "port": RELAY_PORT}
+  {"op": "hosts", "id": N, "hosts": TEXT}
+      the members of the instance's user-v2 networks (/etc/hosts lines): they
+      replace the block between #PYLIMA-NETWORKS-START/-END in /etc/hosts
   {"op": "inotify", "path": GUEST_PATH, "time": SECONDS}   (no reply)
       mountInotify: a file under a mount changed on the host; its times are set to
       the host's mtime, which is the inotify event the guest's watchers see
@@ -327,6 +330,11 @@ class Agent:
                 reply["port"] = relay.port
             except (OSError, KeyError, ValueError) as e:
                 reply["error"] = str(e)
+        elif op == "hosts":
+            try:
+                replace_hosts_block(str(msg.get("hosts") or ""))
+            except OSError as e:
+                reply["error"] = str(e)
         elif op == "unrelay":
             relay = self.relays.pop((msg.get("protocol"), msg.get("port")), None)
             if relay is not None:
@@ -369,6 +377,42 @@ def touch(path, mtime):
             os.utime(path, (t, t))
     except (OSError, TypeError, ValueError) as e:
         print(f"lima-guestagent: inotify {path}: {e}", file=sys.stderr)
+
+
+HOSTS_FILE = "/etc/hosts"
+HOSTS_START = "#PYLIMA-NETWORKS-START"
+HOSTS_END = "#PYLIMA-NETWORKS-END"
+
+
+def hosts_with_block(current, lines):
+    """`current` (an /etc/hosts text) with its networks block replaced by `lines`
+    (appended when there is none; removed when `lines` is empty)."""
+    out, inside = [], False
+    for line in current.splitlines():
+        if line.strip() == HOSTS_START:
+            inside = True
+        elif line.strip() == HOSTS_END:
+            inside = False
+        elif not inside:
+            out.append(line)
+    body = [x for x in lines.splitlines() if x.strip()]
+    if body:
+        out += [HOSTS_START, *body, HOSTS_END]
+    return "\n".join(out) + "\n"
+
+
+def replace_hosts_block(lines, path=HOSTS_FILE):
+    with open(path) as f:
+        current = f.read()
+    new = hosts_with_block(current, lines)
+    if new == current:
+        return
+    tmp = f"{path}.pylima-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(new)
+    st = os.stat(path)
+    os.chmod(tmp, st.st_mode & 0o7777)
+    os.replace(tmp, path)
 
 
 def sync_time(host_time):

@@ -58,7 +58,7 @@ USER_DATA_KEYS = {
 USER_KEYS = {"name", "uid", "gecos", "homedir", "shell", "sudo", "lock_passwd",
              "ssh_authorized_keys"}
 WRITE_FILE_KEYS = {"path", "content", "owner", "permissions", "encoding", "append", "defer"}
-ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name"}
+ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name", "addresses"}
 SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
 KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 # Boot scripts of the seed that the early stage runs too (see early_boot_scripts).
@@ -540,8 +540,26 @@ class Init:
         for name, eth in eths.items():
             eth = eth or {}
             self.unknown("network-config", eth, ETHERNET_KEYS, f"ethernets.{name}.")
+            self.set_name(eth)
             self.write(f"{NETWORK_DIR}/10-pylima-{name}.network",
                        render_networkd(str(name), eth))
+
+    def set_name(self, eth: dict[str, Any]) -> None:
+        """`set-name` of a NIC matched by MAC: renamed now, before networkd starts (as
+        cloud-init's udev rule does at the next hotplug)."""
+        new = str(eth.get("set-name") or "")
+        mac = str((eth.get("match") or {}).get("macaddress") or "").lower()
+        if not new or not mac or not self.on_guest:
+            return
+        for dev in sorted(os.listdir("/sys/class/net")):
+            try:
+                with open(f"/sys/class/net/{dev}/address") as f:
+                    addr = f.read().strip().lower()
+            except OSError:
+                continue
+            if addr == mac and dev != new:
+                self.run(["ip", "link", "set", "dev", dev, "name", new])
+                return
 
     # -- final -------------------------------------------------------------------------
 
@@ -599,6 +617,8 @@ def render_networkd(name: str, eth: dict[str, Any]) -> str:
     d4, d6 = bool(eth.get("dhcp4")), bool(eth.get("dhcp6"))
     lines.append("DHCP=" + {(True, True): "yes", (True, False): "ipv4",
                             (False, True): "ipv6", (False, False): "no"}[(d4, d6)])
+    for a in eth.get("addresses") or []:
+        lines.append(f"Address={a}")
     ns = eth.get("nameservers") or {}
     for a in ns.get("addresses") or []:
         lines.append(f"DNS={a}")

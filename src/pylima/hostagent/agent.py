@@ -61,6 +61,7 @@ PAUSE_ENV = "PYLIMA_HOSTAGENT_PAUSE_AT"
 PAUSE_PHASES = ("booting", "ssh", "boot-scripts", "ready")
 TIME_SYNC_DELAY = 5.0
 TIME_SYNC_INTERVAL = 10.0  # as Lima
+HOSTS_POLL = 1.0  # seconds between looks at the user-v2 networks' hosts files
 SSH_MASTER_WAIT = 300.0  # a forward over SSH waits this long for the master (slow boots)
 
 
@@ -106,6 +107,8 @@ class HostAgent:
         self.guest_link: GuestAgentLink | None = None
         self.snapshot_lock = asyncio.Lock()
         self.socks_tunnels: set[int] = set()  # `limactl tunnel` ports, on the master
+        self.user_networks: list[str] = []  # the user-v2 networks this instance is on
+        self.member_locks: list[int] = []
 
     def guest_path(self, marker: str) -> str:
         return f"{self.guest_run_dir}/{marker}"
@@ -171,14 +174,36 @@ class HostAgent:
         from pylima.containers.archive import cached_archive
 
         archive = cached_archive(cfg)
+        user_nics = self._join_user_networks(cfg)
         files = render_cidata(cfg, instance_name=self.name, instance_id=self.instance_id,
                               user_pubkeys=pubkeys, host_key_private=host_priv,
                               host_key_public=host_pub, ssh_local_port=self.ssh_port,
                               mount_tags=tags, host_env=dict(os.environ),
                               ca_cert_files=ca_files, host_home=str(Path.home()),
                               guest_agent=guest_agent_bytes(), guest_init=guest_init_bytes(),
-                              containerd_archive=archive.read_bytes() if archive else None)
+                              containerd_archive=archive.read_bytes() if archive else None,
+                              user_nics=user_nics)
         write_cidata_iso(files, self.dir / dirs.CIDATA_ISO)
+
+    def _join_user_networks(self, cfg: dict[str, Any]) -> list[Any]:
+        """Lease this instance's addresses on its user-v2 networks and join them (the
+        first member starts the network's daemon); the member locks stay open for the
+        host agent's life, which is how the daemon knows a member runs."""
+        from pylima.store import usernet
+
+        if not usernet.user_v2_entries(cfg):
+            return []
+        from pylima.store.networks import load_networks
+
+        entries = load_networks()["networks"]
+        nics = usernet.instance_nics(cfg, self.name, entries)
+        for nic in nics:
+            self.user_networks.append(nic.network)
+            self.member_locks.append(usernet.join(usernet.user_net(
+                nic.network, entries[nic.network]), self.name))
+            log.info("Network `%s`: %s/%d on %s (%s)", nic.network, nic.address,
+                     nic.prefixlen, nic.interface, nic.mac)
+        return nics
 
     # ---- the running agent ----
 
@@ -247,6 +272,9 @@ class HostAgent:
             await self._close_ssh_master()
             if self.driver is not None:
                 await self.driver.close()
+            for fd in self.member_locks:  # the VM is gone: no longer a member
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             for p in (self.socket_path, self.pidfile, self.dir / dirs.PORT_FORWARDS,
                       *(Path(r["hostAddr"]) for r in self.ssh_forwards
                         if r["protocol"] == "unix" and not r.get("reverse")),
@@ -566,6 +594,8 @@ class HostAgent:
         helpers = [sync]
         if self.cfg.get("mountInotify"):
             helpers.append(asyncio.create_task(self._inotify(link)))
+        if self.user_networks:
+            helpers.append(asyncio.create_task(self._push_network_hosts(link)))
         try:
             await tasks[0]
             log.warning("The guest agent's connection has closed")
@@ -653,6 +683,28 @@ class HostAgent:
             except (TimeoutError, OSError, ConnectionError) as e:
                 log.debug("Time sync failed: %s", e)
             await asyncio.sleep(TIME_SYNC_INTERVAL)
+
+    async def _push_network_hosts(self, link: GuestAgentLink) -> None:
+        """The members of this instance's user-v2 networks (`lima-NAME.internal`), to
+        the guest's /etc/hosts: now, and whenever a network's hosts file changes."""
+        from pylima.store.usernet import hosts_file
+
+        await link.snapshot_seen.wait()
+        sent: str | None = None
+        while True:
+            text = ""
+            for name in self.user_networks:
+                with contextlib.suppress(OSError):
+                    text += hosts_file(name).read_text()
+            if text != sent:
+                try:
+                    r = await link.request("hosts", hosts=text, timeout=10)
+                    if r.get("error"):
+                        log.warning("The guest could not update /etc/hosts: %s", r["error"])
+                    sent = text
+                except (TimeoutError, OSError, ConnectionError) as e:
+                    log.debug("Pushing the network's hosts failed: %s", e)
+            await asyncio.sleep(HOSTS_POLL)
 
     async def _inotify(self, link: GuestAgentLink) -> None:
         """mountInotify: host-side changes under the writable mounts, to the guest."""

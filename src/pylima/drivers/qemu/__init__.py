@@ -196,9 +196,13 @@ def prepare_launch(inst_dir: Path, cfg: dict[str, Any], *, ssh_local_port: int,
                                    and needs_firmware(cfg, inst_dir))
     boot = boot_files(inst_dir, cfg, host, firmware)
     clean_runtime_files(inst_dir)
+    from pylima.store.usernet import switch_dir
+
+    switches = {str(nw["lima"]): str(switch_dir(str(nw["lima"])))
+                for nw in cfg.get("networks") or [] if nw.get("lima")}
     argv = build_qemu_argv(cfg, host, str(inst_dir), boot, ssh_local_port=ssh_local_port,
                            mount_tags=mount_tags, virtiofs_sockets=virtiofs_sockets,
-                           additional_disks=additional_disks)
+                           additional_disks=additional_disks, user_switches=switches)
     return QemuLaunch(argv, host, reason)
 
 
@@ -260,10 +264,12 @@ class QemuDriver:
             warnings.append(f"field `firmware.legacyBIOS` is not supported for architecture "
                             f"`{arch}`, ignoring")
         for nw in cfg.get("networks") or []:
-            name = nw.get("lima") or nw.get("socket") or "?"
+            if nw.get("lima"):
+                continue  # user-v2 (config validation refuses the macOS-only modes)
+            name = nw.get("socket") or ("vzNAT" if nw.get("vzNAT") else "?")
             raise ConfigError(f"network `{name}` is not supported by pylima yet",
-                              hint="remove it from `networks`; the user-mode network "
-                              "is always on")
+                              hint="name a user-v2 network (`lima: user-v2`) instead; "
+                              "the user-mode network is always on")
         if cfg.get("mountType") == "virtiofs" and cfg.get("mounts"):
             problem = virtiofsd_problem()
             if problem:
@@ -276,6 +282,9 @@ class QemuDriver:
         """What a boot needs from the host beyond QEMU: swtpm for `tpm: true`."""
         if cfg.get("tpm"):
             find_swtpm()
+        from pylima.store.usernet import check_networks
+
+        check_networks(cfg)  # user-v2: vde2 installed, the network defined and free
 
     @classmethod
     def host_info(cls) -> dict[str, Any]:

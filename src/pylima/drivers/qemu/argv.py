@@ -11,7 +11,7 @@ UEFI firmware (the firmware adds several seconds under emulation).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,13 +176,16 @@ def check_qemu_version(cfg: dict[str, Any], version: tuple[int, int, int]) -> No
 def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: BootFiles, *,
                     ssh_local_port: int, mount_tags: Sequence[str] | None = None,
                     virtiofs_sockets: Sequence[str] | None = None,
-                    additional_disks: Sequence[tuple[str, str]] = ()) -> list[str]:
+                    additional_disks: Sequence[tuple[str, str]] = (),
+                    user_switches: Mapping[str, str] | None = None) -> list[str]:
     """The full QEMU command line (binary first) for the filled config `cfg`.
 
     `mount_tags` (one per `cfg["mounts"]` entry) default to Lima's tags;
     `virtiofs_sockets` (one per mount) are the vhost-user sockets of the running
     virtiofsd processes, required when `mountType` is virtiofs; `additional_disks`
-    are the (path, format) of the `additionalDisks` the caller has locked.
+    are the (path, format) of the `additionalDisks` the caller has locked;
+    `user_switches` maps each user-v2 network `networks[].lima` names to the socket
+    directory of its running switch.
     """
     arch = str(cfg.get("arch"))
     accel = host.accel
@@ -250,16 +253,15 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
 
     args += _tpm_args(cfg, arch, inst_dir)
 
-    # Network: Lima's user-mode network, SSH forwarded from 127.0.0.1.
-    for nw in cfg.get("networks") or []:
-        what = nw.get("lima") or nw.get("socket") or ("vzNAT" if nw.get("vzNAT") else "?")
-        raise LimaError(f"network `{what}` is not supported by pylima yet",
-                        hint="remove it from `networks`; the user-mode network is always on")
+    # Network: Lima's user-mode network, SSH forwarded from 127.0.0.1. It stays the
+    # first NIC (the default route, SSH and host.lima.internal) with user-v2 networks
+    # too; each of those is one more NIC, on the network's switch.
     mac = _mac_address(host.machine_id, inst_dir)
     args += ["-netdev",
              f"user,id=net0,net={SLIRP_NETWORK},host={SLIRP_GATEWAY},dns={SLIRP_DNS},"
              f"dhcpstart={SLIRP_IP_ADDRESS},hostfwd=tcp:127.0.0.1:{ssh_local_port}-:22",
              "-device", f"virtio-net-pci,netdev=net0,mac={mac}"]
+    args += user_network_args(cfg, user_switches or {})
 
     # Entropy: the guest's early boot (sshd host keys, systemd) does not wait for it.
     args += ["-device", "virtio-rng-pci"]
@@ -291,6 +293,23 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
              "-device",
              f"virtserialport,bus=virtio-serial1.0,chardev=char-ga,name={dirs.VIRTIO_PORT}"]
     args += ["-pidfile", os.path.join(inst_dir, dirs.QEMU_PID)]
+    return args
+
+
+def user_network_args(cfg: dict[str, Any], switches: Mapping[str, str]) -> list[str]:
+    """One virtio NIC per `networks` entry, on its user-v2 network's vde_switch."""
+    args: list[str] = []
+    for i, nw in enumerate(cfg.get("networks") or [], start=1):
+        what = nw.get("lima") or nw.get("socket") or ("vzNAT" if nw.get("vzNAT") else "?")
+        sock = switches.get(str(nw.get("lima") or ""))
+        if not nw.get("lima") or sock is None:
+            raise LimaError(f"network `{what}` is not supported by pylima yet",
+                            hint="only user-v2 networks (`lima: NAME`) are")
+        if "," in sock:
+            raise LimaError(f"the switch path `{sock}` contains a comma, which QEMU "
+                            "cannot take", hint="use a LIMA_HOME without commas")
+        args += ["-netdev", f"vde,id=net{i},sock={sock}",
+                 "-device", f"virtio-net-pci,netdev=net{i},mac={nw['macAddress']}"]
     return args
 
 
