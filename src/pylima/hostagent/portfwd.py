@@ -246,14 +246,16 @@ async def _no_ssh(verb: str, args: Sequence[str]) -> str:
 class PortForwarder:
     """Applies the guest agent's reports: one driver forward per forwarded guest socket.
 
-    `forwarding` is the driver's `HostPortForwarding`, reaching the guest at
+    `forwarding` is the driver's `HostPortForwarding` (None: every forward goes over the
+    SSH master, for drivers that cannot forward host ports), reaching the guest at
     `guest_address`; `request` asks the guest agent for something; `on_event` gets Lima's
     `portForward` event objects; `on_change` is called when the set of active
     forwards changes.
     """
 
     def __init__(self, rules: Sequence[dict[str, Any]], ssh_local_port: int,
-                 forwarding: HostPortForwarding, guest_address: str, request: Request,
+                 forwarding: HostPortForwarding | None, guest_address: str,
+                 request: Request,
                  on_event: EmitEvent, on_change: Callable[[], None] = lambda: None,
                  ssh_control: SSHControl = _no_ssh) -> None:
         self.rules = effective_rules(rules, ssh_local_port)
@@ -321,7 +323,7 @@ class PortForwarder:
                 if active.host_socket:
                     with contextlib.suppress(OSError):
                         os.unlink(active.host_socket)
-            else:
+            elif self.forwarding is not None:
                 await self.forwarding.remove_host_forward(guest.protocol, active.host_ip,
                                                           active.host_port)
             if active.relay_port:
@@ -361,7 +363,7 @@ class PortForwarder:
                 log.debug("%s %s: %s is already forwarded from %s", guest.protocol,
                           guest.addr, host, a.guest.addr)
                 return
-        if over_ssh(m):
+        if over_ssh(m) or self.forwarding is None:
             await self._forward_over_ssh(guest, m)
             return
         via = data_path(guest, self.guest_address)
@@ -378,6 +380,7 @@ class PortForwarder:
                              f"{reply.get('error') or 'no port'}")
                 return
             target_port = relay_port = int(reply["port"])
+        assert self.forwarding is not None
         error = await self.forwarding.add_host_forward(guest.protocol, m.host_ip, m.host_port,
                                                        target_port)
         if error:
