@@ -81,7 +81,7 @@ def validate(y: dict[str, Any], lima_version: str, warn: bool = False, *,
                             f"`{lima_version}`")
     if y.get("vmType") not in VM_TYPES:
         errs.append(f"field `vmType` must be one of {list(VM_TYPES)}; got `{y.get('vmType')}`")
-    from pylima.drivers.libvirt.domain import opts_errors
+    from pylima.config.libvirt import opts_errors
 
     errs += opts_errors(y)
     if y.get("os") not in OS_TYPES:
