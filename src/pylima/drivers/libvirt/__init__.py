@@ -460,12 +460,16 @@ class LibvirtDriver:
 
     async def add_host_forward(self, protocol: str, host_ip: str, host_port: int,
                                guest_port: int) -> str:
-        from pylima.drivers.qemu import hostfwd_error, hostfwd_spec
-
-        out = await self._hmp(f"hostfwd_add {dx.NETDEV} "
-                              + hostfwd_spec(protocol, host_ip, host_port, guest_port))
         host = f"[{host_ip}]" if ":" in host_ip else host_ip
-        return hostfwd_error(out, f"{host}:{host_port}") if out.strip() else ""
+        out = await self._hmp(f"hostfwd_add {dx.NETDEV} "
+                              f"{protocol}:{host}:{host_port}-:{guest_port}")
+        if not out.strip():
+            return ""
+        text = " ".join(out.split())
+        if "Could not set up host forwarding rule" in text:
+            return (f"cannot listen on {host}:{host_port} (in use by another program, or "
+                    "not permitted)")
+        return text
 
     async def remove_host_forward(self, protocol: str, host_ip: str, host_port: int) -> None:
         host = f"[{host_ip}]" if ":" in host_ip else host_ip
