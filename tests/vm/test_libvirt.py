@@ -63,7 +63,8 @@ class Libvirt:
 
     def volumes(self) -> list[str]:
         self.virsh("pool-refresh", self.pool)
-        return self.virsh("vol-list", self.pool).split()
+        lines = self.virsh("vol-list", self.pool).splitlines()[2:]  # under the header
+        return [ln.split()[0] for ln in lines if ln.strip()]
 
     def domains(self) -> list[str]:
         return self.virsh("list", "--all", "--name").split()
@@ -74,22 +75,22 @@ class Libvirt:
 
 
 @pytest.fixture(scope="module")
-def libvirt(unprivileged_host: Host, shared_image: dict,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirt]:
+def libvirt(unprivileged_host: Host, shared_image: dict) -> Iterator[Libvirt]:
     """The test user's session daemon with a pool of this run's own, and a shared
     directory for the reverse-sshfs mount. No boot here."""
     why = _have_libvirt()
     if why:
         pytest.skip(why)
     host = unprivileged_host
-    base = tmp_path_factory.mktemp("libvirt")
-    os.chmod(base, 0o755)
+    # in the user's home: a root test run's temporary directories are root's alone
+    base = host.home / f"libvirt-test-{os.getpid()}"
+    shutil.rmtree(base, ignore_errors=True)
     pool_dir, share = base / "pool", base / "share"
-    pool_dir.mkdir()
+    pool_dir.mkdir(parents=True)
     share.mkdir()
     (share / "hello.txt").write_text("hello over reverse-sshfs\n")
     pw = pwd.getpwnam(host.user)
-    for p in (pool_dir, share, share / "hello.txt"):
+    for p in (base, pool_dir, share, share / "hello.txt"):
         os.chown(p, pw.pw_uid, pw.pw_gid)
     pool = f"pylimatest-{os.getpid()}"
     lv = Libvirt(host, pool, pool_dir, share)
@@ -102,6 +103,7 @@ def libvirt(unprivileged_host: Host, shared_image: dict,
         host.limactl("delete", "-f", NAME)
         host.run("virsh", "-c", "qemu:///session", "pool-destroy", pool)
         host.run("virsh", "-c", "qemu:///session", "pool-undefine", pool)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _set(image: dict, uri: str, share: Path) -> str:
@@ -123,7 +125,8 @@ def test_bad_uri_pool_and_network_are_one_line_and_create_nothing(
     assert r.returncode == 0, r.stderr
     cases = [
         (f".vmOpts.libvirt.uri = \"{dead}\"", f"cannot connect to libvirt at `{dead}`"),
-        (f".vmOpts.libvirt.pool = \"nosuchpool{os.getpid()}\"",
+        (f".vmOpts.libvirt.uri = \"qemu:///session\" | "
+         f".vmOpts.libvirt.pool = \"nosuchpool{os.getpid()}\"",
          f"libvirt at `qemu:///session`: storage pool `nosuchpool{os.getpid()}` is not there"),
         (f".vmOpts.libvirt.pool = \"{libvirt.pool}\" | .vmOpts.libvirt.network = "
          f"\"nosuchnet{os.getpid()}\"",
@@ -136,7 +139,7 @@ def test_bad_uri_pool_and_network_are_one_line_and_create_nothing(
         fatal = [ln for ln in r.stderr.splitlines() if "level=fatal" in ln]
         assert r.returncode == 1 and len(fatal) == 1 and message in fatal[0], r.stderr
         assert "Traceback" not in r.stderr
-    assert libvirt.volumes()[2:] == []  # the header only: nothing was uploaded
+    assert libvirt.volumes() == []  # nothing was uploaded
     assert not [d for d in libvirt.domains() if d.endswith(f"-{NAME}")]
     r = host.limactl("edit", "--tty=false", "--set",
                      f".vmOpts.libvirt.network = null | .vmOpts.libvirt.pool = \"{libvirt.pool}\"",
@@ -190,12 +193,12 @@ class Sshd:
 
 
 @pytest.fixture(scope="module")
-def sshd(libvirt: Libvirt, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+def sshd(libvirt: Libvirt) -> Iterator[Sshd]:
     """A dedicated sshd on 127.0.0.1 for the `qemu+ssh://` host: its own host key and
     authorized_keys; the test user trusts its host key for this port only."""
     host = libvirt.host
-    d = tmp_path_factory.mktemp("sshd")
-    os.chmod(d, 0o755)
+    d = libvirt.pool_dir.parent / "sshd"  # the test user must read its client key
+    d.mkdir()
     for name in ("hostkey", "client"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
                        check=True)
