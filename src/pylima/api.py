@@ -280,6 +280,7 @@ def delete_instance(inst: Instance, force: bool = False) -> None:
                                 f"{', '.join(map(str, users))}; not deleting it",
                                 hint=f"run `limactl stop {inst.name}` first, or use `--force`")
         _unlock_disks(inst)
+        _delete_driver_data(inst, force)
         # rename first so that a half-deleted directory never looks like an instance
         trash = inst.dir.with_name(f".{inst.name}.deleting-{os.getpid()}")
         os.rename(inst.dir, trash)
@@ -287,6 +288,25 @@ def delete_instance(inst: Instance, force: bool = False) -> None:
         from pylima.store.usernet import release_instance
 
         release_instance(inst.name)  # its user-v2 addresses are free again
+
+
+def _delete_driver_data(inst: Instance, force: bool) -> None:
+    """What the driver keeps outside the instance directory (libvirt: the domain and
+    volumes on the libvirt host), before the directory goes: a failure keeps the
+    instance (so that `delete` can be run again), unless `force`."""
+    if inst.config is None or inst.vm_type in ("qemu", "vz", "wsl2", ""):
+        return
+    from pylima.drivers import registry
+
+    try:
+        for what in registry.delete_instance(inst.name, inst.dir, inst.config):
+            log.info("Deleted %s", what)
+    except LimaError as e:
+        if not force:
+            raise LimaError(f"cannot delete instance `{inst.name}`: {e.message}",
+                            hint=e.hint or "use `--force` to delete the instance anyway") \
+                from None
+        log.warning("%s (deleting the instance anyway)", e.message)
 
 
 def protect_instance(inst: Instance) -> bool:

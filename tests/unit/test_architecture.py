@@ -9,6 +9,7 @@ Imports are followed as written: `from pylima.cidata import scripts` is an impor
 those are not counted, since loading a module's definitions does no I/O by itself.
 
 - The pure core (everything under config/, cidata/render.py, drivers/qemu/argv.py,
+  drivers/libvirt/domain.py,
   and every pylima module they import) decides and never acts: no files, processes,
   network, signals or environment. The outer layers (store/, hostinfo, api, cli,
   drivers, hostagent) probe the host and pass the facts in.
@@ -33,7 +34,8 @@ PKG = "pylima"
 
 # The roots of the pure core; everything they import from pylima is pure too.
 PURE_PACKAGES = ["pylima.config"]
-PURE_MODULES = ["pylima.cidata.render", "pylima.drivers.qemu.argv", "pylima.usernet_plan"]
+PURE_MODULES = ["pylima.cidata.render", "pylima.drivers.qemu.argv", "pylima.usernet_plan",
+                "pylima.drivers.libvirt.domain"]
 
 # Imports the pure core must not make, with the reason a newcomer reads on failure.
 # A prefix matches its submodules too (`http` covers `http.client`).
@@ -100,6 +102,7 @@ PURE_EXTERNAL = {
     "ipaddress": "parsing IP addresses",
     "posixpath": "path arithmetic on strings (join, normpath); never touches the file system",
     "urllib.parse": "splitting URLs (never fetches them)",
+    "xml.etree": "building and parsing XML text in memory (libvirt's domain XML)",
     "io": "in-memory text streams for the YAML emitter",
     "logging": "log records for warnings; where they go is configured by the CLI",
     "os": "path arithmetic only: uses are checked against ALLOWED_OS below",

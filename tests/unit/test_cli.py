@@ -538,7 +538,7 @@ def test_a_vm_type_that_is_not_built_in(lima_home: Path, tmp_path: Path) -> None
     ext.chmod(0o755)
     env = {"LIMA_DRIVERS_PATH": str(drivers)}
     r = limactl("create", "--list-drivers", env=env)
-    assert r.returncode == 0 and r.stdout == "krunkit\nqemu\n"
+    assert r.returncode == 0 and r.stdout == "krunkit\nlibvirt\nqemu\n"
     r = limactl("create", "--name=x", "--vm-type=krunkit", "--tty=false", "template:debian-12",
                 env=env)
     assert r.returncode == 1
@@ -548,8 +548,9 @@ def test_a_vm_type_that_is_not_built_in(lima_home: Path, tmp_path: Path) -> None
     assert r.returncode == 1 and "vmType `nope` is not a registered driver" in r.stderr
     assert not (lima_home / "x").exists()
     info = json.loads(limactl("info", env=env).stdout)
-    assert info["vmTypes"] == ["krunkit", "qemu"]
+    assert info["vmTypes"] == ["krunkit", "libvirt", "qemu"]
     assert info["vmTypesEx"] == {"krunkit": {"location": str(ext)},
+                                 "libvirt": {"location": "internal"},
                                  "qemu": {"location": "internal"}}
 
 

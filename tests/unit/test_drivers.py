@@ -169,8 +169,9 @@ def test_clean_runtime_files(tmp_path: Path) -> None:
 
 def test_registry_lists_what_this_host_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LIMA_DRIVERS_PATH", raising=False)
-    # As Lima on Linux: vz and wsl2 are built only for macOS and Windows.
-    assert registry.list_drivers() == {"qemu": "internal"}
+    # As Lima on Linux: vz and wsl2 are built only for macOS and Windows; libvirt is
+    # pylima's, for any host with a libvirt to reach.
+    assert registry.list_drivers() == {"qemu": "internal", "libvirt": "internal"}
     assert registry.driver_class("qemu") is QemuDriver
     with pytest.raises(ConfigError, match="vmType `vz` requires macOS 13"):
         registry.validate({"vmType": "vz", "arch": "x86_64"})
@@ -198,8 +199,8 @@ def test_external_drivers_are_listed_and_refused(tmp_path: Path,
     _executable(d / "other-tool")
     single = _executable(tmp_path / "lima-driver-libkrun")
     monkeypatch.setenv("LIMA_DRIVERS_PATH", os.pathsep.join([str(d), str(single)]))
-    assert registry.list_drivers() == {"qemu": "internal", "krunkit": str(krunkit),
-                                       "libkrun": str(single)}
+    assert registry.list_drivers() == {"qemu": "internal", "libvirt": "internal",
+                                       "krunkit": str(krunkit), "libkrun": str(single)}
     with pytest.raises(ConfigError) as e:
         registry.validate({"vmType": "krunkit"})
     assert str(e.value) == (f"vmType `krunkit` is the external driver `{krunkit}`, which "

@@ -503,7 +503,8 @@ def _fill_driver_defaults(y: dict[str, Any], inst_dir: str,
         y["vmOpts"]["qemu"] = qemu
         del y["cpuType"]
     if y.get("mountType") in (None, "", "default"):
-        mount_type = {"vz": "virtiofs", "wsl2": "wsl2"}.get(y["vmType"], "9p")
+        mount_type = {"vz": "virtiofs", "wsl2": "wsl2",
+                      "libvirt": "reverse-sshfs"}.get(y["vmType"], "9p")
         if mount_type == "9p" and "9p" in y["mountTypesUnsupported"]:
             mount_type = "reverse-sshfs"
         y["mountType"] = mount_type

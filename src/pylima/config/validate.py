@@ -18,7 +18,7 @@ __all__ = ["validate", "validate_identifier", "validate_instance_name",
 OS_TYPES = ("Linux", "Darwin", "FreeBSD", "Windows")
 ARCH_TYPES = ("x86_64", "aarch64", "armv7l", "ppc64le", "riscv64", "s390x")
 MOUNT_TYPES = ("reverse-sshfs", "9p", "virtiofs", "wsl2")
-VM_TYPES = ("qemu", "vz", "wsl2")
+VM_TYPES = ("qemu", "libvirt", "vz", "wsl2")
 PROVISION_MODES = ("system", "user", "boot", "dependency", "ansible", "data", "yq")
 SYSTEM_MOUNT_POINTS = ("/", "/bin", "/dev", "/etc", "/home", "/opt", "/sbin", "/tmp", "/usr",
                        "/var")
@@ -81,6 +81,9 @@ def validate(y: dict[str, Any], lima_version: str, warn: bool = False, *,
                             f"`{lima_version}`")
     if y.get("vmType") not in VM_TYPES:
         errs.append(f"field `vmType` must be one of {list(VM_TYPES)}; got `{y.get('vmType')}`")
+    from pylima.config.libvirt import opts_errors
+
+    errs += opts_errors(y)
     if y.get("os") not in OS_TYPES:
         errs.append(f"field `os` must be one of {list(OS_TYPES)}; got `{y.get('os')}`")
     if y.get("arch") not in ARCH_TYPES:

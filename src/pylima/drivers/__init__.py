@@ -21,7 +21,8 @@ of small parts:
 - Capabilities as plain data: `DriverInfo` and its `DriverFeatures`, serialised with
   Lima's JSON keys.
 
-pylima runs guests with QEMU (`drivers.qemu`). `vz` (Apple Virtualization.framework)
+pylima runs guests with QEMU (`drivers.qemu`), or on a local or remote libvirt
+host (`drivers.libvirt`, vmType `libvirt`). `vz` (Apple Virtualization.framework)
 and `wsl2` exist in Lima's schema, so a lima.yaml that names them loads and validates,
 but they are registered as drivers that refuse this host with the requirement spelled
 out (`drivers.unsupported`). Lima's external drivers (`lima-driver-NAME` executables)

@@ -1,6 +1,7 @@
 """Drivers by name, as Lima's registry has them.
 
-Built in: `qemu`, and `vz` and `wsl2`, which refuse this host (`drivers.unsupported`).
+Built in: `qemu`, `libvirt` (instances on a local or remote libvirt host), and `vz`
+and `wsl2`, which refuse this host (`drivers.unsupported`).
 External drivers follow Lima's convention: an executable named `lima-driver-NAME`
 in `$LIMA_DRIVERS_PATH` (directories or files, `:`-separated) or in `libexec/lima`
 or `lib/lima` beside the directory of `limactl`. They are listed (`limactl create
@@ -31,6 +32,7 @@ EXTERNAL_PREFIX = "lima-driver-"
 # name -> "module:Class" (imported on use: `limactl list` never pays for a driver)
 _BUILTIN = {
     "qemu": "pylima.drivers.qemu:QemuDriver",
+    "libvirt": "pylima.drivers.libvirt:LibvirtDriver",
     "vz": "pylima.drivers.unsupported:VzDriver",
     "wsl2": "pylima.drivers.unsupported:Wsl2Driver",
 }
@@ -121,7 +123,7 @@ def list_drivers() -> dict[str, str]:
     """Lima's registry.List: each driver this host has, name -> "internal" or the path
     of the external driver. vz and wsl2 are listed only where Lima builds them in."""
     out = {name: INTERNAL for name, spec in _BUILTIN.items()
-           if name == "qemu" or _load(spec).available()}
+           if name in ("qemu", "libvirt") or _load(spec).available()}
     for name, path in external_drivers().items():
         out.setdefault(name, path)
     return out
@@ -155,6 +157,14 @@ def check_start(cfg: dict[str, Any]) -> None:
     check = getattr(cls, "check_start", None)
     if check is not None:
         check(cfg)
+
+
+def delete_instance(name: str, inst_dir: Path, cfg: dict[str, Any]) -> list[str]:
+    """What the driver keeps outside the instance directory, removed (libvirt: the
+    instance's domain and volumes on the libvirt host); what was removed."""
+    cls = driver_class(str(cfg.get("vmType") or "qemu"))
+    hook = getattr(cls, "delete_instance", None)
+    return list(hook(name, inst_dir, cfg)) if hook is not None else []
 
 
 def new_driver(name: str, inst_dir: Path, cfg: dict[str, Any]) -> Any:

@@ -582,6 +582,9 @@ class HostAgent:
                 t.cancel()
             if forced_ssh:
                 log.info("Running the guest agent over SSH (PYLIMA_GUEST_AGENT_TRANSPORT=ssh)")
+            elif self.driver is not None and not self.driver.info.virtio_port:
+                log.info("The %s driver carries no guest agent port; running the guest "
+                         "agent over SSH", self.driver.name)
             else:
                 log.warning("The guest agent does not answer on the driver's port %s; "
                             "running it over SSH instead",
@@ -610,13 +613,15 @@ class HostAgent:
         if self.cfg.get("plain"):
             return  # plain mode: static forwards only
         driver = self.driver
-        if not isinstance(driver, HostPortForwarding):
-            log.warning("The %s driver cannot forward host ports; guest ports are not "
-                        "forwarded automatically", driver.name if driver else "VM")
-            return
+        forwarding = driver if isinstance(driver, HostPortForwarding) \
+            and driver.info.features.host_port_forwarding else None
+        if forwarding is None:
+            log.info("The %s driver cannot forward host ports; guest ports are forwarded "
+                     "over the SSH master", driver.name if driver else "VM")
         self.forwarder = PortForwarder(
-            self.cfg.get("portForwards") or [], self.ssh_port, driver,
-            driver.info.features.guest_address, link.request, self._on_port_event,
+            self.cfg.get("portForwards") or [], self.ssh_port, forwarding,
+            driver.info.features.guest_address if driver else "", link.request,
+            self._on_port_event,
             self._write_forwards, ssh_control=self._ssh_control)
 
     async def _ssh_control(self, verb: str, args: Sequence[str]) -> str:

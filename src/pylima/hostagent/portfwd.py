@@ -254,14 +254,16 @@ async def _no_ssh(verb: str, args: Sequence[str]) -> str:
 class PortForwarder:
     """Applies the guest agent's reports: one driver forward per forwarded guest socket.
 
-    `forwarding` is the driver's `HostPortForwarding`, reaching the guest at
+    `forwarding` is the driver's `HostPortForwarding` (None: every forward goes over the
+    SSH master, for drivers that cannot forward host ports), reaching the guest at
     `guest_address`; `request` asks the guest agent for something; `on_event` gets Lima's
     `portForward` event objects; `on_change` is called when the set of active
     forwards changes.
     """
 
     def __init__(self, rules: Sequence[dict[str, Any]], ssh_local_port: int,
-                 forwarding: HostPortForwarding, guest_address: str, request: Request,
+                 forwarding: HostPortForwarding | None, guest_address: str,
+                 request: Request,
                  on_event: EmitEvent, on_change: Callable[[], None] = lambda: None,
                  ssh_control: SSHControl = _no_ssh) -> None:
         self.rules = effective_rules(rules, ssh_local_port)
@@ -329,11 +331,11 @@ class PortForwarder:
                 if active.host_socket:
                     with contextlib.suppress(OSError):
                         os.unlink(active.host_socket)
-            elif active.udp_relay is not None:
+            elif active.udp_relay is not None and self.forwarding is not None:
                 active.udp_relay.close()
                 await self.forwarding.remove_host_forward(guest.protocol, LOOPBACK_V4,
                                                           active.driver_port)
-            else:
+            elif self.forwarding is not None:
                 await self.forwarding.remove_host_forward(guest.protocol, active.host_ip,
                                                           active.host_port)
             if active.relay_port:
@@ -373,7 +375,13 @@ class PortForwarder:
                 log.debug("%s %s: %s is already forwarded from %s", guest.protocol,
                           guest.addr, host, a.guest.addr)
                 return
-        if over_ssh(m, guest.protocol):
+        if self.forwarding is None and guest.protocol != "tcp":
+            # a driver without host port forwarding has only SSH, which carries no UDP
+            if not quiet:
+                log.info("Not forwarding %s %s: no UDP forwarding with this driver",
+                         guest.protocol.upper(), guest.addr)
+            return
+        if over_ssh(m, guest.protocol) or self.forwarding is None:
             await self._forward_over_ssh(guest, m)
             return
         via = data_path(guest, self.guest_address)
@@ -390,6 +398,7 @@ class PortForwarder:
                              f"{reply.get('error') or 'no port'}")
                 return
             target_port = relay_port = int(reply["port"])
+        assert self.forwarding is not None
         udp_relay = None
         if needs_udp_relay(m, guest.protocol):
             driver_ip, driver_port = LOOPBACK_V4, free_udp_port()

@@ -285,7 +285,11 @@ def inspect(name: str) -> Instance:
     inst.ssh_local_port = int((cfg.get("ssh") or {}).get("localPort") or 0) \
         or ssh_port_from_config(join(d, dirs.SSH_CONFIG))
     inst.host_agent_pid = read_pid_file(join(d, dirs.HA_PID), "hostagent")
-    inst.driver_pid = read_pid_file(join(d, dirs.QEMU_PID), f"lima-{name}")
+    if inst.vm_type == "libvirt":
+        # The host agent owns the domain; it writes libvirt.pid while libvirt runs it.
+        inst.driver_pid = read_pid_file(join(d, "libvirt.pid"), "hostagent")
+    else:
+        inst.driver_pid = read_pid_file(join(d, dirs.QEMU_PID), f"lima-{name}")
     inst.protected = os.path.lexists(join(d, dirs.PROTECTED))
     try:
         with open(join(d, dirs.LIMA_VERSION)) as f:
