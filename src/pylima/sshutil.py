@@ -134,6 +134,13 @@ def master_socket(inst_dir: Path) -> Path:
     return inst_dir / dirs.SSH_SOCK
 
 
+def x11_without_display(ssh_cfg: dict[str, Any] | None) -> bool:
+    """`ssh.forwardX11` (or `forwardX11Trusted`) asked for with no DISPLAY to forward to."""
+    c = ssh_cfg or {}
+    return bool(c.get("forwardX11") or c.get("forwardX11Trusted")) \
+        and not os.environ.get("DISPLAY")
+
+
 X11_WITHOUT_DISPLAY = ("`ssh.forwardX11` is set, but DISPLAY is not: X11 forwarding is "
                        "off (set DISPLAY to the host's X server)")
 

@@ -505,6 +505,16 @@ def http_get(port: int) -> str:
         return r.read().decode()
 
 
+def udp_echo_answers(family: int, host: str, port: int, payload: bytes) -> bool:
+    """Whether UDP_ECHO (through its forward) answers `payload` sent to host:port."""
+    import socket
+
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(payload, (host, port))
+        return s.recvfrom(100)[0] == b"echo:" + payload
+
+
 def forwards(h: Host) -> list[dict]:
     return json.loads(h.limactl("list", "--json", NAME).stdout).get("portForwards") or []
 
@@ -546,13 +556,7 @@ def test_udp_is_forwarded(guest: Host) -> None:
     assert eventually(lambda: "127.0.0.1:9053" in
                       {f["hostAddr"] for f in forwards(guest) if f["protocol"] == "udp"})
 
-    def ask() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(3)
-            s.sendto(b"ping", ("127.0.0.1", 9053))
-            return s.recvfrom(100)[0] == b"echo:ping"
-
-    assert eventually(ask)
+    assert eventually(lambda: udp_echo_answers(socket.AF_INET, "127.0.0.1", 9053, b"ping"))
 
 
 def test_udp_to_an_ipv6_host_address(guest: Host) -> None:
@@ -564,13 +568,7 @@ def test_udp_to_an_ipv6_host_address(guest: Host) -> None:
     assert eventually(lambda: "[::1]:8091" in
                       {f["hostAddr"] for f in forwards(guest) if f["protocol"] == "udp"})
 
-    def ask() -> bool:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.settimeout(3)
-            s.sendto(b"ping6", ("::1", 8091))
-            return s.recvfrom(100)[0] == b"echo:ping6"
-
-    assert eventually(ask)
+    assert eventually(lambda: udp_echo_answers(socket.AF_INET6, "::1", 8091, b"ping6"))
     guest.limactl("shell", NAME, "pkill", "-f", "SOCK_DGRAM.*8091")
 
 

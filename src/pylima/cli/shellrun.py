@@ -18,7 +18,13 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
               reconnect: bool = False, sync: str | None = None,
               tty: bool | None = None) -> int:
     from pylima.errors import InstanceError, InstanceNotFound, LimaError
-    from pylima.sshutil import build_remote_script, ssh_argv
+    from pylima.sshutil import (
+        X11_WITHOUT_DISPLAY,
+        build_remote_script,
+        master_socket,
+        ssh_argv,
+        x11_without_display,
+    )
     from pylima.store.instance import STATUS_RUNNING, inspect
 
     env = None
@@ -62,15 +68,11 @@ def run_shell(name: str, argv: list[str], *, workdir: str | None = None,
     colorterm = ("-o", "SendEnv=COLORTERM") if "COLORTERM" in os.environ else ()
     full = ssh_argv(inst.dir, name, "-q", *colorterm, tty=sys.stdin.isatty(),
                     user_session=True)
-    ssh_cfg = inst.config.get("ssh") or {}
-    if (ssh_cfg.get("forwardX11") or ssh_cfg.get("forwardX11Trusted")) \
-            and not os.environ.get("DISPLAY"):
+    # through the host agent's master, X11 goes to the display of `limactl start`
+    if x11_without_display(inst.config.get("ssh")) and not master_socket(inst.dir).exists():
         from pylima.cli.listing import _log
-        from pylima.sshutil import X11_WITHOUT_DISPLAY, master_socket
 
-        # through the host agent's master, X11 goes to the display of `limactl start`
-        if not master_socket(inst.dir).exists():
-            _log().warning("%s", X11_WITHOUT_DISPLAY)
+        _log().warning("%s", X11_WITHOUT_DISPLAY)
     full.append("--")
     full.append(script)
     sys.stdout.flush()

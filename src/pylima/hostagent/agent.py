@@ -128,6 +128,7 @@ class HostAgent:
             ensure_host_key,
             free_port,
             write_ssh_files,
+            x11_without_display,
         )
         from pylima.store.instance import inspect
 
@@ -153,8 +154,7 @@ class HostAgent:
         ssh_cfg = cfg.get("ssh") or {}
         write_ssh_files(self.name, self.dir, cfg["user"]["name"], self.ssh_port, host_pub,
                         ssh_cfg)
-        if (ssh_cfg.get("forwardX11") or ssh_cfg.get("forwardX11Trusted")) \
-                and not os.environ.get("DISPLAY"):
+        if x11_without_display(ssh_cfg):
             log.warning("%s", X11_WITHOUT_DISPLAY)
         pubkeys = [(dirs.config_dir() / (dirs.USER_KEY + ".pub")).read_text().strip()]
         if ssh_cfg.get("loadDotSSHPubKeys"):
