@@ -462,6 +462,49 @@ def test_launcher_runs_a_cached_copy_of_the_seeds_pylima_init(tmp_path: Path) ->
     assert (cache / "pylima_init.py").read_bytes().endswith(b"# another pylima\n")
 
 
+def test_launcher_runs_the_per_boot_scripts_itself_when_planned(tmp_path: Path) -> None:
+    """With the early stage's final-scripts-only plan, the final stage is the
+    launcher's own loop: each executable per-boot script in order, a failing one
+    named, final.done written; no seed mount, no Python."""
+    content = b.make_recipe().post_files["usr/local/lib/pylima/init-launch"].content
+    head = content[:content.index("mnt=/mnt/lima-cidata\n")]
+    state, per_boot = tmp_path / "state", tmp_path / "per-boot"
+    state.mkdir()
+    per_boot.mkdir()
+    head = head.replace(b.INIT_STATE_DIR, str(state)).replace(b.PER_BOOT_DIR, str(per_boot))
+    (per_boot / "00-a.sh").write_text("#!/bin/sh\necho a ran\n")
+    (per_boot / "10-b.sh").write_text("#!/bin/sh\nexit 3\n")
+    (per_boot / "20-off.sh").write_text("#!/bin/sh\necho never\n")
+    (per_boot / "00-a.sh").chmod(0o755)
+    (per_boot / "10-b.sh").chmod(0o755)
+    script = head + "echo fell through\n"
+
+    def launch(stage: str) -> str:
+        r = subprocess.run(["sh", "-c", script, "init-launch", stage],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert launch("final") == "fell through\n"  # no plan: Python's final stage
+    (state / "final-scripts-only").write_text("iid-1\n")
+    assert launch("early") == "fell through\n"
+    out = launch("final")
+    assert out.splitlines() == [
+        "pylima-init: final stage of iid-1 (per-boot scripts only)",
+        f"pylima-init: running {per_boot}/00-a.sh", "a ran",
+        f"pylima-init: running {per_boot}/10-b.sh",
+        "pylima-init: 10-b.sh exited with status 3",
+        "pylima-init: final stage done"]
+    assert (state / "final.done").read_text() == "iid-1\n"
+
+
+def test_launcher_state_paths_are_pylima_inits() -> None:
+    from pylima.guestagent import init
+
+    assert b.INIT_STATE_DIR == init.STATE_DIR and b.PER_BOOT_DIR == init.PER_BOOT_DIR
+    assert init.SCRIPTS_ONLY_FILE == f"{b.INIT_STATE_DIR}/final-scripts-only"
+
+
 def test_sshd_pam_stack_loses_only_pam_motd(tmp_path: Path) -> None:
     """The customize script's PAM edit, run on Debian 12's /etc/pam.d/sshd lines."""
     script = b.make_recipe().customize_script

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -178,6 +179,35 @@ def test_final_stage_marks_its_end(tmp_path: Path, seed_files: dict[str, bytes])
     assert r.returncode == 0, r.stdout
     assert "running /var/lib/cloud/scripts/per-boot/00-lima.boot.sh" in r.stdout
     assert (root / "run" / "pylima-init" / "final.done").read_text() == IID + "\n"
+
+
+def test_early_stage_plans_a_final_stage_without_python(
+        tmp_path: Path, seed_files: dict[str, bytes]) -> None:
+    """Nothing but the per-boot scripts for the final stage (no grow under --root, no
+    packages, nothing deferred): the early stage says so, for the image's launcher."""
+    doc = yaml.safe_load(seed_files["user-data"])
+    for k in ("package_update", "package_upgrade", "package_reboot_if_required"):
+        doc.pop(k, None)
+    files = {**seed_files, "user-data": ("#cloud-config\n" + yaml.safe_dump(doc)).encode()}
+    seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
+    assert run_init("early", seed, root).returncode == 0
+    plan = root / "run" / "pylima-init" / "final-scripts-only"
+    assert plan.read_text() == IID + "\n"
+
+
+@pytest.mark.parametrize("extra", [
+    {"package_upgrade": True},
+    {"write_files": [{"path": "/etc/later", "content": "x", "defer": True}]},
+])
+def test_final_stage_with_work_keeps_python(tmp_path: Path, seed_files: dict[str, bytes],
+                                            extra: dict[str, Any]) -> None:
+    doc = yaml.safe_load(seed_files["user-data"])
+    for k, v in extra.items():
+        doc[k] = [*doc.get(k, []), *v] if isinstance(v, list) else v
+    files = {**seed_files, "user-data": ("#cloud-config\n" + yaml.safe_dump(doc)).encode()}
+    seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
+    assert run_init("early", seed, root).returncode == 0
+    assert not (root / "run" / "pylima-init" / "final-scripts-only").exists()
 
 
 def test_networkd_rendering() -> None:

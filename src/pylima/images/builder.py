@@ -585,6 +585,8 @@ INIT_LAUNCHER = "/usr/local/lib/pylima/init-launch"
 INIT_UNITS = ("pylima-init.service", "pylima-final.service")
 INIT_CACHE_DIR = "/var/lib/pylima/init"
 INIT_CACHE_MODULE = "pylima_init.py"
+INIT_STATE_DIR = "/run/pylima-init"  # pylima-init's STATE_DIR
+PER_BOOT_DIR = "/var/lib/cloud/scripts/per-boot"  # pylima-init's PER_BOOT_DIR
 
 
 def render_init_files() -> dict[str, GuestFile]:
@@ -595,6 +597,22 @@ def render_init_files() -> dict[str, GuestFile]:
         "#!/bin/sh\n"
         "# pylima: mount the cidata seed and run its pylima-init STAGE.\n"
         "set -eu\n"
+        # The early stage found nothing for the final stage but the per-boot scripts
+        # (see pylima-init's SCRIPTS_ONLY_FILE): run them here, without Python.
+        f'plan={INIT_STATE_DIR}/final-scripts-only\n'
+        'if [ "$1" = final ] && [ -s "$plan" ]; then\n'
+        '  read -r iid <"$plan"\n'
+        '  echo "pylima-init: final stage of $iid (per-boot scripts only)"\n'
+        f"  for f in {PER_BOOT_DIR}/*; do\n"
+        '    [ -f "$f" ] && [ -x "$f" ] || continue\n'
+        '    echo "pylima-init: running $f"\n'
+        '    rc=0; "$f" </dev/null || rc=$?\n'
+        '    [ "$rc" = 0 ] || echo "pylima-init: ${f##*/} exited with status $rc"\n'
+        "  done\n"
+        f'  echo "$iid" >{INIT_STATE_DIR}/final.done\n'
+        '  echo "pylima-init: final stage done"\n'
+        "  exit 0\n"
+        "fi\n"
         "mnt=/mnt/lima-cidata\n"
         'mkdir -p -m 700 "$mnt"\n'
         'if ! mountpoint -q "$mnt"; then\n'
