@@ -64,3 +64,37 @@ def test_connect_to_missing_socket_fails_clearly(tmp_path: Path) -> None:
 
     with pytest.raises(QMPError, match="cannot connect to QMP socket"):
         asyncio.run(session())
+
+
+@pytest.mark.parametrize("nic", [True, False])
+def test_guest_link_wait_reads_the_nics_receive_filter(nic: bool) -> None:
+    """No guest runs, so no driver programs the NIC's multicast filter: with a
+    virtio-net NIC the wait lasts its timeout; with no NIC that reports a filter the
+    driver cannot tell, and says so at once."""
+    from pylima.drivers.qemu import QemuDriver
+
+    tmp = Path(tempfile.mkdtemp(prefix="pylima-rx-", dir="/tmp"))
+    assert QEMU
+    extra = ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"] if nic else []
+    proc = subprocess.Popen(
+        [QEMU, "-machine", "q35", "-accel", "tcg", "-nodefaults", "-display", "none",
+         *extra, "-qmp", f"unix:{tmp / 'qmp.sock'},server=on,wait=off", "-S"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        drv = QemuDriver("rx", tmp, {})
+
+        timeout = 1.5 if nic else 60.0
+
+        async def go() -> tuple[bool, float]:
+            t0 = asyncio.get_running_loop().time()
+            up = await drv.wait_guest_link(timeout=timeout)
+            return up, asyncio.get_running_loop().time() - t0
+
+        up, waited = asyncio.run(go())
+        assert up is False
+        assert (waited >= timeout) if nic else (waited < timeout), waited
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.communicate()
+        shutil.rmtree(tmp, ignore_errors=True)

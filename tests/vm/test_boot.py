@@ -104,6 +104,17 @@ def test_booted_by_pylima_init_not_cloud_init(guest: Host) -> None:
     assert lines[3:] == ["active", "active"]
 
 
+def test_ssh_probes_waited_for_the_guests_network(guest: Host) -> None:
+    """The host agent's SSH probes start once the guest's NIC is up: a probe sent
+    before then stays queued in QEMU's user-mode network and reaches sshd later as a
+    connection for nothing (there were a dozen per boot). One or two may still meet
+    the guest between its link coming up and sshd listening."""
+    r = guest.lima("sudo", "journalctl", "-b", "-o", "cat", "-u", "ssh.service",
+                   env=lima_env())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("kex_exchange_identification") <= 2, r.stdout
+
+
 def test_boot_trimmings_took_effect(guest: Host) -> None:
     """What the image leaves out for boot speed is really out of the booted guest:
     pylima-init ran from its cached copy (its bytecode compiled once), the q35 and
@@ -1027,6 +1038,11 @@ def test_the_data_survives_and_the_next_start_shows_its_progress(guest: Host) ->
     assert any("boot done" in ln for ln in shown), r.stderr
     done = lines.index('"Cloud-init progress monitoring done."')
     assert done < next(i for i, ln in enumerate(lines) if ln.startswith('"READY.'))
+    # nothing left for the final stage but the per-boot scripts (the disk was grown on
+    # the first boot): the image's launcher ran them without starting Python
+    j = guest.limactl("shell", NAME, "sudo", "journalctl", "-b", "-o", "cat",
+                      "-u", "pylima-final.service")
+    assert "(per-boot scripts only)" in j.stdout, j.stdout + j.stderr
 
 
 def test_delete_f_of_an_instance_whose_host_agent_was_killed(guest: Host) -> None:

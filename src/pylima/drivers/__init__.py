@@ -183,6 +183,18 @@ class GuestAgentTransport(Protocol):
 
 
 @runtime_checkable
+class GuestLinkWatch(Protocol):
+    """The driver sees when the guest brings its network interface up (QEMU: the
+    virtio-net receive filter the guest's driver programs)."""
+
+    async def wait_guest_link(self, timeout: float) -> bool:
+        """Return True once the guest has brought a network interface up; False when
+        the driver cannot tell (a NIC without receive-filter reports) or `timeout`
+        seconds have passed first."""
+        ...
+
+
+@runtime_checkable
 class HostPortForwarding(Protocol):
     """The driver binds host ports and forwards them to guest ports itself."""
 

@@ -31,7 +31,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pylima.drivers import Driver, GuestAgentTransport, HostPortForwarding, Snapshotter
+from pylima.drivers import (
+    Driver,
+    GuestAgentTransport,
+    GuestLinkWatch,
+    HostPortForwarding,
+    Snapshotter,
+)
 from pylima.errors import LimaError, LockError
 from pylima.hostagent import events
 from pylima.hostagent.mounts import MountManager
@@ -54,6 +60,9 @@ PROBE_TIMEOUT = 600.0  # Lima: 200 tries, 3 s apart; PYLIMA_PROBE_TIMEOUT overri
 # How long after the boot scripts finish the guest agent may take to answer on its
 # virtio-serial port before the host agent runs it over SSH instead.
 GUEST_AGENT_GRACE = 20.0
+# SSH reaches the guest over the NIC whose link the driver watches: nothing can answer
+# before it is up, so this is only a bound on a driver that misreads a guest.
+LINK_WAIT_S = 120.0
 # Fault injection for tests: the host agent stops its boot sequence at this phase
 # (booting, ssh, boot-scripts, ready), announces it with a `paused:PHASE` event and
 # waits there; the test then kills what it wants with a real signal.
@@ -309,6 +318,7 @@ class HostAgent:
         # master's among them: a master still up once the marker is there has the
         # final environment; one that is gone is opened again.
         try:
+            await self._wait_for_guest_link()
             while True:
                 await self._wait_for_sshd()
                 await self._ensure_ssh_master(quiet=True)
@@ -399,6 +409,17 @@ class HostAgent:
         self._emit(sshLocalPort=self.ssh_port, phase="boot scripts")
         if self.show_progress:
             self.progress_task = asyncio.create_task(self._watch_progress())
+
+    async def _wait_for_guest_link(self) -> None:
+        """Until the guest's network interface is up, where the driver can tell.
+        Every SSH probe sent before the guest can answer stays queued in QEMU's
+        user-mode network after the probe gives up, and reaches sshd once it
+        listens: a sshd child for nothing each (a dozen per boot under emulation,
+        each a second of the guest's CPU while it boots, and a
+        `kex_exchange_identification` error in its journal)."""
+        if isinstance(self.driver, GuestLinkWatch):
+            if await self.driver.wait_guest_link(LINK_WAIT_S):
+                log.debug("the guest's network interface is up")
 
     async def _wait_for_sshd(self) -> None:
         """Until the SSH port answers with an SSH banner.

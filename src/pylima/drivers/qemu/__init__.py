@@ -25,6 +25,7 @@ import logging
 import os
 import platform
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -502,6 +503,23 @@ class QemuDriver:
         except (OSError, LimaError) as e:
             return f"QMP: {e}"
         return str(out or "")
+
+    async def wait_guest_link(self, timeout: float) -> bool:
+        """Until a NIC's receive filter lists multicast groups: the guest's driver
+        programs them when the interface goes up (IPv4's all-hosts group at least).
+        QEMU reports it for virtio-net; with no NIC that reports, False at once."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                nics = await self.qmp("query-rx-filter")
+            except (OSError, LimaError):
+                nics = None  # QEMU still starting (or busy with another client)
+            if nics == []:
+                return False
+            if any(nic.get("multicast-table") for nic in nics or []):
+                return True
+            await asyncio.sleep(0.25)
+        return False
 
     # ---- capabilities ----
 
