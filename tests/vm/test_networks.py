@@ -2,8 +2,9 @@
 
 Two boots of their own, one after the other: the test needs a peer guest, and no
 shared guest is on a user-v2 network (it adds a NIC and the network's daemon to every
-boot). Both are small (1 CPU, 512 MiB, no mounts). Restarts keeping the address are
-covered by the unit tests of the leases, not by a third boot here.
+boot). Both are small (1 CPU, 512 MiB, no mounts). The last test restarts one of
+them twice (after the network has stopped): its lease kept over a restart, and its
+names gone once it is edited off the network, are what no unit test can show.
 """
 
 from __future__ import annotations
@@ -155,3 +156,26 @@ def test_the_network_stops_with_its_last_member(pair: Host) -> None:
     assert not (lima_home(pair) / "_networks" / NET / f"usernet_{NET}.pid").exists()
     # the leases outlive the stop: the same addresses at the next start
     assert sorted(leases(pair)) == [A, B]
+
+
+def test_a_restart_keeps_the_address_and_leaving_the_network_drops_its_names(
+        pair: Host) -> None:
+    """The member started again (alone) has the address of its lease; once edited off
+    the network, its next boot has neither the NIC nor the members' names."""
+    addr = leases(pair)[A]
+    r = pair.limactl("start", "--tty=false", A, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = sh(pair, A, "ip -4 -br addr show lima0")
+    assert f"{addr}/24" in r.stdout, r.stdout
+    assert eventually(lambda: A in resolved(pair, A), 60), resolved(pair, A)
+    assert pair.limactl("stop", A).returncode == 0
+    r = pair.limactl("edit", "--tty=false", "--set", ".networks = []", A)
+    assert r.returncode == 0, r.stderr
+    r = pair.limactl("start", "--tty=false", A, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "lima0" not in sh(pair, A, "ip -br link").stdout
+    # the host agent clears the block once the guest agent answers
+    gone = eventually(lambda: "PYLIMA-NETWORKS" not in sh(pair, A, "cat /etc/hosts").stdout,
+                      60)
+    assert gone, sh(pair, A, "cat /etc/hosts").stdout
+    assert resolved(pair, A) == {}

@@ -618,8 +618,7 @@ class HostAgent:
         helpers = [sync]
         if self.cfg.get("mountInotify"):
             helpers.append(asyncio.create_task(self._inotify(link)))
-        if self.user_networks:
-            helpers.append(asyncio.create_task(self._push_network_hosts(link)))
+        helpers.append(asyncio.create_task(self._push_network_hosts(link)))
         try:
             await tasks[0]
             log.warning("The guest agent's connection has closed")
@@ -712,7 +711,8 @@ class HostAgent:
 
     async def _push_network_hosts(self, link: GuestAgentLink) -> None:
         """The members of this instance's user-v2 networks (`lima-NAME.internal`), to
-        the guest's /etc/hosts: now, and whenever a network's hosts file changes."""
+        the guest's /etc/hosts: now, and whenever a network's hosts file changes. On
+        no network, the block a boot on one left there is removed, once."""
         from pylima.store.usernet import hosts_file
 
         await link.snapshot_seen.wait()
@@ -730,6 +730,8 @@ class HostAgent:
                     sent = text
                 except (TimeoutError, OSError, ConnectionError) as e:
                     log.debug("Pushing the network's hosts failed: %s", e)
+            if not self.user_networks and sent is not None:
+                return
             await asyncio.sleep(HOSTS_POLL)
 
     async def _inotify(self, link: GuestAgentLink) -> None:
