@@ -3,7 +3,8 @@ reverse-sshfs, virtiofs), each started once and used by every test of its type.
 
 The reverse-sshfs guest boots the local image's cloud-init variant (the boot path of
 cloud images); the others boot pylima's default image, through pylima-init. Each
-also runs a provisioning script, and the cloud-init guest forwards a port.
+also runs a provisioning script, and the cloud-init guest forwards a port and joins
+the user-v2 network (its address from cloud-init's network rendering).
 
 Each guest gets a read-only mount (`ro`) and a writable one (`rw`) of two
 directories that sit next to a file the guest must never read (`secret.txt`); the
@@ -122,9 +123,12 @@ def guest(request: pytest.FixtureRequest, unprivileged_host: Host,
     if mount_type == "virtiofs":
         # missing: pylima creates it, given to the guest user since pylima is root
         shutil.rmtree(base / "rw")
+    # The cloud-init guest is on the user-v2 network too: cloud-init's reading of the
+    # seed's network-config (a second NIC found by its MAC, with a static address).
+    network = ["--network=lima:user-v2"] if boot_path == "cloud-init" else []
     r = host.limactl("start", f"--name={name}", "--tty=false", "--cpus=2", "--memory=2",
-                     "--set", _mounts_set(image, mount_type, mounts), "template:debian-12",
-                     timeout=1500)
+                     *network, "--set", _mounts_set(image, mount_type, mounts),
+                     "template:debian-12", timeout=1500)
     out = r.stdout + r.stderr
     try:
         if mount_type == "9p":
@@ -278,6 +282,21 @@ def test_boot_path_and_provisioning(guest: Guest) -> None:
         assert out.split() == ["cloud-init", "has-cloud-init"], err
     else:
         assert out.split() == ["pylima-init"], err
+
+
+def test_cloud_init_guest_takes_its_user_v2_address(guest: Guest) -> None:
+    """cloud-init renders the seed's network-config as pylima-init does: the user-v2
+    NIC, renamed lima0 by its MAC, has the address of its lease, and the default
+    route stays on the user-mode NIC."""
+    if guest.boot_path != "cloud-init":
+        pytest.skip("pylima-init guests on user-v2: tests/vm/test_networks.py")
+    home = Path(guest.host.env.get("LIMA_HOME") or guest.host.home / ".lima")
+    leases = json.loads((home / "_networks" / "user-v2" / "leases.json").read_text())
+    addr = next(ip for ip, v in leases.items() if v["instance"] == guest.name)
+    rc, out, err = guest.sh("ip -4 -br addr show lima0; ip route show default")
+    assert rc == 0, err
+    assert f"{addr}/24" in out, out
+    assert out.splitlines()[-1].startswith("default via 192.168.5.2 "), out
 
 
 def test_cloud_init_guest_forwards_a_port(guest: Guest) -> None:
