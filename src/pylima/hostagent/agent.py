@@ -415,7 +415,7 @@ class HostAgent:
         Every SSH probe sent before the guest can answer stays queued in QEMU's
         user-mode network after the probe gives up, and reaches sshd once it
         listens: a sshd child for nothing each (a dozen per boot under emulation,
-        each a second of the guest's CPU while it boots, and a
+        each a fifth of a second of the guest's CPU while it boots, and a
         `kex_exchange_identification` error in its journal)."""
         if isinstance(self.driver, GuestLinkWatch):
             if await self.driver.wait_guest_link(LINK_WAIT_S):
