@@ -27,8 +27,11 @@
    the host has no udevd the guest cannot name its script ports, runs the command on
    its console and vng exits 255: the check run then must show the command's exit 0.
 7. The host agent's resident memory (goal <= 40 MB).
+8. With --aarch64: `limactl start` of a new aarch64 instance of the local arm64 image, and
+   of the same instance once stopped, each as a ratio to x86_64's figure 3 and 4 of the
+   same run (goal <= 1.5).
 
-Run: .venv/bin/python bench/boot.py [--rounds N] [--vng PATH] [--vng-kernel PATH]
+Run: .venv/bin/python bench/boot.py [--rounds N] [--vng PATH] [--vng-kernel PATH] [--aarch64]
 (needs the local image: it is built on first use, which is not timed).
 """
 
@@ -184,11 +187,31 @@ def find_vng(args: argparse.Namespace, work: Path) -> Vng | str:
     return Vng(os.path.abspath(vng), kernel and os.path.abspath(kernel), work)
 
 
+def aarch64_starts(limactl: str, env: dict[str, str]) -> tuple[float, float]:
+    """`limactl start` -> READY of a new aarch64 instance of the local arm64 image (built
+    first if it is not cached, untimed), then of the same instance once stopped."""
+    from pylima.images import builder
+
+    img = builder.find_cached_image("aarch64") or builder.build_debian_image("aarch64")
+    entry = builder.images_entry(img)
+    new = timed(limactl, "start", "--name=b-aarch64", "--arch=aarch64", "--tty=false",
+                "--cpus=2", "--memory=2", "--set",
+                f".images = [{json.dumps(entry)}] | .mounts = []", "template:debian-12",
+                env=env)
+    run(limactl, "stop", "b-aarch64", env=env)
+    restart = timed(limactl, "start", "--tty=false", "b-aarch64", env=env)
+    run(limactl, "stop", "b-aarch64", env=env)
+    return new, restart
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--vng", help="the virtme-ng `vng` to compare with (default: PATH)")
     ap.add_argument("--vng-kernel", help="kernel for vng -r (default: the host's own)")
+    ap.add_argument("--aarch64", action="store_true",
+                    help="also start an aarch64 instance of the local arm64 image (new and "
+                    "stopped), as a ratio to x86_64's (goal <= 1.5)")
     args = ap.parse_args()
     from pylima.images import builder
 
@@ -257,9 +280,15 @@ def main() -> None:
             print(f"virtme-ng comparison skipped: {vng}")
             print(f"limactl start (new) + shell true       {cold:6.1f} s   (no vng baseline)")
         print(f"host agent RSS                         {rss_kb / 1024:6.1f} MB  (goal <= 40 MB)")
+        if args.aarch64:
+            a_new, a_restart = aarch64_starts(limactl, env)
+            print(f"aarch64 limactl start (new) -> READY   {a_new:6.1f} s   ratio "
+                  f"{a_new / s:4.2f}x to x86_64's (goal <= 1.5)")
+            print(f"aarch64 limactl start (stopped) -> READY {a_restart:4.1f} s   ratio "
+                  f"{a_restart / rs:4.2f}x to x86_64's (goal <= 1.5)")
     finally:
-        subprocess.run([limactl, "delete", "-f", *[f"b{i}" for i in range(args.rounds)]],
-                       env=env, capture_output=True)
+        subprocess.run([limactl, "delete", "-f", *[f"b{i}" for i in range(args.rounds)],
+                        "b-aarch64"], env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
