@@ -195,6 +195,23 @@ def test_early_stage_plans_a_final_stage_without_python(
     assert plan.read_text() == IID + "\n"
 
 
+def test_a_growpart_field_it_does_not_know_is_reported_once(
+        tmp_path: Path, seed_files: dict[str, bytes]) -> None:
+    """The early stage leaves such a `growpart` to the final stage (no plan), which
+    names the field: one line in the boot errors over both stages."""
+    doc = yaml.safe_load(seed_files["user-data"])
+    doc["growpart"] = {"mode": "auto", "devices": ["/"], "bogus": 1}
+    files = {**seed_files, "user-data": ("#cloud-config\n" + yaml.safe_dump(doc)).encode()}
+    seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
+    assert run_init("early", seed, root).returncode == 0
+    assert not (root / "run" / "pylima-init" / "final-scripts-only").exists()
+    assert run_init("final", seed, root).returncode == 1
+    errors = (root / "run" / "lima-boot-errors").read_text().splitlines()
+    assert [e for e in errors if "growpart.bogus" in e] == [
+        "pylima-init: unknown field `growpart.bogus` in user-data: not applied "
+        "(pylima-init knows: devices, ignore_growroot_disabled, mode)"], errors
+
+
 @pytest.mark.parametrize("extra", [
     {"package_upgrade": True},
     {"write_files": [{"path": "/etc/later", "content": "x", "defer": True}]},

@@ -57,6 +57,7 @@ USER_DATA_KEYS = {
 }
 USER_KEYS = {"name", "uid", "gecos", "homedir", "shell", "sudo", "lock_passwd",
              "ssh_authorized_keys"}
+GROWPART_KEYS = {"mode", "devices", "ignore_growroot_disabled"}
 WRITE_FILE_KEYS = {"path", "content", "owner", "permissions", "encoding", "append", "defer"}
 ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name", "addresses"}
 SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
@@ -238,7 +239,6 @@ class Init:
     def early(self) -> None:
         self.unknown("meta-data", self.meta, META_DATA_KEYS)
         self.unknown("user-data", self.user_data, USER_DATA_KEYS)
-        ud = self.user_data
         self.step("bootcmd", self.bootcmd)
         self.step("hostname", self.hostname)
         self.step("users", self.users)
@@ -249,23 +249,29 @@ class Init:
         self.step("write_files", lambda: self.write_files(deferred=False))
         self.step("network-config", self.network_config)
         self.step("early boot scripts", self.early_boot_scripts)
-        if ud.get("package_update") or ud.get("package_upgrade"):
+        if self.wants_packages():
             self.log("packages are updated in the final stage")
         self.step("final stage plan", self.plan_final)
 
+    def wants_packages(self) -> bool:
+        return bool(self.user_data.get("package_update")
+                    or self.user_data.get("package_upgrade"))
+
     def plan_final(self) -> None:
-        """SCRIPTS_ONLY_FILE when the final stage needs no Python. Its checks are the
-        final stage's own (growpart's fields are checked here then)."""
+        """SCRIPTS_ONLY_FILE when the final stage needs no Python. A `growpart` the
+        final stage would find fault with is left to it, so that it is reported once."""
         ud = self.user_data
         entries = ud.get("write_files") or []
         deferred = isinstance(entries, list) and any(
             isinstance(e, dict) and e.get("defer") for e in entries)
+        gp = ud.get("growpart")
+        if isinstance(gp, dict) and set(map(str, gp)) - GROWPART_KEYS:
+            return
         try:
             grow = self.grow_target()
         except FieldError:
-            return  # the final stage reports it
-        if grow is None and not deferred and not (
-                ud.get("package_update") or ud.get("package_upgrade")):
+            return
+        if grow is None and not deferred and not self.wants_packages():
             self.write(SCRIPTS_ONLY_FILE, self.iid + "\n", 0o600)
 
     def early_boot_scripts(self) -> None:
@@ -339,8 +345,7 @@ class Init:
             return None
         if not isinstance(gp, dict):
             raise FieldError("`growpart` must be a mapping")
-        self.unknown("user-data", gp, {"mode", "devices", "ignore_growroot_disabled"},
-                     "growpart.")
+        self.unknown("user-data", gp, GROWPART_KEYS, "growpart.")
         if gp.get("mode") in (False, "off"):
             return None
         devices = gp.get("devices") or ["/"]
@@ -595,11 +600,10 @@ class Init:
     # -- final -------------------------------------------------------------------------
 
     def final(self) -> None:
-        ud = self.user_data
         # Nothing before sshd needs the room: growing the disk (first boot only)
         # overlaps the host's first SSH connections instead of delaying them.
         self.step("growpart", self.growpart)
-        if ud.get("package_update") or ud.get("package_upgrade"):
+        if self.wants_packages():
             self.step("package_update_upgrade_install", self.packages)
         self.step("write_files (deferred)", lambda: self.write_files(deferred=True))
         self.step("scripts_per_boot", self.per_boot)
