@@ -187,6 +187,14 @@ def find_vng(args: argparse.Namespace, work: Path) -> Vng | str:
     return Vng(os.path.abspath(vng), kernel and os.path.abspath(kernel), work)
 
 
+def start_new(limactl: str, name: str, entry: dict, env: dict[str, str], *flags: str
+              ) -> float:
+    """`limactl start` -> READY of a new instance `name` of the image `entry`."""
+    return timed(limactl, "start", f"--name={name}", *flags, "--tty=false", "--cpus=2",
+                 "--memory=2", "--set", f".images = [{json.dumps(entry)}] | .mounts = []",
+                 "template:debian-12", env=env)
+
+
 def aarch64_starts(limactl: str, env: dict[str, str]) -> tuple[float, float]:
     """`limactl start` -> READY of a new aarch64 instance of the local arm64 image (built
     first if it is not cached, untimed), then of the same instance once stopped."""
@@ -194,10 +202,7 @@ def aarch64_starts(limactl: str, env: dict[str, str]) -> tuple[float, float]:
 
     img = builder.find_cached_image("aarch64") or builder.build_debian_image("aarch64")
     entry = builder.images_entry(img)
-    new = timed(limactl, "start", "--name=b-aarch64", "--arch=aarch64", "--tty=false",
-                "--cpus=2", "--memory=2", "--set",
-                f".images = [{json.dumps(entry)}] | .mounts = []", "template:debian-12",
-                env=env)
+    new = start_new(limactl, "b-aarch64", entry, env, "--arch=aarch64")
     run(limactl, "stop", "b-aarch64", env=env)
     restart = timed(limactl, "start", "--tty=false", "b-aarch64", env=env)
     run(limactl, "stop", "b-aarch64", env=env)
@@ -225,10 +230,7 @@ def main() -> None:
     try:
         for i in range(args.rounds):
             name = f"b{i}"
-            starts.append(timed(limactl, "start", f"--name={name}", "--tty=false", "--cpus=2",
-                                "--memory=2", "--set",
-                                f".images = [{json.dumps(entry)}] | .mounts = []",
-                                "template:debian-12", env=env))
+            starts.append(start_new(limactl, name, entry, env))
             # pylima's first command, right after READY (figure 6)
             firsts.append(timed(limactl, "shell", name, "true", env=env))
             inst_dir = tmp / "lima" / name
