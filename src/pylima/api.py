@@ -531,7 +531,10 @@ def prepare_instance(inst: Instance, on_progress: Any = None) -> None:
                                                on_phase=lambda p: log.info("Image build: %s", p))
         ensure_instance_image([builder.images_entry(built)], cfg["arch"], inst.dir,
                               on_progress=on_progress)
-    ensure_instance_disk(inst.dir, parse_size(cfg["disk"]))
+    from pylima.drivers import registry
+
+    if registry.uses_local_disk(cfg):
+        ensure_instance_disk(inst.dir, parse_size(cfg["disk"]))
     from pylima.containers.archive import ensure_archive
 
     ensure_archive(cfg, on_progress=on_progress)

@@ -123,6 +123,9 @@ class Driver(Protocol):
 
     # Optional: `check_start(cfg)` (class method) raises LimaError, before a start
     # downloads or spawns anything, when the host lacks what the boot needs.
+    # Optional: `local_disk` (class attribute, True when absent): the instance's disk
+    # is a file of the instance directory, made by `images.disk` before the host agent
+    # starts. False for a driver that keeps the disk elsewhere (libvirt: a pool volume).
 
     @classmethod
     def host_info(cls) -> dict[str, Any]:

@@ -159,6 +159,13 @@ def check_start(cfg: dict[str, Any]) -> None:
         check(cfg)
 
 
+def uses_local_disk(cfg: dict[str, Any]) -> bool:
+    """Whether the instance's disk is a file of its instance directory (the QEMU
+    driver's) rather than the driver's own (libvirt: a volume on the libvirt host)."""
+    cls = driver_class(str(cfg.get("vmType") or "qemu"))
+    return bool(getattr(cls, "local_disk", True))
+
+
 def delete_instance(name: str, inst_dir: Path, cfg: dict[str, Any]) -> list[str]:
     """What the driver keeps outside the instance directory, removed (libvirt: the
     instance's domain and volumes on the libvirt host); what was removed."""

@@ -144,12 +144,12 @@ class HostAgent:
         inst = inspect(self.name)
         if inst.config is None:
             raise LimaError(f"instance `{self.name}` has errors: {inst.errors}")
-        if boot_disk_path(self.dir) is None:
+        from pylima.drivers import registry
+
+        if registry.uses_local_disk(inst.config) and boot_disk_path(self.dir) is None:
             raise LimaError(f"instance `{self.name}` has no disk",
                             hint=f"run `limactl start {self.name}` to prepare it")
         if self.driver_factory is None:
-            from pylima.drivers import registry
-
             for w in registry.validate(inst.config):
                 log.warning("%s", w)
             self.driver = registry.new_driver(self.name, self.dir, inst.config)

@@ -72,6 +72,9 @@ def names_for(name: str) -> dx.Names:
 
 class LibvirtDriver:
     name: ClassVar[str] = "libvirt"
+    # The disk is a volume in the libvirt host's pool, not a file of the instance
+    # directory.
+    local_disk: ClassVar[bool] = False
 
     def __init__(self, name: str, inst_dir: Path, cfg: dict[str, Any]) -> None:
         self.instance_name = name
@@ -246,10 +249,12 @@ class LibvirtDriver:
         base = lc.ensure_base_volume(c, pool, uri, lambda d: names.base_volume(d, "image"),
                                      image, "raw")
         disk = lc.find_volume(pool, names.disk_volume)
+        size = max(parse_size(cfg.get("disk") or 0), virtual_size(image))
         if disk is None:
-            size = max(parse_size(cfg.get("disk") or 0), virtual_size(image))
             log.info("Creating volume `%s` over `%s`", names.disk_volume, base.name())
             disk = lc.create_overlay(pool, uri, names.disk_volume, base, fmt, size)
+        else:
+            lc.grow_volume(disk, uri, size)
         kernel = initrd = cmdline = ""
         if (self.dir / dirs.KERNEL).is_file():
             kernel = lc.ensure_base_volume(

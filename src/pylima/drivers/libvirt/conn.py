@@ -239,3 +239,29 @@ def delete_volume(pool: Any, name: str) -> bool:
         return False
     vol.delete(0)
     return True
+
+
+def grow_volume(vol: Any, uri: LibvirtURI, size: int) -> None:
+    """Grow the instance's disk volume to `size` bytes (field `disk` raised since the
+    first start), as the QEMU driver grows its disk file; shrinking is refused."""
+    from pylima.config.units import format_size
+
+    lv = binding()
+    try:
+        current = int(vol.info()[1])  # (type, capacity, allocation)
+    except lv.libvirtError as e:
+        raise LimaError(f"libvirt at `{uri.uri}`: cannot read volume `{vol.name()}`: "
+                        f"{error_line(e)}") from None
+    if size == current:
+        return
+    if size < current:
+        raise LimaError(f"disk shrinking is not supported ({format_size(current)} --> "
+                        f"{format_size(size)})",
+                        hint=f"set `disk` to at least {format_size(current)}")
+    log.info("Resize volume `%s` from %s to %s", vol.name(), format_size(current),
+             format_size(size))
+    try:
+        vol.resize(size, 0)
+    except lv.libvirtError as e:
+        raise LimaError(f"libvirt at `{uri.uri}`: cannot resize volume `{vol.name()}`: "
+                        f"{error_line(e)}") from None
