@@ -121,6 +121,29 @@ def test_disk_snapshots_with_qemu_img(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+@needs_qemu_img
+def test_disk_snapshots_on_another_host_go_through_its_shell(tmp_path: Path) -> None:
+    """A remote libvirt host's volume: qemu-img runs there through ssh, which hands
+    the command line to the remote user's shell; `sh -c` plays that shell here, on a
+    path that needs quoting."""
+    d = tmp_path / "pool dir's"
+    d.mkdir()
+    disk = d / "vol $x.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "8M"], check=True)
+    shell = ["sh", "-c"]
+
+    async def go() -> None:
+        await qsnap.img_op(disk, "create", "r1", shell)
+        assert snapshot_tags(await qsnap.img_list(disk, shell)) == ["r1"]
+        assert snapshot_tags(await qsnap.img_list(disk)) == ["r1"]  # the same file
+        await qsnap.img_op(disk, "delete", "r1", shell)
+        assert await qsnap.img_list(disk, shell) == ""
+        with pytest.raises(SnapshotError, match="^sshx not found$"):
+            await qsnap.img_list(disk, ["sshx", "host"])
+
+    asyncio.run(go())
+
+
 # ---- a running VM: savevm/loadvm over QMP in a real QEMU (no guest OS) ----
 
 

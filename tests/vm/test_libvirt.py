@@ -150,7 +150,8 @@ def test_bad_uri_pool_and_network_are_one_line_and_create_nothing(
 def test_local_start_uname_forward_and_stop(libvirt: Libvirt) -> None:
     """Boot 1 (local host): READY, `lima uname`, a guest port reached from the host's
     127.0.0.1 (QEMU's hostfwd, through libvirt), status from the host agent and
-    libvirt, and `limactl stop` (ACPI shutdown through libvirt) leaving no domain."""
+    libvirt, a snapshot of the running domain applied, `limactl stop` (ACPI shutdown
+    through libvirt) leaving no domain, and snapshots of the stopped instance."""
     host = libvirt.host
     r = host.limactl("start", "--tty=false", NAME, timeout=900)
     assert r.returncode == 0 and "READY" in r.stderr + r.stdout, r.stderr
@@ -159,30 +160,56 @@ def test_local_start_uname_forward_and_stop(libvirt: Libvirt) -> None:
     assert r.returncode == 0 and r.stdout == "Linux\n", r.stderr
     inst = libvirt.inst_json()
     assert (inst["status"], inst["vmType"]) == ("Running", "libvirt")
+    assert not (Path(inst["dir"]) / "disk").exists()  # the disk is the pool's volume
     domains = [d for d in libvirt.domains() if d.endswith(f"-{NAME}")]
     assert len(domains) == 1 and domains[0].startswith("pylima-")
     xml = libvirt.virsh("dumpxml", domains[0])
     assert "<pylima:name>lv</pylima:name>" in xml
     vols = libvirt.volumes()
     assert f"{domains[0]}-disk.qcow2" in vols and f"{domains[0]}-cidata.iso" in vols
-    _check_forward(host)
+    port = _check_forward(host)
+    # a snapshot of the running domain (QEMU's savevm through libvirt): a file changed
+    # after it is back as it was, the shell and the forwarded port still work
+    shell = {"env": {"LIMA_INSTANCE": NAME}}
+    assert host.lima("sh", "-c", "echo before > ~/mark", **shell).returncode == 0
+    _snapshot(host, "create", "run1")
+    assert host.lima("sh", "-c", "echo after > ~/mark", **shell).returncode == 0
+    _snapshot(host, "apply", "run1")
+    r = host.lima("sh", "-c", "cat ~/mark", **shell)
+    assert r.returncode == 0 and r.stdout == "before\n", r.stderr
+    assert _fetch(port) == b"lima-lv\n"
     r = host.limactl("stop", NAME, timeout=300)
     assert r.returncode == 0, r.stderr
     assert libvirt.inst_json()["status"] == "Stopped"
     assert not [d for d in libvirt.domains() if d.endswith(f"-{NAME}")]
+    # stopped: qemu-img on the volume, which holds the running snapshot too
+    _snapshot(host, "create", "off1")
+    assert _snapshot(host, "list", "", "--quiet") == "run1\noff1\n"
+    _snapshot(host, "delete", "off1")
+    _snapshot(host, "delete", "run1")
+    assert _snapshot(host, "list", "", "--quiet") == ""
 
 
-def _check_forward(host: Host) -> None:
+def _snapshot(host: Host, action: str, tag: str, *extra: str) -> str:
+    args = ["snapshot", action, NAME, *(["--tag", tag] if tag else []), *extra]
+    r = host.limactl(*args, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _fetch(port: int) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5) as f:
+        return bytes(f.read())
+
+
+def _check_forward(host: Host) -> int:
+    """A guest web server's port, reached on the host's 127.0.0.1; the port."""
     port = _free_port()
     r = host.lima("sh", "-c", f"cd /etc && nohup python3 -m http.server {port} "
                   ">/dev/null 2>&1 </dev/null & echo started", env={"LIMA_INSTANCE": NAME})
     assert r.returncode == 0, r.stderr
-
-    def fetch() -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5) as f:
-            return bytes(f.read())
-
-    assert eventually(fetch, timeout=90) == b"lima-lv\n"
+    assert eventually(lambda: _fetch(port), timeout=90) == b"lima-lv\n"
+    return port
 
 
 @dataclass
@@ -243,8 +270,9 @@ def test_remote_start_forward_mount_and_owner_death(libvirt: Libvirt, sshd: Sshd
     the remote path is only exercised by a boot over it. The image volume is reused
     (not uploaded again); a guest port is fetched from this host's 127.0.0.1 (over
     the SSH master); a host file is read through a reverse-sshfs mount. Then the host
-    agent is killed with SIGKILL: libvirt destroys the domain with its connection,
-    and `delete` leaves none of the instance's volumes."""
+    agent is killed with SIGKILL: libvirt destroys the domain with its connection;
+    the stopped instance's disk is snapshotted on the remote host; and `delete` leaves
+    none of the instance's volumes."""
     host = libvirt.host
     r = host.limactl("edit", "--tty=false", "--set",
                      f".vmOpts.libvirt.uri = \"{libvirt.remote_uri}\"", NAME)
@@ -267,6 +295,9 @@ def test_remote_start_forward_mount_and_owner_death(libvirt: Libvirt, sshd: Sshd
     assert eventually(lambda: not [d for d in libvirt.domains() if d.endswith(f"-{NAME}")],
                       timeout=60)
     assert eventually(lambda: libvirt.inst_json()["status"] == "Stopped", timeout=30)
+    # a stopped instance on the remote host: qemu-img runs there, over SSH
+    _snapshot(host, "create", "remote1")
+    assert _snapshot(host, "list", "", "--quiet") == "remote1\n"
     r = host.limactl("delete", NAME, timeout=120)
     assert r.returncode == 0, r.stderr
     vols = libvirt.volumes()

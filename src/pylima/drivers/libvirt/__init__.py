@@ -41,8 +41,9 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pylima.drivers import DriverFeatures, DriverInfo
+from pylima.drivers import DriverFeatures, DriverInfo, SnapshotError
 from pylima.drivers.libvirt import domain as dx
+from pylima.drivers.qemu.snapshot import QemuSnapshots
 from pylima.errors import ConfigError, LimaError
 
 log = logging.getLogger("pylima.hostagent")
@@ -70,7 +71,7 @@ def names_for(name: str) -> dx.Names:
     return dx.Names(dx.home_prefix(str(dirs.lima_home())), name)
 
 
-class LibvirtDriver:
+class LibvirtDriver(QemuSnapshots):
     name: ClassVar[str] = "libvirt"
     # The disk is a volume in the libvirt host's pool, not a file of the instance
     # directory.
@@ -481,6 +482,53 @@ class LibvirtDriver:
         out = await self._hmp(f"hostfwd_remove {dx.NETDEV} {protocol}:{host}:{host_port}")
         if out.strip():
             log.debug("hostfwd_remove: %s", out.strip())
+
+
+    # ---- snapshots (`limactl snapshot`: QemuSnapshots, as the QEMU driver's) ----
+
+    async def _hmp_raw(self, command: str) -> str:
+        """A human-monitor command's output, through libvirt; LimaError when libvirt
+        could not pass it."""
+        from pylima.drivers.libvirt import conn as lc
+
+        lv = lc.binding()
+        if self.dom is None or self._gone.is_set():
+            raise LimaError("the domain is not running")
+        try:
+            out = await asyncio.to_thread(lc.qemu_binding().qemuMonitorCommand, self.dom,
+                                          command, 1)  # VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+        except lv.libvirtError as e:
+            raise LimaError(f"libvirt at `{resolved_opts(self.cfg)[0].uri}`: monitor "
+                            f"command `{command.split()[0]}` failed: {lc.error_line(e)}"
+                            ) from None
+        return str(out or "")
+
+    async def _disk_image(self) -> tuple[str, list[str]]:
+        """The disk volume's path on the libvirt host, and the ssh command line that
+        runs a command there ([] for a local host): a stopped instance is snapshotted
+        with qemu-img on its volume, as libvirt itself does for offline snapshots."""
+        from pylima.drivers.libvirt import conn as lc
+
+        uri, opts = resolved_opts(self.cfg)
+
+        def lookup() -> str:
+            c = lc.connect(uri)
+            try:
+                pool = lc.lookup_pool(c, uri, opts["pool"])
+                vol = lc.find_volume(pool, self.names.disk_volume)
+                if vol is None:
+                    raise SnapshotError(f"instance `{self.instance_name}` has no disk "
+                                        f"volume on `{uri.uri}` yet",
+                                        hint=f"run `limactl start {self.instance_name}` "
+                                        "once")
+                return str(vol.path())
+            finally:
+                with contextlib.suppress(Exception):
+                    c.close()
+
+        path = await asyncio.to_thread(lookup)
+        remote = ["ssh", *uri.ssh_args(), uri.ssh_destination] if uri.remote else []
+        return path, remote
 
 
 class _PortTaken(Exception):

@@ -50,6 +50,7 @@ from pylima.drivers.qemu.argv import (
 )
 from pylima.drivers.qemu.probe import check_arch_runnable, host_architectures, probe_qemu_host
 from pylima.drivers.qemu.qmp import QMPClient, QMPError
+from pylima.drivers.qemu.snapshot import QemuSnapshots
 from pylima.drivers.qemu.swtpm import Swtpm, find_swtpm
 from pylima.drivers.qemu.virtiofs import Virtiofsd, virtiofsd_problem
 from pylima.errors import ConfigError, LimaError
@@ -231,7 +232,7 @@ def hostfwd_error(out: str, host: str) -> str:
     return text
 
 
-class QemuDriver:
+class QemuDriver(QemuSnapshots):
     """`Driver` for vmType qemu. QEMU's output goes to the host agent's log as
     `[qemu] ...` lines."""
 
@@ -535,44 +536,13 @@ class QemuDriver:
                              connect_timeout=60.0)
         return str(out or "")
 
-    def _disk(self) -> Path:
+    async def _disk_image(self) -> tuple[str | Path, list[str]]:
         from pylima.images.disk import boot_disk_path
 
         disk = boot_disk_path(self.dir)
         if disk is None:
             raise LimaError(f"instance `{self.instance_name}` has no disk")
-        return disk
-
-    async def create_snapshot(self, tag: str, *, running: bool) -> None:
-        from pylima.drivers.qemu import snapshot
-
-        if running:
-            await snapshot.hmp_create(self._hmp_raw, tag)
-        else:
-            await snapshot.img_op(self._disk(), "create", tag)
-
-    async def apply_snapshot(self, tag: str, *, running: bool) -> None:
-        from pylima.drivers.qemu import snapshot
-
-        if running:
-            await snapshot.hmp_apply(self._hmp_raw, tag)
-        else:
-            await snapshot.img_op(self._disk(), "apply", tag)
-
-    async def delete_snapshot(self, tag: str, *, running: bool) -> None:
-        from pylima.drivers.qemu import snapshot
-
-        if running:
-            await snapshot.hmp_delete(self._hmp_raw, tag)
-        else:
-            await snapshot.img_op(self._disk(), "delete", tag)
-
-    async def list_snapshots(self, *, running: bool) -> str:
-        from pylima.drivers.qemu import snapshot
-
-        if running:
-            return await snapshot.hmp_list(self._hmp_raw)
-        return await snapshot.img_list(self._disk())
+        return disk, []
 
     async def guest_agent_connect(
             self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:

@@ -1,11 +1,13 @@
 """Snapshots of a QEMU instance (`limactl snapshot`), as Lima's QEMU driver takes them.
 
 A running VM: the human monitor's `savevm`, `loadvm`, `delvm` and `info snapshots`
-over QMP. QEMU stores the memory and device state inside the instance's qcow2 disk,
-beside a disk snapshot of every writable drive; it pauses the guest while it saves
-or loads and lets it run on afterwards. A stopped VM: `qemu-img snapshot -c/-a/-d/-l`
-on the instance's disk (a disk-only snapshot). The table `list` prints is QEMU's,
-less its heading, as in Lima.
+over QMP (for a libvirt domain, through libvirt). QEMU stores the memory and device
+state inside the instance's qcow2 disk, beside a disk snapshot of every writable
+drive; it pauses the guest while it saves or loads and lets it run on afterwards. A
+stopped VM: `qemu-img snapshot -c/-a/-d/-l` on the instance's disk (a disk-only
+snapshot; for a remote libvirt host, run there over SSH, as libvirt itself runs
+qemu-img for offline snapshots). The table `list` prints is QEMU's, less its
+heading, as in Lima.
 
 Unlike Lima, pylima refuses a tag that already exists (QEMU's `savevm` would replace
 it and `qemu-img snapshot -c` would add a second one by the same name), a tag that
@@ -18,7 +20,8 @@ The functions that decide (parsing the tables, the error lines) are pure.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import shlex
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from pylima.drivers import SnapshotError
@@ -110,16 +113,19 @@ async def hmp_delete(hmp: HMPCall, tag: str) -> None:
     await _hmp_on_existing(hmp, "delvm", tag)
 
 
-async def qemu_img(disk: Path, *args: str) -> str:
-    """`qemu-img snapshot ARGS DISK`; its stdout, or SnapshotError with qemu-img's own
+async def qemu_img(disk: str | Path, *args: str, remote: Sequence[str] = ()) -> str:
+    """`qemu-img snapshot ARGS DISK` (on another host: through `remote`, the ssh
+    command line that reaches it); its stdout, or SnapshotError with qemu-img's own
     last line."""
     from pylima.process import run_owned
 
     argv = ["qemu-img", "snapshot", *args, str(disk)]
+    if remote:
+        argv = [*remote, shlex.join(argv)]
     try:
         rc, out, err = await run_owned(argv, timeout=600)
     except FileNotFoundError as e:
-        raise SnapshotError("qemu-img not found", hint="install QEMU's tools") from e
+        raise SnapshotError(f"{argv[0]} not found", hint="install QEMU's tools") from e
     if rc != 0:
         lines = err.decode(errors="replace").strip().splitlines()
         why = lines[-1].removeprefix("qemu-img: ") if lines else f"exit status {rc}"
@@ -127,19 +133,60 @@ async def qemu_img(disk: Path, *args: str) -> str:
     return out.decode(errors="replace")
 
 
-async def img_list(disk: Path) -> str:
-    return clean_img_list(await qemu_img(disk, "-l"))
+async def img_list(disk: str | Path, remote: Sequence[str] = ()) -> str:
+    return clean_img_list(await qemu_img(disk, "-l", remote=remote))
 
 
-async def img_op(disk: Path, action: str, tag: str) -> None:
+async def img_op(disk: str | Path, action: str, tag: str, remote: Sequence[str] = ()) -> None:
     """`create`, `apply` or `delete` on a stopped instance's disk."""
     check_tag(tag)
-    tags = _tags(await img_list(disk))
+    tags = _tags(await img_list(disk, remote))
     if action == "create" and tag in tags:
         raise SnapshotError(f"snapshot {tag!r} already exists",
                             hint="delete it first, or choose another tag")
     if action != "create" and tag not in tags:
         raise SnapshotError(f"snapshot {tag!r} does not exist")
     flag = {"create": "-c", "apply": "-a", "delete": "-d"}[action]
-    await qemu_img(disk, flag, tag)
+    await qemu_img(disk, flag, tag, remote=remote)
 
+
+class QemuSnapshots:
+    """`drivers.Snapshotter` for a driver whose VM is QEMU (the QEMU driver, and
+    libvirt's QEMU domains): the human monitor while it runs, qemu-img on its disk
+    image while it is stopped. The driver gives both ways in."""
+
+    async def _hmp_raw(self, command: str) -> str:
+        """A human-monitor command's output; raises when it could not be passed."""
+        raise NotImplementedError
+
+    async def _disk_image(self) -> tuple[str | Path, list[str]]:
+        """The disk image's path, and the ssh command line of the host it is on ([]
+        for this host)."""
+        raise NotImplementedError
+
+    async def create_snapshot(self, tag: str, *, running: bool) -> None:
+        if running:
+            await hmp_create(self._hmp_raw, tag)
+        else:
+            disk, remote = await self._disk_image()
+            await img_op(disk, "create", tag, remote)
+
+    async def apply_snapshot(self, tag: str, *, running: bool) -> None:
+        if running:
+            await hmp_apply(self._hmp_raw, tag)
+        else:
+            disk, remote = await self._disk_image()
+            await img_op(disk, "apply", tag, remote)
+
+    async def delete_snapshot(self, tag: str, *, running: bool) -> None:
+        if running:
+            await hmp_delete(self._hmp_raw, tag)
+        else:
+            disk, remote = await self._disk_image()
+            await img_op(disk, "delete", tag, remote)
+
+    async def list_snapshots(self, *, running: bool) -> str:
+        if running:
+            return await hmp_list(self._hmp_raw)
+        disk, remote = await self._disk_image()
+        return await img_list(disk, remote)
