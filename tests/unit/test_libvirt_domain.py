@@ -214,3 +214,7 @@ def test_driver_refuses_9p_mounts_and_networks() -> None:
     with pytest.raises(ConfigError, match="scheme `xen`"):
         LibvirtDriver.validate(config(vmOpts={"libvirt": {"uri": "xen:///system"}}))
     assert LibvirtDriver.validate(config(mounts=mounts, mountType="reverse-sshfs")) == []
+    with pytest.raises(ConfigError, match="^field `video.display` `vnc` is not supported by "
+                       "vmType `libvirt`: the domain has a serial console only$"):
+        LibvirtDriver.validate(config(video={"display": "vnc"}))
+    assert LibvirtDriver.validate(config(video={"display": "none"})) == []

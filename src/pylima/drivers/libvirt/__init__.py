@@ -111,11 +111,12 @@ class LibvirtDriver(QemuSnapshots):
             name = nw.get("lima") or nw.get("socket") or "?"
             raise ConfigError(f"network `{name}` is not supported by vmType `libvirt`",
                               hint="use `vmOpts.libvirt.network` for a libvirt network")
-        warnings = []
-        if (cfg.get("video") or {}).get("display") not in (None, "", "none", "default"):
-            warnings.append("field `video.display` is ignored by vmType `libvirt` (the "
-                            "domain has a serial console only)")
-        return warnings
+        display = (cfg.get("video") or {}).get("display")
+        if display not in (None, "", "none", "default"):
+            raise ConfigError(f"field `video.display` `{display}` is not supported by vmType "
+                              "`libvirt`: the domain has a serial console only",
+                              hint="set `video.display: none`")
+        return []
 
     @classmethod
     def check_start(cls, cfg: dict[str, Any]) -> None:
