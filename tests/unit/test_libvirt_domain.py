@@ -218,3 +218,21 @@ def test_driver_refuses_9p_mounts_and_networks() -> None:
                        "vmType `libvirt`: the domain has a serial console only$"):
         LibvirtDriver.validate(config(video={"display": "vnc"}))
     assert LibvirtDriver.validate(config(video={"display": "none"})) == []
+
+
+def test_a_local_libvirt_host_gets_the_qemu_drivers_kvm_verdict(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """KVM that libvirt offers on this host is used only if the QEMU driver would use
+    it; $PYLIMA_QEMU_ACCEL decides for both."""
+    import shutil
+
+    from pylima.drivers.libvirt import local_kvm_problem
+
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        pytest.skip("needs qemu-system-x86_64")
+    monkeypatch.setenv("PYLIMA_QEMU_ACCEL", "tcg")
+    assert local_kvm_problem("x86_64", qemu) == "$PYLIMA_QEMU_ACCEL is set to `tcg`"
+    monkeypatch.setenv("PYLIMA_QEMU_ACCEL", "kvm")
+    assert local_kvm_problem("x86_64", qemu) == ""
+    assert local_kvm_problem("x86_64", "/nonexistent/qemu") == ""  # libvirt decides

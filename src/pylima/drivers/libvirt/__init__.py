@@ -237,7 +237,7 @@ class LibvirtDriver(QemuSnapshots):
         c = self.conn
         facts = facts_for(c, uri, cfg)
         log.info("libvirt at `%s`: domain type `%s` (%s)", uri.uri, facts.domain_type,
-                 "KVM" if facts.domain_type == "kvm" else "TCG: no KVM offered there")
+                 "KVM" if facts.domain_type == "kvm" else "TCG")
         pool = lc.lookup_pool(c, uri, opts["pool"])
         if opts["network"]:
             lc.check_network(c, uri, opts["network"])
@@ -537,7 +537,8 @@ class _PortTaken(Exception):
 
 
 def facts_for(c: Any, uri: dx.LibvirtURI, cfg: dict[str, Any]) -> dx.HostFacts:
-    """The host's domain capabilities for the instance's arch: KVM when offered."""
+    """The host's domain capabilities for the instance's arch: KVM when offered (and,
+    for a local host, when it really runs guests: `local_kvm_problem`)."""
     from pylima.drivers.libvirt import conn as lc
 
     lv = lc.binding()
@@ -551,5 +552,29 @@ def facts_for(c: Any, uri: dx.LibvirtURI, cfg: dict[str, Any]) -> dx.HostFacts:
                 raise LimaError(f"libvirt at `{uri.uri}` cannot run `{arch}` guests: "
                                 f"{lc.error_line(e)}") from None
             continue
-        return dx.parse_domain_caps(caps, dx.pick_domain_type(dtype == "kvm"))
+        facts = dx.parse_domain_caps(caps, dx.pick_domain_type(dtype == "kvm"))
+        if dtype == "kvm" and not uri.remote:
+            problem = local_kvm_problem(str(cfg.get("arch")), facts.emulator)
+            if problem:
+                log.info("libvirt at `%s` offers KVM, but %s: using TCG", uri.uri, problem)
+                continue
+        return facts
     raise AssertionError("unreachable")
+
+
+def local_kvm_problem(arch: str, emulator: str) -> str:
+    """Why KVM on this host does not really run guests ("" when it does, or when this
+    user cannot tell): the QEMU driver's verdict (its cheap checks, then its timed
+    test guest, cached; $PYLIMA_QEMU_ACCEL), for the QEMU that libvirt runs. A user
+    who may not open /dev/kvm leaves the choice to libvirt, whose QEMU may."""
+    from pylima.drivers.qemu.probe import ACCEL_ENV, choose_accel, qemu_version
+
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK) and \
+            os.environ.get(ACCEL_ENV, "auto").strip().lower() in ("", "auto"):
+        return ""
+    try:
+        accel, why = choose_accel(arch, emulator, qemu_version(emulator))
+    except (LimaError, OSError, ValueError) as e:
+        log.debug("KVM check of `%s` failed: %s", emulator, e)
+        return ""
+    return why if accel == "tcg" else ""
