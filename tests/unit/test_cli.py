@@ -58,6 +58,22 @@ def test_create_and_list_table(one: Path):
     assert 'Run `limactl start one` to start the instance.' not in r.stderr
 
 
+def test_list_names_the_other_host_of_a_remote_libvirt_instance(one: Path):
+    """pylima: a HOST column (only when an instance runs on another host) and
+    `pylimaHost` in JSON (only for such an instance); Lima's columns otherwise."""
+    r = limactl("create", "--name=far", "--tty=false", "--set", '.vmType = "libvirt" | '
+                '.vmOpts.libvirt.uri = "qemu+ssh://me@build1:2222/system"',
+                "template:debian-12")
+    assert r.returncode == 0, r.stderr
+    lines = limactl("list").stdout.splitlines()
+    assert lines[0].split()[:5] == ["NAME", "STATUS", "SSH", "HOST", "VMTYPE"]
+    assert lines[1].split()[:5] == ["far", "Stopped", "127.0.0.1:0", "me@build1", "libvirt"]
+    assert lines[2].split()[:5] == ["one", "Stopped", "127.0.0.1:0", "localhost", "qemu"]
+    objs = [json.loads(ln) for ln in limactl("list", "--json").stdout.splitlines()]
+    assert [o.get("pylimaHost") for o in objs] == ["me@build1", None]
+    assert "HOST" not in limactl("list", "one").stdout
+
+
 def test_user_key_generated_once_with_0600(one: Path, lima_home: Path):
     key = lima_home / "_config" / "user"
     assert oct(key.stat().st_mode & 0o777) == "0o600"

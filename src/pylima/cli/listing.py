@@ -88,7 +88,10 @@ def format_table(instances: list[Any], width: int, all_fields: bool) -> str:
     columns += 3
     if width and (columns + 2) * col_w > width and not all_fields:
         hide_dir = True
-    header = ["NAME", "STATUS", "SSH"] + ([] if hide_type else ["VMTYPE"]) + \
+    # pylima: where an instance runs, when any runs on another host
+    show_host = any(i.remote_host for i in instances)
+    header = ["NAME", "STATUS", "SSH"] + (["HOST"] if show_host else []) + \
+        ([] if hide_type else ["VMTYPE"]) + \
         ([] if hide_arch else ["ARCH"]) + ["CPUS", "MEMORY", "DISK"] + \
         ([] if hide_dir else ["DIR"])
     rows = [header]
@@ -99,6 +102,8 @@ def format_table(instances: list[Any], width: int, all_fields: bool) -> str:
             d = d.replace(home, "~", 1)
         addr = "127.0.0.1" if inst.config is not None else ""
         row = [inst.name, inst.status, f"{addr}:{inst.ssh_local_port}"]
+        if show_host:
+            row.append(inst.remote_host or "localhost")
         if not hide_type:
             row.append(inst.vm_type)
         if not hide_arch:

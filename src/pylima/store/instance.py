@@ -142,6 +142,22 @@ class Instance:
         return self.dir / dirs.SSH_CONFIG
 
     @property
+    def remote_host(self) -> str:
+        """The other host the instance runs on (pylima: vmType libvirt with a
+        qemu+ssh:// URI; its `user@host`), "" for this host."""
+        if self.vm_type != "libvirt" or not self.config:
+            return ""
+        from pylima.config.libvirt import parse_uri
+        from pylima.errors import ConfigError
+
+        uri = ((self.config.get("vmOpts") or {}).get("libvirt") or {}).get("uri")
+        try:
+            u = parse_uri(str(uri)) if uri else None
+        except ConfigError:
+            return ""
+        return u.ssh_destination if u is not None and u.remote else ""
+
+    @property
     def port_forwards(self) -> list[dict[str, Any]]:
         """The active port forwards of a running instance (pylima; the host agent
         keeps them in ha.portforwards.json)."""
@@ -198,6 +214,8 @@ class Instance:
         forwards = self.port_forwards
         if forwards:
             out["portForwards"] = forwards  # pylima
+        if self.remote_host:
+            out["pylimaHost"] = self.remote_host
         return out
 
     def format_data(self) -> dict[str, Any]:
