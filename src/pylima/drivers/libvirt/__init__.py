@@ -50,6 +50,9 @@ log = logging.getLogger("pylima.hostagent")
 
 PID_FILE = "libvirt.pid"
 POLL_INTERVAL = 1.0
+# A libvirt call on a live connection answers in milliseconds; one that has not
+# answered in this time means the libvirt host (or the network to it) is gone.
+ANSWER_TIMEOUT = 30.0
 TUNNEL_TIMEOUT = 30.0
 GUEST_AGENT_CONNECT_TIMEOUT = 10.0
 # How many SSH ports on a remote host are tried (QEMU fails when one is taken).
@@ -89,6 +92,8 @@ class LibvirtDriver(QemuSnapshots):
         self._gone = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
         self._ga_socket = ""
+        self._exit_status = 0
+        self._unresponsive = False
 
     # ---- without an instance ----
 
@@ -359,18 +364,38 @@ class LibvirtDriver(QemuSnapshots):
 
     async def _watch_domain(self) -> None:
         """Poll libvirt until the domain is gone (a transient domain that stops is
-        forgotten), or the SSH tunnel to a remote host ends."""
+        forgotten), the connection to libvirt fails or gives no answer for
+        ANSWER_TIMEOUT seconds, or the SSH tunnel to a remote host ends. All but the
+        first are errors: `wait` returns 1 and the host agent reports the VM's end as
+        unexpected, with the cause in its log."""
         from pylima.drivers.libvirt import conn as lc
 
         lv = lc.binding()
+        uri = resolved_opts(self.cfg)[0]
+        why = ""
         while True:
             try:
-                active = await asyncio.to_thread(self.dom.isActive)
-            except lv.libvirtError:
-                active = False
-            if not active or (self.tunnel is not None and self.tunnel.returncode is not None):
+                active = await _libvirt_call(self.dom.isActive, timeout=ANSWER_TIMEOUT)
+            except lv.libvirtError as e:
+                if e.get_error_code() != lv.VIR_ERR_NO_DOMAIN:  # else: it powered off
+                    why = f"lost the connection to libvirt at `{uri.uri}`: {lc.error_line(e)}"
+                break
+            except TimeoutError:
+                why = (f"libvirt at `{uri.uri}` has not answered for {ANSWER_TIMEOUT:g} s "
+                       "(the host or the network to it is down)")
+                self._unresponsive = True
+                break
+            if not active:
+                break
+            if self.tunnel is not None and self.tunnel.returncode is not None:
+                why = (f"the SSH tunnel to `{uri.ssh_destination}` ended (status "
+                       f"{self.tunnel.returncode})")
                 break
             await asyncio.sleep(POLL_INTERVAL)
+        if why:
+            log.error("%s; libvirt destroys the domain once it sees the connection gone "
+                      "(autodestroy)", why)
+            self._exit_status = 1
         self._ended()
 
     def _ended(self) -> None:
@@ -382,7 +407,7 @@ class LibvirtDriver(QemuSnapshots):
         if self.dom is None:
             raise LimaError("the domain has not been started")
         await self._gone.wait()
-        return 0
+        return self._exit_status
 
     async def stop(self, timeout: float) -> None:
         """ACPI shutdown through libvirt; destroy after `timeout` seconds."""
@@ -392,9 +417,10 @@ class LibvirtDriver(QemuSnapshots):
 
         lv = lc.binding()
         try:
-            await asyncio.to_thread(self.dom.shutdown)
-        except lv.libvirtError as e:
-            log.warning("ACPI shutdown through libvirt failed: %s", lc.error_line(e))
+            await _libvirt_call(self.dom.shutdown, timeout=ANSWER_TIMEOUT)
+        except (lv.libvirtError, TimeoutError) as e:
+            log.warning("ACPI shutdown through libvirt failed: %s",
+                        lc.error_line(e) if isinstance(e, lv.libvirtError) else "no answer")
             await self.kill()
             return
         try:
@@ -409,8 +435,9 @@ class LibvirtDriver(QemuSnapshots):
         from pylima.drivers.libvirt import conn as lc
 
         lv = lc.binding()
-        with contextlib.suppress(lv.libvirtError):
-            await asyncio.to_thread(self.dom.destroy)
+        if not self._unresponsive:
+            with contextlib.suppress(lv.libvirtError, TimeoutError):
+                await _libvirt_call(self.dom.destroy, timeout=ANSWER_TIMEOUT)
         self._ended()
 
     async def close(self) -> None:
@@ -427,7 +454,8 @@ class LibvirtDriver(QemuSnapshots):
         if conn is not None:
             # Closing the connection also destroys the domain (AUTODESTROY).
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(conn.close)
+                await _libvirt_call(conn.close, timeout=0.1 if self._unresponsive else
+                                    ANSWER_TIMEOUT)
         if self._console is not None:
             await asyncio.to_thread(self._console.join, 5)
         self._ended()
@@ -530,6 +558,33 @@ class LibvirtDriver(QemuSnapshots):
         path = await asyncio.to_thread(lookup)
         remote = ["ssh", *uri.ssh_args(), uri.ssh_destination] if uri.remote else []
         return path, remote
+
+
+async def _libvirt_call(fn: Any, *args: Any, timeout: float) -> Any:
+    """`fn(*args)` (a blocking libvirt call) in a daemon thread; TimeoutError after
+    `timeout` seconds. The thread of a call that never returns (a connection whose
+    peer is gone) does not keep the host agent from exiting, as the default
+    executor's would."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if not fut.done():
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(value)
+
+    def run() -> None:
+        try:
+            value, error = fn(*args), None
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            value, error = None, e
+        with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name="libvirt-call", daemon=True).start()
+    return await asyncio.wait_for(fut, timeout)
 
 
 class _PortTaken(Exception):
