@@ -236,3 +236,33 @@ def test_a_local_libvirt_host_gets_the_qemu_drivers_kvm_verdict(
     monkeypatch.setenv("PYLIMA_QEMU_ACCEL", "kvm")
     assert local_kvm_problem("x86_64", qemu) == ""
     assert local_kvm_problem("x86_64", "/nonexistent/qemu") == ""  # libvirt decides
+
+
+def test_a_libvirt_call_that_never_returns_times_out_without_holding_the_process() -> None:
+    """The host agent's calls on its libvirt connection: a result or the call's own
+    error comes back; a call stuck on a dead connection gives TimeoutError, and its
+    thread is a daemon, so it cannot keep the host agent from exiting."""
+    import asyncio
+    import threading
+
+    from pylima.drivers.libvirt import _libvirt_call
+
+    stuck = threading.Event()
+
+    def never() -> None:
+        stuck.wait()
+
+    def fails() -> None:
+        raise ValueError("no such domain")
+
+    async def go() -> None:
+        assert await _libvirt_call(lambda a, b: a + b, 2, 3, timeout=5) == 5
+        with pytest.raises(ValueError, match="no such domain"):
+            await _libvirt_call(fails, timeout=5)
+        with pytest.raises(TimeoutError):
+            await _libvirt_call(never, timeout=0.2)
+
+    asyncio.run(go())
+    blocked = [t for t in threading.enumerate() if t.name == "libvirt-call"]
+    assert blocked and all(t.daemon for t in blocked)
+    stuck.set()
