@@ -37,7 +37,8 @@ def config(**changes: Any) -> dict[str, Any]:
 def spec(facts: dx.HostFacts, *, kernel: bool = True, **kw: Any) -> dx.DomainSpec:
     files = {"kernel": f"{POOL}-kernel-85667e6c72245133",
              "initrd": f"{POOL}-initrd-a056b5276d5559f9",
-             "cmdline": "root=PARTUUID=x rw console=ttyS0"} if kernel else {}
+             "cmdline": "root=PARTUUID=x rw console=ttyS0"} if kernel else {
+                 "nvram": "/var/lib/libvirt/images/pylima-0123abcd-dev-efivars.fd"}
     boot = dx.DomainBoot(pool="default", disk_volume="pylima-0123abcd-dev-disk.qcow2",
                          cidata_volume="pylima-0123abcd-dev-cidata.iso", **files)
     return dx.DomainSpec(name="pylima-0123abcd-dev", instance="dev", lima_home="/home/u/.lima",
@@ -163,7 +164,8 @@ def test_names_carry_the_lima_home_prefix() -> None:
     assert a != b and a.startswith("pylima-") and len(a) == len("pylima-") + 8
     n = dx.Names(a, "dev")
     assert n.domain == f"{a}-dev"
-    assert n.instance_volumes() == (f"{a}-dev-disk.qcow2", f"{a}-dev-cidata.iso")
+    assert n.instance_volumes() == (f"{a}-dev-disk.qcow2", f"{a}-dev-cidata.iso",
+                                    f"{a}-dev-efivars.fd")
     assert n.base_volume("0c125ddb7ef3ede751dce3633369f885", "image") == \
         f"{a}-image-0c125ddb7ef3ede7"
     # another instance's volumes are never this one's

@@ -273,6 +273,10 @@ class LibvirtDriver(QemuSnapshots):
                     self.dir / dirs.INITRD, "raw").path()
             with contextlib.suppress(OSError):
                 cmdline = (self.dir / dirs.KERNEL_CMDLINE).read_text().strip()
+        # a firmware boot's UEFI variables: a file of the pool where its volumes are
+        # files (else where libvirt puts them, which `delete` cannot reach)
+        directory = "" if kernel else lc.pool_path(pool)
+        nvram = f"{directory}/{names.nvram_volume}" if directory else ""
         lc.delete_volume(pool, names.cidata_volume)
         lc.upload_volume(c, pool, uri, names.cidata_volume, self.dir / dirs.CIDATA_ISO, "raw")
         # A domain of this name is this instance's (the prefix is this LIMA_HOME's and
@@ -293,7 +297,7 @@ class LibvirtDriver(QemuSnapshots):
             name=names.domain, instance=self.instance_name, lima_home=str(dirs.lima_home()),
             facts=facts, boot=dx.DomainBoot(pool=opts["pool"], disk_volume=names.disk_volume,
                                             cidata_volume=names.cidata_volume, kernel=kernel,
-                                            initrd=initrd, cmdline=cmdline),
+                                            initrd=initrd, cmdline=cmdline, nvram=nvram),
             ssh_host_port=ssh_port, mac_address=mac_address(names.prefix, self.instance_name),
             network=opts["network"], guest_agent_socket=self._ga_socket)
         xml = dx.build_domain_xml(cfg, spec)

@@ -128,6 +128,17 @@ def check_network(conn: Any, uri: LibvirtURI, name: str) -> None:
                         hint=f"run `virsh -c {uri.uri} net-start {name}`")
 
 
+def pool_path(pool: Any) -> str:
+    """The directory of a pool whose volumes are files (dir, fs, netfs) on the libvirt
+    host; "" for another kind (LVM, iSCSI, ...)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(pool.XMLDesc(0))
+    if root.get("type") not in ("dir", "fs", "netfs"):
+        return ""
+    return (root.findtext("./target/path") or "").rstrip("/")
+
+
 def find_volume(pool: Any, name: str) -> Any | None:
     lv = binding()
     try:

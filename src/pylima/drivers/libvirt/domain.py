@@ -72,8 +72,14 @@ class Names:
     def cidata_volume(self) -> str:
         return f"{self.prefix}-{self.instance}-cidata.iso"
 
+    @property
+    def nvram_volume(self) -> str:
+        """A firmware boot's UEFI variable store (libvirt makes it from the
+        firmware's template)."""
+        return f"{self.prefix}-{self.instance}-efivars.fd"
+
     def instance_volumes(self) -> tuple[str, ...]:
-        return (self.disk_volume, self.cidata_volume)
+        return (self.disk_volume, self.cidata_volume, self.nvram_volume)
 
     def base_volume(self, digest: str, kind: str = "image") -> str:
         """A base file shared by this LIMA_HOME's instances, keyed by its content's
@@ -137,6 +143,10 @@ class DomainBoot:
     kernel: str = ""  # a path on the libvirt host: direct kernel boot when set
     initrd: str = ""
     cmdline: str = ""
+    # firmware boot: where the UEFI variable store is on the libvirt host (a file of
+    # the pool, so that `delete` removes it; libvirt keeps a transient domain's
+    # store of its own choosing when the domain goes)
+    nvram: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,8 @@ def build_domain_xml(cfg: dict[str, Any], spec: DomainSpec) -> str:
         # images do not need it.
         ET.SubElement(fw, "feature", enabled="no", name="secure-boot")
         ET.SubElement(fw, "feature", enabled="no", name="enrolled-keys")
+        if spec.boot.nvram:
+            ET.SubElement(os_el, "nvram").text = spec.boot.nvram
     ET.SubElement(os_el, "boot", dev="hd")
     features = ET.SubElement(dom, "features")
     ET.SubElement(features, "acpi")
