@@ -164,26 +164,23 @@ class QemuSnapshots:
         for this host)."""
         raise NotImplementedError
 
-    async def create_snapshot(self, tag: str, *, running: bool) -> None:
+    async def _change(self, action: str, tag: str, running: bool) -> None:
+        """`create`, `apply` or `delete` `tag`, the running way or the stopped way."""
         if running:
-            await hmp_create(self._hmp_raw, tag)
+            await {"create": hmp_create, "apply": hmp_apply,
+                   "delete": hmp_delete}[action](self._hmp_raw, tag)
         else:
             disk, remote = await self._disk_image()
-            await img_op(disk, "create", tag, remote)
+            await img_op(disk, action, tag, remote)
+
+    async def create_snapshot(self, tag: str, *, running: bool) -> None:
+        await self._change("create", tag, running)
 
     async def apply_snapshot(self, tag: str, *, running: bool) -> None:
-        if running:
-            await hmp_apply(self._hmp_raw, tag)
-        else:
-            disk, remote = await self._disk_image()
-            await img_op(disk, "apply", tag, remote)
+        await self._change("apply", tag, running)
 
     async def delete_snapshot(self, tag: str, *, running: bool) -> None:
-        if running:
-            await hmp_delete(self._hmp_raw, tag)
-        else:
-            disk, remote = await self._disk_image()
-            await img_op(disk, "delete", tag, remote)
+        await self._change("delete", tag, running)
 
     async def list_snapshots(self, *, running: bool) -> str:
         if running:
