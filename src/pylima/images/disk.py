@@ -189,17 +189,26 @@ def create_instance_disk(instance_dir: str | os.PathLike[str], size: int | None)
     return disk
 
 
-def resize_disk(path: str | os.PathLike[str], size: int) -> bool:
-    """Grow the disk image at `path` to `size` bytes. Returns False when it already has
-    that size; a smaller `size` raises, as Lima's `disk shrinking is not supported`."""
-    p = Path(path)
-    current = virtual_size(p)
+def check_growth(current: int, size: int) -> bool:
+    """Whether a disk of `current` bytes must grow to `size`: False when it has that
+    size already; a smaller `size` raises, as Lima's `disk shrinking is not
+    supported` (for every driver's disk)."""
     if size == current:
         return False
     if size < current:
         raise DiskError(
             f"disk shrinking is not supported ({format_size(current)} --> "
             f"{format_size(size)})", hint=f"set `disk` to at least {format_size(current)}")
+    return True
+
+
+def resize_disk(path: str | os.PathLike[str], size: int) -> bool:
+    """Grow the disk image at `path` to `size` bytes. Returns False when it already has
+    that size; a smaller `size` raises (`check_growth`)."""
+    p = Path(path)
+    current = virtual_size(p)
+    if not check_growth(current, size):
+        return False
     log.info("Resize disk `%s` from %s to %s", p, format_size(current), format_size(size))
     fmt = detect_image_format(p)
     if fmt == "raw":

@@ -485,17 +485,13 @@ class LibvirtDriver(QemuSnapshots):
     # ---- host port forwarding (local hosts: QEMU's hostfwd, through libvirt) ----
 
     async def _hmp(self, command: str) -> str:
+        """`_hmp_raw` with a failure as its output: libvirt's own line."""
         from pylima.drivers.libvirt import conn as lc
 
-        lv = lc.binding()
-        if self.dom is None or self._gone.is_set():
-            return "the domain is not running"
         try:
-            out = await asyncio.to_thread(lc.qemu_binding().qemuMonitorCommand, self.dom,
-                                          command, 1)  # VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
-        except lv.libvirtError as e:
-            return lc.error_line(e)
-        return str(out or "")
+            return await self._hmp_raw(command)
+        except LimaError as e:
+            return lc.error_line(e.__cause__) if e.__cause__ is not None else e.message
 
     async def add_host_forward(self, protocol: str, host_ip: str, host_port: int,
                                guest_port: int) -> str:
@@ -533,7 +529,7 @@ class LibvirtDriver(QemuSnapshots):
         except lv.libvirtError as e:
             raise LimaError(f"libvirt at `{resolved_opts(self.cfg)[0].uri}`: monitor "
                             f"command `{command.split()[0]}` failed: {lc.error_line(e)}"
-                            ) from None
+                            ) from e
         return str(out or "")
 
     async def _disk_image(self) -> tuple[str, list[str]]:

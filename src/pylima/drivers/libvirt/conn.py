@@ -82,7 +82,7 @@ def _debian_binding() -> Any:
     return sys.modules["libvirt"]
 
 
-def error_line(e: Exception) -> str:
+def error_line(e: BaseException) -> str:
     """libvirt's message, on one line."""
     get = getattr(e, "get_error_message", None)
     msg = (get() if get else None) or str(e)
@@ -256,6 +256,7 @@ def grow_volume(vol: Any, uri: LibvirtURI, size: int) -> None:
     """Grow the instance's disk volume to `size` bytes (field `disk` raised since the
     first start), as the QEMU driver grows its disk file; shrinking is refused."""
     from pylima.config.units import format_size
+    from pylima.images.disk import check_growth
 
     lv = binding()
     try:
@@ -263,12 +264,8 @@ def grow_volume(vol: Any, uri: LibvirtURI, size: int) -> None:
     except lv.libvirtError as e:
         raise LimaError(f"libvirt at `{uri.uri}`: cannot read volume `{vol.name()}`: "
                         f"{error_line(e)}") from None
-    if size == current:
+    if not check_growth(current, size):
         return
-    if size < current:
-        raise LimaError(f"disk shrinking is not supported ({format_size(current)} --> "
-                        f"{format_size(size)})",
-                        hint=f"set `disk` to at least {format_size(current)}")
     log.info("Resize volume `%s` from %s to %s", vol.name(), format_size(current),
              format_size(size))
     try:
