@@ -178,15 +178,75 @@ def ssh_argv(inst_dir: Path, name: str, *extra: str, tty: bool = False,
 HOST_AGENT_KEX = ("-o", "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org")
 
 
-def master_argv(inst_dir: Path, name: str) -> list[str]:
+def master_argv(inst_dir: Path, name: str, *extra: str) -> list[str]:
     """The persistent master connection, run in the foreground by its owner (the host
     agent) with stdio on /dev/null: no `-f` and no ControlPersist, which would fork
-    it into the background, out of its owner's reach."""
+    it into the background, out of its owner's reach. `extra`: more ssh options."""
     # A session multiplexed over the master passes on only the variables the master's
     # own SendEnv names: COLORTERM, which `limactl shell` sends as Lima's does.
     return ["ssh", "-F", str(inst_dir / dirs.SSH_CONFIG), "-o", "ControlMaster=yes",
             "-o", "ControlPersist=no", "-o", "ConnectTimeout=10", "-o", "SendEnv=COLORTERM",
-            *HOST_AGENT_KEX, "-N", f"lima-{name}"]
+            *HOST_AGENT_KEX, *extra, "-N", f"lima-{name}"]
+
+
+# The connection that heard sshd's greeting becomes the master's own: ssh takes a
+# connected socket from its ProxyCommand (`ProxyUseFdpass`), and this one-line
+# helper fetches it from the host agent over an abstract Unix socket whose name is
+# a random token. Opening a new connection instead would cost the guest a sshd child
+# for the probe (a `kex_exchange_identification` error in its journal) and the new
+# connection's handshake: a second or two under emulation.
+_FD_RELAY = ("import socket,sys;s=socket.socket(socket.AF_UNIX);"
+             "s.connect(b'\\0pylima-ssh-'+bytes(sys.argv[1],'ascii'));"
+             "f=socket.recv_fds(s,1,1)[1];socket.send_fds(socket.socket(fileno=1),[b'x'],f)")
+
+
+class ConnectedHandover:
+    """Hands `sock`, a connection to sshd, to the next ssh that runs with
+    `proxy_options()`. Only a process of this user is given it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        import secrets
+
+        self.sock = sock
+        self.token = secrets.token_hex(16)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.setblocking(False)
+        self.listener.bind("\0pylima-ssh-" + self.token)
+        self.listener.listen(1)
+
+    def proxy_options(self) -> tuple[str, ...]:
+        import sys
+
+        relay = " ".join(shlex.quote(a) for a in (
+            sys.executable, "-I", "-S", "-c", _FD_RELAY, self.token))
+        return ("-o", f"ProxyCommand={relay}", "-o", "ProxyUseFdpass=yes")
+
+    async def give(self, timeout: float) -> bool:
+        """Until the relay asks (True), or `timeout`; the connection is closed here
+        either way."""
+        import asyncio
+        import struct
+
+        loop = asyncio.get_running_loop()
+        try:
+            deadline = loop.time() + timeout
+            while loop.time() < deadline:
+                conn, _ = await asyncio.wait_for(loop.sock_accept(self.listener),
+                                                 deadline - loop.time())
+                with conn:
+                    _, uid, _ = struct.unpack(
+                        "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                    if uid != os.getuid():
+                        continue
+                    conn.setblocking(True)
+                    socket.send_fds(conn, [b"x"], [self.sock.fileno()])
+                    return True
+            return False
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            self.listener.close()
+            self.sock.close()
 
 
 def _change_dir_command(cfg: dict[str, Any], workdir: str | None) -> str:

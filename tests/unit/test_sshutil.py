@@ -1,16 +1,23 @@
 """ssh.config and the ssh command lines: Lima's `ssh` options (forwardAgent,
 forwardX11, forwardX11Trusted, loadDotSSHPubKeys), checked with the real ssh's own
-reading of the file (`ssh -G`)."""
+reading of the file (`ssh -G`), and the probe's connection that the SSH master
+takes over."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from pylima.hostagent.agent import _peek_banner
 from pylima.sshutil import (
+    ConnectedHandover,
     dot_ssh_identities,
     dot_ssh_pubkeys,
     render_ssh_config,
@@ -87,3 +94,89 @@ def test_real_ssh_reads_the_options(lima_home: Path, tmp_path: Path,
     # pylima's own sessions never forward the user's agent or X server
     own = effective(ssh_argv(inst, "dev"))
     assert own["forwardagent"] == ["no"] and own["forwardx11"] == ["no"]
+
+
+class _Greeter:
+    """A TCP server that greets as sshd does, then records what the client says."""
+
+    def __init__(self, greeting: bytes, close: bool = False) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        self.heard = b""
+        self.thread = threading.Thread(target=self._serve, args=(greeting, close),
+                                       daemon=True)
+        self.thread.start()
+
+    def _serve(self, greeting: bytes, close: bool) -> None:
+        self.server.settimeout(20)
+        conn, _ = self.server.accept()
+        self.accepted += 1
+        with conn:
+            conn.sendall(greeting)
+            if close:
+                return
+            conn.settimeout(10)
+            with contextlib.suppress(OSError):
+                while b"\n" not in self.heard and (data := conn.recv(256)):
+                    self.heard += data
+
+
+async def _connect(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
+def test_ssh_takes_over_the_probes_connection() -> None:
+    """The host agent's probe sees sshd's banner without reading it, and ssh
+    (`ProxyUseFdpass`) continues on that very connection: it reads the banner and
+    answers with its own, and the server never sees a second connection."""
+    server = _Greeter(b"SSH-2.0-OpenSSH_9.2p1 test\r\n")
+
+    async def main() -> tuple[bool, bytes, bool, int]:
+        sock = await _connect(server.port)
+        greeted = await _peek_banner(sock)
+        unread = sock.recv(64, socket.MSG_PEEK)
+        handover = ConnectedHandover(sock)
+        proc = await asyncio.create_subprocess_exec(
+            "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ControlPath=none",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "ConnectTimeout=5", *handover.proxy_options(), "nowhere.invalid", "true",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        given = await handover.give(10)
+        return greeted, unread, given, await asyncio.wait_for(proc.wait(), 30)
+
+    greeted, unread, given, rc = asyncio.run(main())
+    server.thread.join(15)
+    assert greeted and unread == b"SSH-2.0-OpenSSH_9.2p1 test\r\n"
+    assert given
+    assert server.heard.startswith(b"SSH-2.0-OpenSSH"), server.heard
+    assert server.accepted == 1
+    assert rc == 255  # the test server knows no key exchange
+
+
+@pytest.mark.parametrize("greeting", [b"", b"HTTP/1.1 400\r\n"])
+def test_a_probe_that_hears_no_banner(greeting: bytes) -> None:
+    server = _Greeter(greeting, close=True)
+
+    async def main() -> bool:
+        sock = await _connect(server.port)
+        with sock:
+            return await asyncio.wait_for(_peek_banner(sock), 10)
+
+    assert asyncio.run(main()) is False
+
+
+def test_a_handover_nobody_asks_for_closes_the_connection() -> None:
+    server = _Greeter(b"SSH-2.0-x\r\n")
+
+    async def main() -> tuple[bool, int]:
+        sock = await _connect(server.port)
+        return await ConnectedHandover(sock).give(0.2), sock.fileno()
+
+    given, fd = asyncio.run(main())
+    assert given is False and fd == -1

@@ -106,13 +106,15 @@ def test_booted_by_pylima_init_not_cloud_init(guest: Host) -> None:
 
 def test_ssh_probes_waited_for_the_guests_network(guest: Host) -> None:
     """The host agent's SSH probes start once the guest's NIC is up: a probe sent
-    before then stays queued in QEMU's user-mode network and reaches sshd later as a
-    connection for nothing (there were a dozen per boot). One or two may still meet
-    the guest between its link coming up and sshd listening."""
+    before then stays queued in QEMU's user-mode network after the probe gives up, and
+    reaches sshd later as a connection for nothing (there were a dozen per boot). The
+    probe that hears sshd's greeting is the SSH master's own connection, so a boot
+    costs sshd no connection for nothing; one may remain when sshd, busy at boot, is
+    slow enough to greet that a second probe was opened alongside the first."""
     r = guest.lima("sudo", "journalctl", "-b", "-o", "cat", "-u", "ssh.service",
                    env=lima_env())
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("kex_exchange_identification") <= 2, r.stdout
+    assert r.stdout.count("kex_exchange_identification") <= 1, r.stdout
 
 
 def test_boot_trimmings_took_effect(guest: Host) -> None:

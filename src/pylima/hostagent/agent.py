@@ -25,6 +25,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -82,6 +83,30 @@ def probe_timeout() -> float:
         return float(os.environ.get("PYLIMA_PROBE_TIMEOUT") or PROBE_TIMEOUT)
     except ValueError:
         return PROBE_TIMEOUT
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _peek_banner(sock: socket.socket) -> bool:
+    """Until `sock` has data: True for the start of an SSH banner, left unread;
+    False when the peer closed or sent something else."""
+    loop, fd = asyncio.get_running_loop(), sock.fileno()
+    while True:
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _resolve, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        head = sock.recv(4, socket.MSG_PEEK)
+        if not head or not b"SSH-".startswith(head):
+            return False
+        if len(head) == 4:
+            return True
+        await asyncio.sleep(0.05)  # a banner split by the network: the rest is coming
 
 
 class HostAgent:
@@ -318,10 +343,10 @@ class HostAgent:
         # master's among them: a master still up once the marker is there has the
         # final environment; one that is gone is opened again.
         try:
-            await self._wait_for_guest_link()
+            linked = await self._wait_for_guest_link()
             while True:
-                await self._wait_for_sshd()
-                await self._ensure_ssh_master(quiet=True)
+                await self._ensure_ssh_master(quiet=True,
+                                              connected=await self._wait_for_sshd(linked))
                 out = await self._watch_boot()
                 if out is not None:
                     break
@@ -410,40 +435,44 @@ class HostAgent:
         if self.show_progress:
             self.progress_task = asyncio.create_task(self._watch_progress())
 
-    async def _wait_for_guest_link(self) -> None:
-        """Until the guest's network interface is up, where the driver can tell.
-        Every SSH probe sent before the guest can answer stays queued in QEMU's
-        user-mode network after the probe gives up, and reaches sshd once it
+    async def _wait_for_guest_link(self) -> bool:
+        """Until the guest's network interface is up, where the driver can tell
+        (True then). Every SSH probe sent before the guest can answer stays queued in
+        QEMU's user-mode network after the probe gives up, and reaches sshd once it
         listens: a sshd child for nothing each (a dozen per boot under emulation,
         each a fifth of a second of the guest's CPU while it boots, and a
         `kex_exchange_identification` error in its journal)."""
         if isinstance(self.driver, GuestLinkWatch):
             if await self.driver.wait_guest_link(LINK_WAIT_S):
                 log.debug("the guest's network interface is up")
+                return True
+        return False
 
-    async def _wait_for_sshd(self) -> None:
-        """Until the SSH port answers with an SSH banner.
+    async def _wait_for_sshd(self, linked: bool) -> socket.socket:
+        """A connection on which sshd has greeted (its banner is still unread: the
+        SSH master takes the connection over, see `ConnectedHandover`).
 
         QEMU's user-mode network accepts a connection on the host port before the
         guest can: until the guest's network is up, its SYN to the guest goes
         unanswered and is retried with TCP's backoff (1 s, 2 s, 4 s ...), so an ssh
-        started then hears of sshd seconds late. A probe that gives up on a silent
-        connection after a short wait, and opens a new one, hears of it at once."""
+        started then hears of sshd seconds late."""
+        if linked:
+            return await self._wait_for_sshd_linked()
+        # The link's state is unknown: a probe gives up on a silent connection after
+        # a short wait and opens a new one, which hears of sshd at once.
         wait, silent = 1.5, 0
         while True:
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", self.ssh_port), 5)
-            except (OSError, TimeoutError):
+            sock = await self._connect_ssh_port()
+            if sock is None:
                 await asyncio.sleep(0.3)
                 continue
             try:
-                banner = await asyncio.wait_for(reader.readexactly(4), wait)
-                if banner == b"SSH-":
+                if await asyncio.wait_for(_peek_banner(sock), wait):
                     log.debug("sshd greets on port %d", self.ssh_port)
-                    return
-            except asyncio.IncompleteReadError:
-                pass  # closed: the guest refused (its sshd is not listening yet)
+                    return sock
+                # closed: the guest refused (its sshd is not listening yet)
+            except OSError:
+                pass
             except TimeoutError:
                 # Silent: the guest's network is not up yet (the usual case for the
                 # first 10-20 s), or sshd is slow to greet under load: after half a
@@ -451,11 +480,53 @@ class HostAgent:
                 silent += 1
                 if silent > 20:
                     wait = min(wait + 0.5, 10.0)
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+            sock.close()
             await asyncio.sleep(0.3)
+
+    async def _wait_for_sshd_linked(self) -> socket.socket:
+        """Once the guest's link is up it answers a connection at once, refusing it
+        until sshd listens. A silent one is a SYN that came in the moment before the
+        guest took its address (QEMU retries it seconds later), or a sshd slow to
+        greet under load. Either way it reaches sshd in the end: given up, it would
+        cost sshd a child for nothing. So it stays open, and after a few seconds
+        another connection is tried alongside; the first to greet is the one."""
+        await asyncio.sleep(0.5)  # the guest's DHCP, a fraction of a second after its link
+        pending: dict[asyncio.Task[bool], socket.socket] = {}
+        try:
+            while True:
+                if len(pending) < 3 and (sock := await self._connect_ssh_port()):
+                    pending[asyncio.create_task(_peek_banner(sock))] = sock
+                if not pending:
+                    await asyncio.sleep(0.3)
+                    continue
+                done, _ = await asyncio.wait(pending, timeout=4.0,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    sock = pending.pop(task)
+                    if not task.exception() and task.result():
+                        log.debug("sshd greets on port %d", self.ssh_port)
+                        return sock
+                    sock.close()  # refused: sshd is not listening yet
+                if done:
+                    await asyncio.sleep(0.3)
+        finally:
+            for task in pending:
+                task.cancel()
+            # each task lets go of its socket before the socket closes
+            await asyncio.gather(*pending, return_exceptions=True)
+            for sock in pending.values():
+                sock.close()
+
+    async def _connect_ssh_port(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
+                sock, ("127.0.0.1", self.ssh_port)), 5)
+            return sock
+        except (OSError, TimeoutError):
+            sock.close()
+            return None
 
     async def _boot_done(self, out: bytes) -> None:
         """The boot scripts are done; `out` is their error list. Then the mounts the
@@ -801,27 +872,37 @@ class HostAgent:
                     await self.forwarder.reforward_ssh()
                 await self._reopen_socks_tunnels()
 
-    async def _ensure_ssh_master(self, quiet: bool = False) -> None:
-        """A master connection that is up: the one there is, else a new one."""
+    async def _ensure_ssh_master(self, quiet: bool = False,
+                                 connected: socket.socket | None = None) -> None:
+        """A master connection that is up: the one there is, else a new one (on
+        `connected`, a connection to sshd, when given; it is closed either way)."""
         proc = self.ssh_master
         if proc is not None and proc.returncode is None and (self.dir / dirs.SSH_SOCK).exists():
+            if connected is not None:
+                connected.close()
             return
         if proc is not None:
             await kill_and_reap(proc)
             self.ssh_master = None
-        await self._start_ssh_master(quiet=quiet)
+        await self._start_ssh_master(quiet=quiet, connected=connected)
 
-    async def _start_ssh_master(self, quiet: bool = False) -> None:
+    async def _start_ssh_master(self, quiet: bool = False,
+                                connected: socket.socket | None = None) -> None:
         """The SSH master connection, a child of the host agent (it dies with it).
-        `quiet`: failing is expected (the guest may not let the user in yet)."""
-        from pylima.sshutil import master_argv
+        `quiet`: failing is expected (the guest may not let the user in yet).
+        `connected`: a connection to sshd for the master to use."""
+        from pylima.sshutil import ConnectedHandover, master_argv
 
         sock = self.dir / dirs.SSH_SOCK
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
+        handover = ConnectedHandover(connected) if connected is not None else None
         proc = self.ssh_master = await spawn_owned(
-            *master_argv(self.dir, self.name), stdin=asyncio.subprocess.DEVNULL,
+            *master_argv(self.dir, self.name, *(handover.proxy_options() if handover else ())),
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        if handover is not None and not await handover.give(10):
+            log.debug("the SSH master did not take the probe's connection")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while not sock.exists() and proc.returncode is None and loop.time() < deadline:
