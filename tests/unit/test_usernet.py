@@ -19,6 +19,7 @@ import pytest
 from pylima.errors import LimaError
 from pylima.guestagent import agent as guest_agent
 from pylima.store import usernet
+from pylima.store.instance import pid_alive
 
 NET = usernet.user_net("user-v2", {"gateway": "192.168.104.1", "netmask": "255.255.255.0"})
 
@@ -168,18 +169,9 @@ def test_daemon_lives_while_a_member_runs(short_lima_home: Path) -> None:
                               capture_output=True, text=True)
         assert gone.stdout == "", prog
     deadline = time.monotonic() + 10
-    while _running(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:  # a zombie (our child) is gone
         time.sleep(0.1)
-    assert not _running(pid)
-
-
-def _running(pid: int) -> bool:
-    """Not gone and not a zombie (the daemon is this process's child)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not pid_alive(pid)
 
 
 def usernet_poll() -> float:
