@@ -245,8 +245,11 @@ class ConnectedHandover:
         except (OSError, TimeoutError):
             return False
         finally:
-            self.listener.close()
-            self.sock.close()
+            self.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.sock.close()
 
 
 def _change_dir_command(cfg: dict[str, Any], workdir: str | None) -> str:

@@ -897,10 +897,16 @@ class HostAgent:
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
         handover = ConnectedHandover(connected) if connected is not None else None
-        proc = self.ssh_master = await spawn_owned(
-            *master_argv(self.dir, self.name, *(handover.proxy_options() if handover else ())),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            proc = self.ssh_master = await spawn_owned(
+                *master_argv(self.dir, self.name,
+                             *(handover.proxy_options() if handover else ())),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        except BaseException:
+            if handover is not None:
+                handover.close()  # the probe's connection and the relay's socket
+            raise
         if handover is not None and not await handover.give(10):
             log.debug("the SSH master did not take the probe's connection")
         loop = asyncio.get_running_loop()
