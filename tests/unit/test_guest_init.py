@@ -292,3 +292,24 @@ def test_boot_sh_reads_the_list_pylima_init_writes() -> None:
 
     assert init.EARLY_DONE_FILE == scripts.EARLY_BOOT_SCRIPTS_DONE
     assert f"\nEARLY_BOOT_SCRIPTS_DONE={scripts.EARLY_BOOT_SCRIPTS_DONE}\n" in scripts.BOOT_SH
+
+
+def test_a_locked_password_is_not_locked_again(tmp_path: Path) -> None:
+    """`passwd -l` runs only where /etc/shadow does not show the lock already (a
+    process and a rewrite of /etc/shadow on every boot otherwise)."""
+    from pylima.guestagent.init import Init
+
+    root = fake_root(tmp_path)
+    (root / "etc" / "shadow").write_text(
+        "root:*:19000:0:99999:7:::\n"
+        "lima:!:19000:0:99999:7:::\n"
+        "pw:$y$j9T$abc$def:19000:0:99999:7:::\n"
+        "relocked:!$y$j9T$abc$def:19000:0:99999:7:::\n")
+    init = Init(str(write_seed(tmp_path, {"meta-data": b"instance-id: x\n"})), str(root))
+    assert init.password_locked("lima")
+    assert init.password_locked("relocked")
+    assert not init.password_locked("pw")
+    assert not init.password_locked("root")  # "*": no password, but not locked either
+    assert not init.password_locked("nobody-here")
+    (root / "etc" / "shadow").unlink()
+    assert not init.password_locked("lima")  # unreadable: lock, as before

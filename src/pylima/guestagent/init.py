@@ -322,7 +322,9 @@ class Init:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", name):
             raise FieldError(f"`local-hostname` `{name}` is not a valid host name")
         self.write("/etc/hostname", name + "\n")
-        if self.on_guest:
+        # systemd set the name from /etc/hostname already on every boot but the first;
+        # importing socket costs most of a second of the boot under emulation
+        if self.on_guest and os.uname().nodename != name:
             import socket
 
             socket.sethostname(name)
@@ -396,13 +398,27 @@ class Init:
             if u.get("sudo"):
                 rules = u["sudo"] if isinstance(u["sudo"], list) else [u["sudo"]]
                 sudoers += [f"# User rules for {name}"] + [f"{name} {r}" for r in rules]
-            if u.get("lock_passwd", True):
+            if u.get("lock_passwd", True) and not self.password_locked(name):
                 self.run(["passwd", "-l", name])
             keys = [str(k).strip() for k in u.get("ssh_authorized_keys") or []]
             self.authorized_keys(name, home, keys)
         if sudoers:
             self.write(SUDOERS_FILE, "# Written by pylima-init\n" + "\n".join(sudoers) + "\n",
                        0o440)
+
+    def password_locked(self, name: str) -> bool:
+        """Whether `name`'s password is locked already (a "!" before its hash in
+        /etc/shadow, as `passwd -l` leaves it): then locking it again, a process and
+        a rewrite of /etc/shadow on every boot, changes nothing."""
+        try:
+            with open(self.path("/etc/shadow"), encoding="utf-8") as f:
+                for line in f:
+                    fields = line.rstrip("\n").split(":")
+                    if fields[0] == name and len(fields) > 1:
+                        return fields[1].startswith("!")
+        except OSError:
+            pass
+        return False
 
     def ensure_user(self, name: str, u: dict[str, Any], home: str) -> None:
         if not self.on_guest:
