@@ -599,7 +599,7 @@ def test_boot_sh_skips_the_steps_pylima_init_ran_in_this_boot(tmp_path: Path) ->
     done.write_text(f"{IID} boot/07-etc-environment.sh\niid-older boot/20-rootless-base.sh\n")
     res = _boot(seed, root)
     assert res.returncode == 0, res.stderr
-    assert "boot/07-etc-environment.sh: run by pylima-init earlier in this boot" in res.stdout
+    assert "run by pylima-init earlier in this boot: boot/07-etc-environment.sh\n" in res.stdout
     assert "running boot/07-etc-environment.sh" not in res.stdout
     assert "running boot/06-etc-hosts.sh" in res.stdout
     assert "running boot/20-rootless-base.sh" in res.stdout

@@ -59,6 +59,14 @@ rm -f "$status"
 exit "$code"
 """
 
+# Kernel modules a Lima guest has loaded at boot (Lima's list): FUSE for sshfs, tun/tap
+# and bridges for VPNs and container networks, iptables/nftables and their matches for
+# container port publishing, overlay for container images.
+GUEST_MODULES = ("fuse tun tap bridge veth ip_tables ip6_tables iptable_nat ip6table_nat "
+                 "iptable_filter ip6table_filter nf_tables x_tables xt_MASQUERADE "
+                 "xt_addrtype xt_comment xt_conntrack xt_mark xt_multiport xt_nat "
+                 "xt_tcpudp overlay")
+
 # Sourced by boot.sh and by every boot/*.sh script.
 LIB_SH = """\
 # pylima boot helpers, sourced (not executed) by boot.sh and boot/*.sh.
@@ -77,6 +85,17 @@ log() {
 
 warn() {
 \tlog "WARNING: $*" >&2
+}
+
+# Load the kernel modules a Lima guest has at boot, in the background: loading them
+# takes seconds of CPU under emulation, and the kernel loads each on first use anyway
+# (this only makes them show in lsmod, as on Lima). One modprobe for all; module by
+# module only when one is missing.
+load_guest_modules() {
+\ton_guest && command -v modprobe >/dev/null 2>&1 || return 0
+\t(modprobe -a -q MODULES 2>/dev/null || for m in MODULES; do
+\t\tmodprobe -q "$m" 2>/dev/null || : # negligible when it is built into the kernel
+\tdone) </dev/null >/dev/null 2>&1 &
 }
 
 # True in a real guest; false while the scripts edit a root prefix on a host.
@@ -227,7 +246,7 @@ run_as_user() {
 \t\tsu -l -s /bin/sh "$LIMA_CIDATA_USER" -c "$_cmd"
 \tfi
 }
-"""
+""".replace("MODULES", GUEST_MODULES)
 
 BOOT_SH = """\
 #!/bin/sh
@@ -277,13 +296,18 @@ else
 \t\t\tearly_done="$early_done|$_l|"
 \t\tdone <"$ROOT$EARLY_BOOT_SCRIPTS_DONE"
 \tfi
+\tskipped=""
+\tfor f in "$LIMA_CIDATA_MNT"/boot/*.sh; do
+\t\tcase $early_done in
+\t\t*"|$LIMA_CIDATA_IID boot/${f##*/}|"*) skipped="$skipped${skipped:+, }boot/${f##*/}" ;;
+\t\tesac
+\tdone
+\t# one line for them all: a log line costs a `date` process under emulation
+\t[ -z "$skipped" ] || log "run by pylima-init earlier in this boot: $skipped"
 \tfor f in "$LIMA_CIDATA_MNT"/boot/*.sh; do
 \t\t[ -f "$f" ] || continue
 \t\tcase $early_done in
-\t\t*"|$LIMA_CIDATA_IID boot/${f##*/}|"*)
-\t\t\tlog "boot/${f##*/}: run by pylima-init earlier in this boot"
-\t\t\tcontinue
-\t\t\t;;
+\t\t*"|$LIMA_CIDATA_IID boot/${f##*/}|"*) continue ;;
 \t\tesac
 \t\tlog "running boot/${f##*/}"
 \t\trun_step "boot/${f##*/}" "$f"
@@ -417,6 +441,8 @@ if [ -e "$LIMA_REBOOT_REQUIRED" ]; then
 \tlog "a boot script asked for a reboot: not signalling boot completion"
 \texit 0
 fi
+# Last, so that they do not compete for the CPU with the steps the host waits for.
+[ "$LIMA_CIDATA_PLAIN" = 1 ] || load_guest_modules
 printf '%s\\n' "$LIMA_CIDATA_IID" >"$ROOT/run/lima-boot-done"
 if [ -s "$ROOT/run/lima-boot-errors" ]; then
 \tlog "boot done with errors (see /run/lima-boot-errors)"
@@ -426,35 +452,18 @@ log "boot done"
 exit 0
 """
 
-# Kernel modules a Lima guest has loaded at boot (Lima's list): FUSE for sshfs, tun/tap
-# and bridges for VPNs and container networks, iptables/nftables and their matches for
-# container port publishing, overlay for container images.
-GUEST_MODULES = ("fuse tun tap bridge veth ip_tables ip6_tables iptable_nat ip6table_nat "
-                 "iptable_filter ip6table_filter nf_tables x_tables xt_MASQUERADE "
-                 "xt_addrtype xt_comment xt_conntrack xt_mark xt_multiport xt_nat "
-                 "xt_tcpudp overlay")
-
 GUEST_SETUP_SH = """\
 #!/bin/sh
 # The small things Lima's boot leaves in every Linux guest, in one step (a step costs a
-# shell start-up under emulation): the kernel modules of GUEST_MODULES loaded; sshd
-# accepting COLORTERM (which `limactl shell` sends when the host sets it; pylima-init
-# runs this step before sshd starts, so that the host agent's first connection, which
-# later sessions share, accepts it too);
+# shell start-up under emulation): sshd accepting COLORTERM (which `limactl shell`
+# sends when the host sets it; pylima-init runs this step before sshd starts, so that
+# the host agent's first connection, which later sessions share, accepts it too);
 # /run/host-services owned by the user; a user with a uid below 1000 in
 # systemd-journal (so that `journalctl` shows the system log); and, for the instance
 # named `default`, Lima's lime-green prompt in a Debian-style ~/.bashrc.
 set -eu
 # shellcheck source=/dev/null
 . "$LIMA_CIDATA_MNT/lib.sh"
-if on_guest && command -v modprobe >/dev/null 2>&1; then
-\t# In the background: loading them takes seconds under emulation, and the kernel
-\t# loads each on first use anyway (this only makes them show in lsmod early, as on
-\t# Lima). One modprobe for all; module by module only when one is missing.
-\t(modprobe -a -q MODULES 2>/dev/null || for m in MODULES; do
-\t\tmodprobe -q "$m" 2>/dev/null || : # negligible when it is built into the kernel
-\tdone) </dev/null >/dev/null 2>&1 &
-fi
 conf="$ROOT/etc/ssh/sshd_config.d/10-acceptenv-colorterm.conf"
 if [ -d "$ROOT/etc/ssh/sshd_config.d" ] && [ ! -e "$conf" ]; then
 \techo "AcceptEnv COLORTERM" >"$conf"
@@ -475,8 +484,9 @@ then
 \tusermod -aG systemd-journal "$LIMA_CIDATA_USER" || true
 fi
 bashrc="$ROOT$LIMA_CIDATA_HOME/.bashrc"
-if [ "$LIMA_CIDATA_NAME" = default ] && [ -f "$bashrc" ] && grep -q color_prompt "$bashrc" &&
-\t! grep -q "^# Lima PS1" "$bashrc"; then
+# (the second test first: on every boot but the first it is the one grep that runs)
+if [ "$LIMA_CIDATA_NAME" = default ] && [ -f "$bashrc" ] && ! grep -q "^# Lima PS1" "$bashrc" &&
+\tgrep -q color_prompt "$bashrc"; then
 \t# after Debian's own prompt: lime green (#32CD32) where the terminal has the colours
 \tcat >>"$bashrc" <<'PS1_END'
 # Lima PS1: the prompt in lime green
@@ -492,7 +502,7 @@ fi
 unset lima_c lima_tail
 PS1_END
 fi
-""".replace("MODULES", GUEST_MODULES)
+"""
 
 ETC_HOSTS_SH = """\
 #!/bin/sh
