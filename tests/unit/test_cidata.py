@@ -512,6 +512,46 @@ def _boot(seed: Path, root: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_replace_block_keeps_the_rest_and_the_inode(tmp_path: Path, shell: str) -> None:
+    """lib.sh's replace_block, with dash and mawk and with busybox's sh and awk: the old
+    block and the DROP lines go, the new block ends the file (also an empty one, where
+    awk's FNR == NR cannot tell the files apart), the file keeps its inode, a missing
+    parent directory is made."""
+    from pylima.cidata import scripts
+
+    argv = ["busybox", "sh"] if shell == "busybox" else ["dash"]
+    if shutil.which(argv[0]) is None:
+        pytest.skip(f"{argv[0]} not installed")
+    lib = tmp_path / "lib.sh"
+    lib.write_text(scripts.LIB_SH)
+    block = tmp_path / "block"
+    block.write_text("#LIMA-START\n192.168.5.2\thost.lima.internal\n#LIMA-END\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n1.2.3.4 host.lima.internal\n#LIMA-START\nold\n"
+                     "#LIMA-END\nlast line")
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    inode = hosts.stat().st_ino
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if shell == "busybox":
+        (bin_dir / "awk").symlink_to(shutil.which("busybox") or "busybox")
+    script = ('. "$1"; replace_block "$2" "#LIMA-START" "#LIMA-END" "$4" '
+              '"[ \t]host[.]lima[.]internal([ \t]|$)"; '
+              'replace_block "$3" "#LIMA-START" "#LIMA-END" "$4"; '
+              'replace_block "$5" "#LIMA-START" "#LIMA-END" "$4"')
+    new = tmp_path / "sub" / "dir" / "new"
+    subprocess.run([*argv, "-c", script, "sh", str(lib), str(hosts), str(empty), str(block),
+                    str(new)], check=True, timeout=30,
+                   env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert hosts.read_text() == "127.0.0.1 localhost\nlast line\n" + block.read_text()
+    assert hosts.stat().st_ino == inode
+    assert empty.read_text() == block.read_text()
+    assert new.read_text() == block.read_text()
+    assert not list(tmp_path.rglob("*.lima-new"))
+
+
 def test_boot_sh_in_a_scratch_root(tmp_path: Path) -> None:
     cfg = filled({"mounts": [{"location": "/srv", "mountPoint": "/mnt/share", "writable": True}]})
     cfg["provision"] = [p for p in cfg["provision"] if p["mode"] != "user"]

@@ -210,19 +210,20 @@ run_step() {
 # Replace the block between two marker lines of FILE with the content of BLOCKFILE
 # (which carries the markers itself). Other lines are kept in order; FILE keeps its
 # inode, owner and mode. Lines matching the optional extended regexp DROP go too.
+# FILE is an absolute path. Three processes, where every one costs under emulation.
 replace_block() {
 \t_file=$1 _start=$2 _end=$3 _block=$4 _drop=${5:-}
-\tmkdir -p "$(dirname "$_file")"
+\t[ -d "${_file%/*}" ] || mkdir -p "${_file%/*}"
 \t[ -e "$_file" ] || : >"$_file"
 \t_tmp="$_file.lima-new"
-\tawk -v s="$_start" -v e="$_end" -v drop="$_drop" '
+\tawk -v s="$_start" -v e="$_end" -v drop="$_drop" -v block="$_block" '
+\t\tFILENAME == block { print; next }
 \t\t$0 == s { skip = 1; next }
 \t\t$0 == e { skip = 0; next }
 \t\tskip { next }
 \t\tdrop != "" && $0 ~ drop { next }
 \t\t{ print }
-\t' "$_file" >"$_tmp"
-\tcat "$_block" >>"$_tmp"
+\t' "$_file" "$_block" >"$_tmp"
 \tcat "$_tmp" >"$_file"
 \trm -f "$_tmp"
 }
@@ -639,7 +640,11 @@ if [ -e "$unit" ]; then
 \trm -f "$unit"
 \tsystemctl daemon-reload
 fi
-systemctl stop lima-guestagent.service 2>/dev/null || true
+# one left by an earlier run of this step in this boot (a transient unit does not
+# outlive the boot: at boot there is none to stop, and no systemctl to run)
+if [ -e /run/systemd/transient/lima-guestagent.service ]; then
+\tsystemctl stop lima-guestagent.service 2>/dev/null || true
+fi
 systemd-run --quiet --unit=lima-guestagent --collect \\
 \t--description="pylima guest agent (listening ports, time sync)" \\
 \t--property=Restart=always --property=RestartSec=2 "$bin" daemon
