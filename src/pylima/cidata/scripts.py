@@ -291,18 +291,15 @@ if [ "$LIMA_CIDATA_PLAIN" = 1 ]; then
 else
 \t# Steps pylima-init already ran, before sshd, in this boot ("IID boot/NN-x.sh"
 \t# lines): run once per boot (read with the shell's own `read`: no process).
-\tearly_done=""
+\tearly_done="" skipped=""
 \tif [ -f "$ROOT$EARLY_BOOT_SCRIPTS_DONE" ]; then
 \t\twhile IFS= read -r _l || [ -n "$_l" ]; do
 \t\t\tearly_done="$early_done|$_l|"
+\t\t\tcase $_l in
+\t\t\t"$LIMA_CIDATA_IID "*) skipped="$skipped${skipped:+, }${_l#* }" ;;
+\t\t\tesac
 \t\tdone <"$ROOT$EARLY_BOOT_SCRIPTS_DONE"
 \tfi
-\tskipped=""
-\tfor f in "$LIMA_CIDATA_MNT"/boot/*.sh; do
-\t\tcase $early_done in
-\t\t*"|$LIMA_CIDATA_IID boot/${f##*/}|"*) skipped="$skipped${skipped:+, }boot/${f##*/}" ;;
-\t\tesac
-\tdone
 \t# one line for them all: a log line costs a `date` process under emulation
 \t[ -z "$skipped" ] || log "run by pylima-init earlier in this boot: $skipped"
 \tfor f in "$LIMA_CIDATA_MNT"/boot/*.sh; do
