@@ -3,7 +3,7 @@
 The networks.yaml entry's gateway and netmask give the subnet (as in Lima); the host
 answers at .2 and DNS at .3 (slirpvde); members get .15 and up, one lease per NIC
 MAC, so that an instance keeps its address. The files that hold the leases and the
-daemon that runs the network are `pylima.store.usernet` and `pylima.usernet`.
+daemon that runs the network are `pylima.store.usernet` and `pylima.drivers.qemu.usernet`.
 """
 
 from __future__ import annotations

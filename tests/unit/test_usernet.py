@@ -175,7 +175,7 @@ def test_daemon_lives_while_a_member_runs(short_lima_home: Path) -> None:
 
 
 def usernet_poll() -> float:
-    from pylima.usernet import POLL
+    from pylima.drivers.qemu.usernet import POLL
 
     return POLL
 

@@ -1,4 +1,5 @@
-"""`limactl usernet` (internal): the daemon of a user-v2 network (see pylima.usernet)."""
+"""`limactl usernet` (internal): the daemon of a user-v2 network (the QEMU driver's:
+see pylima.drivers.qemu.usernet)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def _leases(_ctx: click.Context, _param: click.Parameter, value: str) -> dict[st
 def usernet(pidfile: str, endpoint: str, listen_qemu: str, listen: str, subnet: str,
             mtu: int, leases: dict[str, str]) -> int:
     """Run usernet (internal)."""
-    from pylima.usernet import run_daemon
+    from pylima.drivers.registry import driver_class
 
-    return run_daemon(pidfile=pidfile, endpoint=endpoint, listen_qemu=listen_qemu,
-                      listen=listen, subnet=subnet, mtu=mtu, leases=leases)
+    return int(driver_class("qemu").run_network_daemon(pidfile=pidfile, endpoint=endpoint,
+                                                       listen_qemu=listen_qemu,
+                                                       listen=listen, subnet=subnet, mtu=mtu,
+                                                       leases=leases))

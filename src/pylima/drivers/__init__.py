@@ -126,6 +126,8 @@ class Driver(Protocol):
     # Optional: `local_disk` (class attribute, True when absent): the instance's disk
     # is a file of the instance directory, made by `images.disk` before the host agent
     # starts. False for a driver that keeps the disk elsewhere (libvirt: a pool volume).
+    # Optional: `run_network_daemon(**options)` (class method; the QEMU driver's): runs
+    # a user-v2 network's daemon, `limactl usernet`, until its last member is gone.
 
     @classmethod
     def host_info(cls) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The files of a user-v2 network, `$LIMA_HOME/_networks/NAME/`, and joining it.
 
 A user-v2 network is a `vde_switch` (Debian's vde2) that the instances naming the
-network plug a second NIC into; `limactl usernet` runs it (see `pylima.usernet`).
+network plug a second NIC into; `limactl usernet` runs it (see `pylima.drivers.qemu.usernet`).
 Everything here is user space: no tap, no bridge, no root.
 
 - `leases.json`: address -> {"mac": MAC, "instance": NAME}. An instance keeps its

@@ -289,6 +289,13 @@ class QemuDriver(QemuSnapshots):
         check_networks(cfg)  # user-v2: vde2 installed, the network defined and free
 
     @classmethod
+    def run_network_daemon(cls, **options: Any) -> int:
+        """`limactl usernet`: a user-v2 network's daemon (`usernet`)."""
+        from pylima.drivers.qemu.usernet import run_daemon
+
+        return run_daemon(**options)
+
+    @classmethod
     def host_info(cls) -> dict[str, Any]:
         """`pylimaArchitectures`: the guest architectures this host runs, and how."""
         return {"architectures": {
