@@ -1,22 +1,24 @@
 """Networks: TCP throughput and round-trip latency between two guests on the user-v2
-network, and from a guest to the host, each against a raw baseline measured in the
-same run.
+network, from a user-v2 guest to the host, and from a guest of the default network to
+the host, each against a raw baseline measured in the same run.
 
 The baseline is the client guest's own loopback (client and server in the same guest,
 no NIC at all): under emulation the guest's CPU, not the wire, bounds every path, so
-this is the most any network can give. Measured from guest A, each with the same
-client and server (python3, the server sending with sendfile(2)):
+this is the most any network can give. Each path with the same client and server
+(python3, the server sending with sendfile(2)):
 
-- "user-v2":      A -> lima-B.internal (the second NIC, vde_switch);
-- "default":      A -> host.lima.internal, a server on the host's 127.0.0.1 (the
-                  slirp NIC: QEMU's user-mode network);
-- "user-v2 host": A -> the user-v2 network's host address .2 (slirpvde).
+- "user-v2":      A -> lima-B.internal (eth0 on the network's vde_switch);
+- "user-v2 host": A -> host.lima.internal = the network's .2, a server on the host's
+                  127.0.0.1 (vde_switch, then the network's router: QEMU's user-mode
+                  stack in a QEMU of its own);
+- "default":      C -> host.lima.internal, the same server (C's own QEMU's user-mode
+                  network, the NIC of an instance on no user-v2 network).
 
 Throughput: one transfer of `--mb` MB (default 50), median of 3 after a warm-up.
 Latency: 1-byte ping-pong on one connection, median of 200 round trips.
 
-Run: .venv/bin/python bench/network.py [--instances A B] [--mb 50]
-(without --instances it starts two temporary instances on user-v2, not timed).
+Run: .venv/bin/python bench/network.py [--instances A B C] [--mb 50]
+(without --instances it starts A and B on user-v2 and C without, not timed).
 """
 
 from __future__ import annotations
@@ -155,14 +157,30 @@ def wait_guest_port(env: dict[str, str], name: str, host: str, port: int) -> Non
     raise SystemExit(f"{host}:{port} does not answer in {name}")
 
 
+def measure(env: dict[str, str], client: str, paths: dict[str, tuple[str, int]]
+            ) -> tuple[dict[str, float], dict[str, float]]:
+    """(MB/s, ms) of each path, from the guest `client`."""
+    for host, port in paths.values():
+        wait_guest_port(env, client, host, port)
+    mbps: dict[str, float] = {}
+    rtt: dict[str, float] = {}
+    for label, (host, port) in paths.items():
+        in_guest(env, client, "pull", host, str(port))  # warm-up
+        mbps[label] = statistics.median(
+            float(in_guest(env, client, "pull", host, str(port))) for _ in range(3))
+        rtt[label] = float(in_guest(env, client, "rtt", host, str(port), "200"))
+    return mbps, rtt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--instances", nargs=2, metavar=("A", "B"))
+    ap.add_argument("--instances", nargs=3, metavar=("A", "B", "C"),
+                    help="A and B on user-v2, C on the default network only")
     ap.add_argument("--mb", type=int, default=50)
     args = ap.parse_args()
     env = dict(os.environ)
     tmp = None
-    names = list(args.instances or ["bnet-a", "bnet-b"])
+    names = list(args.instances or ["bnet-a", "bnet-b", "bnet-c"])
     if not args.instances:
         from pylima.images import builder
 
@@ -172,39 +190,39 @@ def main() -> None:
         env["LIMA_HOME"] = tmp
         entry = json.dumps(builder.images_entry(img))
         for name in names:  # one boot at a time
-            print(f"starting temporary instance {name} on user-v2 (not timed) ...",
+            network = [] if name == names[2] else ["--network=lima:user-v2"]
+            print(f"starting temporary instance {name} {' '.join(network)} (not timed) ...",
                   file=sys.stderr)
             sh(str(BIN / "limactl"), "start", "--tty=false", f"--name={name}", "--cpus=1",
-               "--memory=1", "--network=lima:user-v2",
+               "--memory=1", *network,
                "--set", f".images = [{entry}] | .mounts = []", "template:debian-12", env=env)
-    a, b = names
+    a, b, c = names
     try:
         host_port = start_host_server(args.mb)
-        for name in (a, b):
+        for name in names:
             start_guest_server(env, name, args.mb)
-        paths = {"loopback": ("127.0.0.1", PORT), "user-v2": (f"lima-{b}.internal", PORT),
-                 "default": ("host.lima.internal", host_port),
-                 "user-v2 host": ("192.168.104.2", host_port)}
-        for host, port in paths.values():
-            wait_guest_port(env, a, host, port)
-        mbps: dict[str, float] = {}
-        rtt: dict[str, float] = {}
-        for label, (host, port) in paths.items():
-            in_guest(env, a, "pull", host, str(port))  # warm-up
-            mbps[label] = statistics.median(
-                float(in_guest(env, a, "pull", host, str(port))) for _ in range(3))
-            rtt[label] = float(in_guest(env, a, "rtt", host, str(port), "200"))
-        base_t, base_l = mbps["loopback"], rtt["loopback"]
-        print(f"throughput from guest {a} ({args.mb} MB, median of 3):")
-        for label, v in mbps.items():
-            print(f"  {label:13s} {v:7.1f} MB/s  {v * 8:7.0f} Mbit/s   ratio to loopback "
-                  f"{v / base_t:.2f}x")
+        mbps, rtt = measure(env, a, {"loopback": ("127.0.0.1", PORT),
+                                     "user-v2": (f"lima-{b}.internal", PORT),
+                                     "user-v2 host": ("host.lima.internal", host_port)})
+        mbps_c, rtt_c = measure(env, c, {"loopback C": ("127.0.0.1", PORT),
+                                         "default": ("host.lima.internal", host_port)})
+        print(f"throughput ({args.mb} MB, median of 3), from guest {a} (user-v2) and "
+              f"{c} (default):")
+        for label, v, base in [*((k, x, mbps["loopback"]) for k, x in mbps.items()),
+                               *((k, x, mbps_c["loopback C"]) for k, x in mbps_c.items())]:
+            print(f"  {label:13s} {v:7.1f} MB/s  {v * 8:7.0f} Mbit/s   ratio to its guest's "
+                  f"loopback {v / base:.2f}x")
         print("round trip (1-byte ping-pong on one connection, median of 200):")
-        for label, v in rtt.items():
-            print(f"  {label:13s} {v:7.3f} ms    ratio to loopback {v / base_l:.2f}x")
+        for label, v, base in [*((k, x, rtt["loopback"]) for k, x in rtt.items()),
+                               *((k, x, rtt_c["loopback C"]) for k, x in rtt_c.items())]:
+            print(f"  {label:13s} {v:7.3f} ms    ratio to its guest's loopback "
+                  f"{v / base:.2f}x")
         print(f"user-v2 guest-to-guest vs default guest-to-host: throughput "
-              f"{mbps['user-v2'] / mbps['default']:.2f}x, round trip "
-              f"{rtt['user-v2'] / rtt['default']:.2f}x")
+              f"{mbps['user-v2'] / mbps_c['default']:.2f}x, round trip "
+              f"{rtt['user-v2'] / rtt_c['default']:.2f}x")
+        print(f"user-v2 guest-to-host (router) vs default guest-to-host: throughput "
+              f"{mbps['user-v2 host'] / mbps_c['default']:.2f}x, round trip "
+              f"{rtt['user-v2 host'] / rtt_c['default']:.2f}x")
     finally:
         if tmp:
             for name in names:

@@ -259,6 +259,33 @@ def test_network_config_user_v2_nics() -> None:
         "addresses": ["192.168.104.15/24"], "dhcp4": False, "dhcp6": False}
 
 
+def test_a_primary_user_v2_nic_replaces_the_slirp_one() -> None:
+    """As Lima: the first user-v2 network is eth0, with the default route through its
+    host (.2) and its DNS (.3); those are also the guest's "slirp" host and DNS."""
+    from pylima.store.usernet import UserNic
+
+    first = UserNic("user-v2", "eth0", "52:55:55:00:00:01", "192.168.104.15", 24, "/sw",
+                    primary=True, host="192.168.104.2", dns="192.168.104.3")
+    more = UserNic("other", "lima1", "52:55:55:00:00:02", "10.9.0.15", 24, "/sw2")
+    files = render(user_nics=[first, more])
+    net = yaml.safe_load(text(files, "network-config"))
+    assert net == {"version": 2, "ethernets": {
+        "eth0": {"match": {"macaddress": "52:55:55:00:00:01"}, "set-name": "eth0",
+                 "addresses": ["192.168.104.15/24"],
+                 "routes": [{"to": "0.0.0.0/0", "via": "192.168.104.2"}],
+                 "nameservers": {"addresses": ["192.168.104.3"]},
+                 "dhcp4": False, "dhcp6": False},
+        "lima1": {"match": {"macaddress": "52:55:55:00:00:02"}, "set-name": "lima1",
+                  "addresses": ["10.9.0.15/24"], "dhcp4": False, "dhcp6": False}}}
+    env = text(files, "lima.env")
+    for line in ("LIMA_CIDATA_SLIRP_DNS=192.168.104.3", "LIMA_CIDATA_SLIRP_GATEWAY=192.168.104.2",
+                 "LIMA_CIDATA_SLIRP_IP_ADDRESS=''"):
+        assert line in env.splitlines(), env
+    assert "192.168.104.2\thost.lima.internal" in text(files, "etc_hosts")
+    user = yaml.safe_load(text(files, "user-data"))
+    assert user["resolv_conf"] == {"nameservers": ["192.168.104.3"]}
+
+
 def test_slirp_defaults() -> None:
     assert (SLIRP.network, SLIRP.gateway, SLIRP.dns, SLIRP.guest) == (
         "192.168.5.0/24", "192.168.5.2", "192.168.5.3", "192.168.5.15")

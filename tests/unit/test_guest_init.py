@@ -245,6 +245,32 @@ def test_networkd_rendering() -> None:
     assert "DHCP=no\n" in render_networkd("eth0", {})
 
 
+def test_a_primary_user_v2_nic_gets_its_route_and_dns(tmp_path: Path) -> None:
+    """The seed of an instance whose first user-v2 network replaces the slirp one: one
+    static eth0 with the default route through the network's host (.2) and its DNS;
+    a route field pylima-init does not know is named, not skipped."""
+    from pylima.store.usernet import UserNic
+
+    nic = UserNic("user-v2", "eth0", "52:55:55:00:00:01", "192.168.104.15", 24, "/sw",
+                  primary=True, host="192.168.104.2", dns="192.168.104.3")
+    files = render(filled({}), guest_init=guest_init_bytes(), user_nics=[nic])
+    seed, root = write_seed(tmp_path / "a", files), fake_root(tmp_path / "a")
+    assert run_init("early", seed, root).returncode == 0
+    units = sorted((root / "run" / "systemd" / "network").glob("10-pylima-*.network"))
+    assert [u.name for u in units] == ["10-pylima-eth0.network"]
+    assert units[0].read_text() == (
+        "# Written by pylima-init from the seed's network-config\n"
+        "[Match]\nMACAddress=52:55:55:00:00:01\n\n[Network]\nDHCP=no\n"
+        "Address=192.168.104.15/24\nDNS=192.168.104.3\n\n[Route]\nGateway=192.168.104.2\n")
+    net = yaml.safe_load(files["network-config"])
+    net["ethernets"]["eth0"]["routes"][0]["metric"] = 5
+    bad = {**files, "network-config": yaml.safe_dump(net).encode()}
+    seed, root = write_seed(tmp_path / "b", bad), fake_root(tmp_path / "b")
+    r = run_init("early", seed, root)
+    assert r.returncode == 1
+    assert "unknown field `ethernets.eth0.routes[0].metric` in network-config" in r.stdout
+
+
 def test_plain_mode_runs_no_boot_script_early(tmp_path: Path) -> None:
     seed = write_seed(tmp_path, render(filled({"plain": True}), guest_init=guest_init_bytes()))
     root = fake_root(tmp_path)

@@ -359,26 +359,37 @@ def test_extra_networks_are_refused() -> None:
                         user_switches={"user-v2": "/sw"})
 
 
-def test_user_v2_networks_are_more_nics_after_the_slirp_one() -> None:
+def test_the_first_user_v2_network_replaces_the_slirp_nic() -> None:
+    # as Lima: no user-mode netdev (the network's router forwards SSH); the first
+    # user-v2 NIC is net0, the next ones net<place in networks + 1>
     cfg = config(networks=[
         {"lima": "user-v2", "interface": "lima0", "macAddress": "52:55:55:00:00:01"},
         {"lima": "other", "interface": "lima1", "macAddress": "52:55:55:00:00:02"}])
     argv = build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=60022,
                            user_switches={"user-v2": "/h/_networks/user-v2/user-v2_qemu.vde",
                                           "other": "/h/_networks/other/other_qemu.vde"})
-    i = argv.index("virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8")
-    assert argv[i - 3:i + 9] == [
-        "-netdev", "user,id=net0,net=192.168.5.0/24,host=192.168.5.2,dns=192.168.5.3,"
-                   "dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:60022-:22",
-        "-device", "virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8",
-        "-netdev", "vde,id=net1,sock=/h/_networks/user-v2/user-v2_qemu.vde",
-        "-device", "virtio-net-pci,netdev=net1,mac=52:55:55:00:00:01",
+    assert not any(a.startswith("user,") for a in argv)
+    assert not any("hostfwd" in a for a in argv)
+    i = argv.index("vde,id=net0,sock=/h/_networks/user-v2/user-v2_qemu.vde")
+    assert argv[i - 1:i + 7] == [
+        "-netdev", "vde,id=net0,sock=/h/_networks/user-v2/user-v2_qemu.vde",
+        "-device", "virtio-net-pci,netdev=net0,mac=52:55:55:00:00:01",
         "-netdev", "vde,id=net2,sock=/h/_networks/other/other_qemu.vde",
         "-device", "virtio-net-pci,netdev=net2,mac=52:55:55:00:00:02",
     ]
     with pytest.raises(LimaError, match="contains a comma"):
         build_qemu_argv(cfg, X86_TCG, INST, firmware_boot(), ssh_local_port=1,
                         user_switches={"user-v2": "/a,b", "other": "/c"})
+
+
+def test_without_user_v2_the_slirp_nic_forwards_ssh() -> None:
+    argv = build_qemu_argv(config(), X86_TCG, INST, firmware_boot(), ssh_local_port=60022)
+    i = argv.index("virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8")
+    assert argv[i - 3:i + 1] == [
+        "-netdev", "user,id=net0,net=192.168.5.0/24,host=192.168.5.2,dns=192.168.5.3,"
+                   "dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:60022-:22",
+        "-device", "virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8"]
+    assert not any(a.startswith("vde,") for a in argv)
 
 
 def test_default_cpu_types() -> None:

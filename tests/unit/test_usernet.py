@@ -1,10 +1,11 @@
-"""user-v2 networks: the address plan and leases (pure), the members' hosts table,
-the guest agent's /etc/hosts block, and the daemon's life (real vde_switch and
-slirpvde processes, no VM)."""
+"""user-v2 networks: the address plan, leases and router argv (pure), the members'
+hosts table, the guest agent's /etc/hosts block, and the daemon's life and the router's
+forwards (real vde_switch and QEMU router processes, no VM)."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -53,10 +54,43 @@ def test_leases_are_stable_and_released() -> None:
     assert d == "10.1.0.15" and list(out) == ["10.1.0.15"]
 
 
+def test_one_lease_per_instance_below_the_dhcp_pool() -> None:
+    # the router's DHCP pool (nobody asks: members are static) is never leased
+    assert NET.dhcp_start == "192.168.104.239"
+    small = usernet.user_net("s", {"gateway": "10.2.0.1", "netmask": "255.255.255.224"})
+    assert small.dhcp_start == "10.2.0.30"
+    # an instance whose NIC got another MAC keeps one lease, not two
+    leases, a = usernet.allocate({}, NET, "52:55:55:00:00:0a", "a")
+    leases, b = usernet.allocate(leases, NET, "52:55:55:00:00:0b", "b")
+    leases, a2 = usernet.allocate(leases, NET, "52:55:55:00:00:ff", "a")
+    assert a2 == a and sorted(v["instance"] for v in leases.values()) == ["a", "b"]
+
+
+def test_router_argv() -> None:
+    argv = usernet.router_argv("/usr/bin/qemu-system-x86_64", NET, "/h/_networks/user-v2/sw",
+                               "/h/_networks/user-v2/user-v2_router.qmp")
+    assert argv == [
+        "/usr/bin/qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+        "-no-user-config",
+        "-netdev", "user,id=usernet,net=192.168.104.0/24,host=192.168.104.2,"
+                   "dns=192.168.104.3,dhcpstart=192.168.104.239",
+        "-netdev", "vde,id=switch,sock=/h/_networks/user-v2/sw",
+        "-netdev", "hubport,id=hub-usernet,hubid=0,netdev=usernet",
+        "-netdev", "hubport,id=hub-switch,hubid=0,netdev=switch",
+        "-chardev", "socket,id=qmp,path=/h/_networks/user-v2/user-v2_router.qmp,"
+                    "server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control"]
+    with pytest.raises(LimaError, match="contains a comma"):
+        usernet.router_argv("q", NET, "/a,b", "/c")
+    assert usernet.hostfwd_rule("tcp", "127.0.0.1", 60022, "192.168.104.15", 22) == \
+        "tcp:127.0.0.1:60022-192.168.104.15:22"
+    assert usernet.hostfwd_rule("udp", "::1", 53, "", 53) == "udp:[::1]:53-:53"
+
+
 def test_a_full_network_is_one_clear_error() -> None:
     small = usernet.user_net("s", {"gateway": "10.2.0.1", "netmask": "255.255.255.224"})
     leases: dict[str, dict[str, str]] = {}
-    for i in range(30 - 14):  # .15 ... .30
+    for i in range(29 - 14):  # .15 ... .29 (.30 is the router's DHCP pool)
         leases, _ = usernet.allocate(leases, small, f"52:55:55:00:01:{i:02x}", f"i{i}")
     with pytest.raises(LimaError, match="no free address left in 10.2.0.0/27"):
         usernet.allocate(leases, small, "52:55:55:00:02:00", "late")
@@ -120,8 +154,9 @@ def test_usernet_refuses_what_it_cannot_do(lima_home: Path, flags: list[str],
 
 
 needs_vde = pytest.mark.skipif(shutil.which("vde_switch") is None
-                               or shutil.which("slirpvde") is None,
-                               reason="vde2 is not installed (scripts/setup installs it)")
+                               or shutil.which("qemu-system-x86_64") is None,
+                               reason="vde2 or QEMU is not installed (scripts/setup "
+                                      "installs them)")
 
 
 @pytest.fixture
@@ -151,7 +186,8 @@ def test_daemon_lives_while_a_member_runs(short_lima_home: Path) -> None:
     assert usernet.member_locks_held("user-v2") == ["a", "b"]
     kids = subprocess.run(["ps", "-ww", "--ppid", str(pid), "-o", "args="], capture_output=True,
                           text=True).stdout
-    assert "vde_switch -s" in kids and "slirpvde -s" in kids and "-n 192.168.104.0" in kids
+    assert "vde_switch -s" in kids and "-machine none" in kids
+    assert "user,id=usernet,net=192.168.104.0/24,host=192.168.104.2,dns=192.168.104.3" in kids
     os.close(a)
     time.sleep(usernet_poll() * 2.5)
     assert usernet.daemon_pid("user-v2") == pid  # b still runs
@@ -164,10 +200,11 @@ def test_daemon_lives_while_a_member_runs(short_lima_home: Path) -> None:
     assert not usernet.pid_file("user-v2").exists()
     # its children went before it said so (the pidfile goes last); the daemon's own
     # process may still be on its way out
-    for prog in ("vde_switch", "slirpvde"):
-        gone = subprocess.run(["pgrep", "-f", f"{prog} -s {usernet.switch_dir('user-v2')}"],
-                              capture_output=True, text=True)
-        assert gone.stdout == "", prog
+    for pattern in (f"vde_switch -s {usernet.switch_dir('user-v2')}",
+                    f"sock={usernet.switch_dir('user-v2')}"):
+        gone = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        assert gone.stdout == "", pattern
+    assert not usernet.router_qmp("user-v2").exists()
     deadline = time.monotonic() + 10
     while pid_alive(pid) and time.monotonic() < deadline:  # a zombie (our child) is gone
         time.sleep(0.1)
@@ -219,3 +256,68 @@ def test_start_checks_are_one_clear_line(short_lima_home: Path) -> None:
         with pytest.raises(LimaError) as e:
             usernet.check_networks({"networks": [{"lima": name}]})
         assert message in e.value.message
+
+
+def listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as c:
+        c.settimeout(2)
+        return c.connect_ex(("127.0.0.1", port)) == 0
+
+
+def eventually(pred, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return bool(pred())
+
+
+@needs_vde
+def test_router_forwards_belong_to_their_member(short_lima_home: Path) -> None:
+    """The members' forwards are rules on the network's router (a real QEMU): added,
+    removed, refused on a port in use, dropped all at once (a member's start), and
+    removed by the daemon once the member's host agent is gone."""
+    import socket
+
+    from pylima.drivers.qemu import router
+    from pylima.sshutil import free_port
+
+    a = usernet.join(NET, "a")
+    b = usernet.join(NET, "b")
+    pa, pb = free_port(), free_port()
+    assert router.add_forward("user-v2", "a", "tcp", "127.0.0.1", pa, "192.168.104.15",
+                              22) == ""
+    assert router.add_forward("user-v2", "b", "tcp", "127.0.0.1", pb, "192.168.104.16",
+                              22) == ""
+    assert listening(pa) and listening(pb)
+    assert usernet.forwarding_members("user-v2") == ["a", "b"]
+    # a port another program holds: QEMU's one-line failure, nothing recorded
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        out = router.add_forward("user-v2", "a", "tcp", "127.0.0.1", busy.getsockname()[1],
+                                 "192.168.104.15", 80)
+    assert "Could not set up host forwarding rule" in out
+    assert json.loads(usernet.forwards_file("user-v2", "a").read_text()) == \
+        [["tcp", "127.0.0.1", pa]]
+    # the same rule again: replaced, not refused as a port in use
+    assert router.add_forward("user-v2", "a", "tcp", "127.0.0.1", pa, "192.168.104.15",
+                              22) == ""
+    router.remove_forward("user-v2", "a", "tcp", "127.0.0.1", pa)
+    assert eventually(lambda: not listening(pa))
+    assert usernet.forwarding_members("user-v2") == ["b"]
+    # what a member's start does first: its rules of an earlier life go
+    assert router.add_forward("user-v2", "a", "udp", "127.0.0.1", pa, "192.168.104.15",
+                              53) == ""
+    router.drop_forwards("user-v2", "a")
+    assert usernet.forwarding_members("user-v2") == ["b"]
+    # b's host agent dies without a word: the daemon removes its rule, a runs on
+    os.close(b)
+    assert eventually(lambda: not listening(pb), usernet_poll() * 5)
+    assert usernet.forwarding_members("user-v2") == []
+    assert usernet.daemon_pid("user-v2")
+    os.close(a)
+    assert eventually(lambda: usernet.daemon_pid("user-v2") == 0)

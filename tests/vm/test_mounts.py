@@ -286,17 +286,18 @@ def test_boot_path_and_provisioning(guest: Guest) -> None:
 
 def test_cloud_init_guest_takes_its_user_v2_address(guest: Guest) -> None:
     """cloud-init renders the seed's network-config as pylima-init does: the user-v2
-    NIC, renamed lima0 by its MAC, has the address of its lease, and the default
-    route stays on the user-mode NIC."""
+    NIC, in place of the user-mode one (as in Lima) and named eth0 by its MAC, has
+    the address of its lease and the default route through the network's host."""
     if guest.boot_path != "cloud-init":
         pytest.skip("pylima-init guests on user-v2: tests/vm/test_networks.py")
     home = Path(guest.host.env.get("LIMA_HOME") or guest.host.home / ".lima")
     leases = json.loads((home / "_networks" / "user-v2" / "leases.json").read_text())
     addr = next(ip for ip, v in leases.items() if v["instance"] == guest.name)
-    rc, out, err = guest.sh("ip -4 -br addr show lima0; ip route show default")
+    rc, out, err = guest.sh("ip -4 -br addr show eth0; ip route show default; ip -4 -br addr")
     assert rc == 0, err
-    assert f"{addr}/24" in out, out
-    assert out.splitlines()[-1].startswith("default via 192.168.5.2 "), out
+    assert f"{addr}/24" in out.splitlines()[0], out
+    assert out.splitlines()[1].startswith("default via 192.168.104.2 dev eth0"), out
+    assert "192.168.5." not in out, out  # no user-mode NIC
 
 
 def test_cloud_init_guest_forwards_a_port(guest: Guest) -> None:

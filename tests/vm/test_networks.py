@@ -2,9 +2,11 @@
 
 Two boots of their own, one after the other: the test needs a peer guest, and no
 shared guest is on a user-v2 network (it adds a NIC and the network's daemon to every
-boot). Both are small (1 CPU, 512 MiB, no mounts). The last test restarts one of
-them twice (after the network has stopped): its lease kept over a restart, and its
-names gone once it is edited off the network, are what no unit test can show.
+boot). Both are small (1 CPU, 512 MiB, no mounts). As in Lima, the network replaces
+their user-mode network: eth0 is on it, and SSH and the port forwards are rules on
+the network's router. The last test restarts one of them twice (after the network has
+stopped): its lease kept over a restart, and its names gone once it is edited off
+the network (the user-mode network back), are what no unit test can show.
 """
 
 from __future__ import annotations
@@ -62,17 +64,23 @@ def leases(h: Host) -> dict[str, str]:
     return {v["instance"]: ip for ip, v in data.items()}
 
 
-def test_each_member_has_its_leased_address_and_keeps_the_default_route(pair: Host) -> None:
+def test_each_member_has_its_leased_address_in_place_of_the_user_mode_network(
+        pair: Host) -> None:
     addrs = leases(pair)
     assert sorted(addrs) == [A, B]
     assert {addrs[A], addrs[B]} == {"192.168.104.15", "192.168.104.16"}
     for name in (A, B):
-        r = sh(pair, name, "ip -4 -br addr show lima0; ip route show default")
+        r = sh(pair, name, "ip -4 -br addr show eth0; ip route show default; "
+               "ip -4 -br addr; getent hosts host.lima.internal")
         assert r.returncode == 0, r.stderr
-        assert f"{addrs[name]}/24" in r.stdout, r.stdout
-        # the default route stays on the slirp NIC (the control path: SSH, outbound)
-        route = r.stdout.splitlines()[-1]
-        assert route.startswith("default via 192.168.5.2 ") and "lima0" not in route, route
+        eth0, route, *rest = r.stdout.splitlines()
+        assert f"{addrs[name]}/24" in eth0, r.stdout
+        assert route.startswith("default via 192.168.104.2 dev eth0"), route
+        assert "192.168.5." not in r.stdout, r.stdout  # no user-mode NIC
+        assert rest[-1].split()[0] == "192.168.104.2", rest
+    # SSH to each is a forward of the network's router, not of its own QEMU
+    qemus = [c for _, c in proc_cmdlines() if "qemu-system" in c and "hostfwd" in c]
+    assert not any(f"/{n}/" in c for c in qemus for n in (A, B)), qemus
 
 
 def resolved(h: Host, name: str) -> dict[str, str]:
@@ -99,8 +107,8 @@ def test_members_connect_by_name_and_by_address(pair: Host) -> None:
 
 
 def test_host_and_forwards_still_reached(pair: Host) -> None:
-    # a host server on 127.0.0.1: reached from each guest as host.lima.internal (the
-    # slirp NIC) and as the user-v2 network's host address (.2, slirpvde)
+    # a host server on 127.0.0.1: reached from each guest as host.lima.internal, the
+    # user-v2 network's host address (.2, the router)
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
@@ -123,7 +131,7 @@ def test_host_and_forwards_still_reached(pair: Host) -> None:
                 assert r.stdout.strip() == "host-says-hi", (name, target, r.stderr)
     finally:
         srv.close()
-    # the guest agent still forwards a guest port to the host's 127.0.0.1
+    # the guest agent's port forwards to the host's 127.0.0.1: the router's rules
     for i, name in enumerate((A, B)):
         gport = 18300 + i
         r = sh(pair, name, f"setsid -f python3 -c \"import socket\ns=socket.socket()\n"
@@ -138,6 +146,9 @@ def test_host_and_forwards_still_reached(pair: Host) -> None:
                 return c.recv(16)
 
         assert eventually(answer, 60) == name.encode()
+        rules = json.loads((lima_home(pair) / "_networks" / NET / "forwards" /
+                            f"{name}.json").read_text())
+        assert ["tcp", "127.0.0.1", gport] in rules, rules
 
 
 def test_the_network_stops_with_its_last_member(pair: Host) -> None:
@@ -147,8 +158,9 @@ def test_the_network_stops_with_its_last_member(pair: Host) -> None:
     assert r.returncode == 0, r.stderr
     time.sleep(3)  # the daemon looks once a second
     assert any("vde_switch" in c for c in network_processes(pair)), "stopped with a member left"
-    r = sh(pair, A, "ip -4 -br addr show lima0")
+    r = sh(pair, A, "ip -4 -br addr show eth0")
     assert "192.168.104." in r.stdout
+    assert not (lima_home(pair) / "_networks" / NET / "forwards" / f"{B}.json").exists()
     r = pair.limactl("stop", A)
     assert r.returncode == 0, r.stderr
     left = eventually(lambda: not network_processes(pair), 20)
@@ -165,7 +177,7 @@ def test_a_restart_keeps_the_address_and_leaving_the_network_drops_its_names(
     addr = leases(pair)[A]
     r = pair.limactl("start", "--tty=false", A, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = sh(pair, A, "ip -4 -br addr show lima0")
+    r = sh(pair, A, "ip -4 -br addr show eth0")
     assert f"{addr}/24" in r.stdout, r.stdout
     assert eventually(lambda: A in resolved(pair, A), 60), resolved(pair, A)
     assert pair.limactl("stop", A).returncode == 0
@@ -173,7 +185,9 @@ def test_a_restart_keeps_the_address_and_leaving_the_network_drops_its_names(
     assert r.returncode == 0, r.stderr
     r = pair.limactl("start", "--tty=false", A, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "lima0" not in sh(pair, A, "ip -br link").stdout
+    r = sh(pair, A, "ip -4 -br addr; getent hosts host.lima.internal")
+    assert "192.168.104." not in r.stdout and "192.168.5.15/24" in r.stdout, r.stdout
+    assert r.stdout.splitlines()[-1].split()[0] == "192.168.5.2", r.stdout
     # the host agent clears the block once the guest agent answers
     gone = eventually(lambda: "PYLIMA-NETWORKS" not in sh(pair, A, "cat /etc/hosts").stdout,
                       60)

@@ -119,6 +119,13 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
     if not user_pubkeys:
         raise ConfigError("no SSH public key for the guest user",
                           hint="run `ssh-keygen` or check $LIMA_HOME/_config/user.pub")
+    primary = next((n for n in user_nics if n.primary), None)
+    if primary is not None:
+        # As Lima: the first user-v2 network replaces the user-mode one, and its host
+        # and DNS addresses are the "slirp" ones the guest is told (its own address
+        # is not: Lima leaves LIMA_CIDATA_SLIRP_IP_ADDRESS empty there).
+        subnet = ipaddress.IPv4Interface(f"{primary.address}/{primary.prefixlen}").network
+        slirp = SlirpNet(str(subnet), primary.host, primary.dns, "")
     seed = _Seed(cfg, instance_name, instance_id, slirp, dict(mount_tags or {}),
                  dict(host_env or {}))
     seed.has_containerd_archive = containerd_archive is not None
@@ -362,16 +369,21 @@ class _Seed:
 
     def network_config(self, user_nics: Sequence[UserNic] = ()) -> str:
         dns = {"addresses": self.dns()}
-        # A user-v2 NIC is found by its MAC and gets its leased address statically,
-        # with no gateway: the default route stays on the slirp NIC. Its entry sorts
-        # before the slirp ones (networkd takes the first file that matches, by name,
-        # and the slirp patterns match every NIC).
-        ethernets: dict[str, Any] = {
-            nic.interface: {"match": {"macaddress": nic.mac}, "set-name": nic.interface,
-                            "addresses": [f"{nic.address}/{nic.prefixlen}"],
-                            "dhcp4": False, "dhcp6": False}
-            for nic in user_nics
-        }
+        # A user-v2 NIC is found by its MAC and gets its leased address statically.
+        # The primary one (eth0, in place of the slirp NIC) has the default route
+        # through the network's host and its DNS; the others have no gateway. They
+        # sort before the slirp entries (networkd takes the first file that matches,
+        # by name, and the slirp patterns match every NIC).
+        ethernets: dict[str, Any] = {}
+        for nic in user_nics:
+            eth: dict[str, Any] = {"match": {"macaddress": nic.mac}, "set-name": nic.interface,
+                                   "addresses": [f"{nic.address}/{nic.prefixlen}"]}
+            if nic.primary:
+                eth["routes"] = [{"to": "0.0.0.0/0", "via": nic.host}]
+                eth["nameservers"] = dns
+            ethernets[nic.interface] = {**eth, "dhcp4": False, "dhcp6": False}
+        if any(nic.primary for nic in user_nics):
+            return _dump_yaml({"version": 2, "ethernets": ethernets})
         # The one slirp NIC is called eth0 or en* depending on the image's naming.
         ethernets.update({
             name: {"match": {"name": pattern}, "dhcp4": True, "dhcp6": False,

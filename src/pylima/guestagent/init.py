@@ -59,7 +59,8 @@ USER_KEYS = {"name", "uid", "gecos", "homedir", "shell", "sudo", "lock_passwd",
              "ssh_authorized_keys"}
 GROWPART_KEYS = {"mode", "devices", "ignore_growroot_disabled"}
 WRITE_FILE_KEYS = {"path", "content", "owner", "permissions", "encoding", "append", "defer"}
-ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name", "addresses"}
+ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name", "addresses", "routes"}
+ROUTE_KEYS = {"to", "via"}
 SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
 KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 # Boot scripts of the seed that the early stage runs too (see early_boot_scripts).
@@ -592,6 +593,12 @@ class Init:
         for name, eth in eths.items():
             eth = eth or {}
             self.unknown("network-config", eth, ETHERNET_KEYS, f"ethernets.{name}.")
+            for i, route in enumerate(eth.get("routes") or []):
+                if not isinstance(route, dict) or not route.get("via"):
+                    raise FieldError(f"network-config `ethernets.{name}.routes[{i}]` "
+                                     "needs a `via`")
+                self.unknown("network-config", route, ROUTE_KEYS,
+                             f"ethernets.{name}.routes[{i}].")
             self.set_name(eth)
             self.write(f"{NETWORK_DIR}/10-pylima-{name}.network",
                        render_networkd(str(name), eth))
@@ -675,6 +682,10 @@ def render_networkd(name: str, eth: dict[str, Any]) -> str:
         lines.append(f"DNS={a}")
     if ns.get("search"):
         lines.append("Domains=" + " ".join(map(str, ns["search"])))
+    for route in eth.get("routes") or []:
+        lines += ["", "[Route]", f"Gateway={route['via']}"]
+        if route.get("to") not in (None, "default", "0.0.0.0/0"):
+            lines.append(f"Destination={route['to']}")
     return "\n".join(lines) + "\n"
 
 

@@ -8,12 +8,14 @@ never makes the host listen on a privileged port (below 1024); that takes an
 explicit rule.
 
 The data path is the driver's own host port forwarding (`drivers.HostPortForwarding`;
-QEMU's user-mode `hostfwd_add`), which moves several times the bytes an SSH tunnel
-does under emulation (the guest's sshd is CPU-bound there): guest sockets bound to the
-driver's guest address or to any address are reached directly; sockets bound to a
-guest loopback address are reached through a relay the guest agent opens on the
-guest address (splice(2) copies, in the guest kernel). The driver binds the host side
-itself, so the host listens exactly on the rule's address and port, and nothing else.
+QEMU's user-mode `hostfwd_add`, on the instance's QEMU or, when a user-v2 network
+replaces its user-mode network, on that network's router), which moves several times
+the bytes an SSH tunnel does under emulation (the guest's sshd is CPU-bound there):
+guest sockets bound to the driver's guest address or to any address are reached
+directly; sockets bound to a guest loopback address are reached through a relay the
+guest agent opens on the guest address (splice(2) copies, in the guest kernel). The
+driver binds the host side itself, so the host listens exactly on the rule's address
+and port, and nothing else.
 Unix-socket rules (`guestSocket`/`hostSocket`, `reverse`), TCP to an IPv6 host address
 and `static` rules go over the SSH master connection, as in Lima. UDP to an IPv6 host
 address (which neither QEMU's user network nor SSH carries) goes through QEMU's

@@ -1,8 +1,9 @@
 """The files of a user-v2 network, `$LIMA_HOME/_networks/NAME/`, and joining it.
 
 A user-v2 network is a `vde_switch` (Debian's vde2) that the instances naming the
-network plug a second NIC into; `limactl usernet` runs it (see `pylima.drivers.qemu.usernet`).
-Everything here is user space: no tap, no bridge, no root.
+network plug a NIC into, and a router on it (QEMU's user-mode stack); `limactl
+usernet` runs both (see `pylima.drivers.qemu.usernet`). Everything here is user space: no tap, no
+bridge, no root.
 
 - `leases.json`: address -> {"mac": MAC, "instance": NAME}. An instance keeps its
   address for as long as it exists (its MAC is stable, Lima's hash of its lima.yaml
@@ -11,13 +12,17 @@ Everything here is user space: no tap, no bridge, no root.
 - `hosts`: the members' names (`lima-NAME.internal`), /etc/hosts lines, rewritten with
   the leases; each host agent pushes it to its guest agent when it changes.
 - `usernet_NAME.pid`, `NAME_qemu.vde/` (the switch's socket directory, QEMU's
-  `-netdev vde,sock=`), `usernet.NAME.std{out,err}.log`: the daemon's.
+  `-netdev vde,sock=`), `NAME_router.qmp` (the router's QMP socket),
+  `usernet.NAME.std{out,err}.log`: the daemon's.
+- `forwards/INSTANCE.json`: the router's `hostfwd` rules a member's host agent added
+  (its SSH port, its port forwards: `drivers.qemu.router`), so that whoever finds the
+  member gone (the daemon, or the member's next start) removes them.
 - `members/INSTANCE.lock`: an flock each member's host agent holds for its whole life.
   The daemon exits when none is held; `lock` serialises that with a member joining.
 
-The address plan (pure, below) is Lima's: the networks.yaml entry's gateway and
-netmask give the subnet; the host answers at .2 and DNS at .3 (slirpvde, run by the
-daemon); members get .15 and up.
+The address plan (pure, `usernet_plan`) is Lima's: the networks.yaml entry's gateway
+and netmask give the subnet; the host answers at .2 and DNS at .3 (the router); members
+get .15 and up.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ from pylima import dirs
 from pylima.errors import LimaError
 from pylima.usernet_plan import (  # noqa: F401 - the plan's names, for the callers
     FIRST_MEMBER,
+    PRIMARY_INTERFACE,
+    ROUTER_NETDEV,
     SLIRP_SUBNET,
     UserNet,
     UserNic,
     allocate,
+    hostfwd_rule,
     release,
     render_hosts,
+    router_argv,
     user_net,
     user_v2_entries,
 )
@@ -48,6 +57,7 @@ from pylima.usernet_plan import (  # noqa: F401 - the plan's names, for the call
 LEASES = "leases.json"
 HOSTS = "hosts"
 MEMBERS = "members"
+FORWARDS = "forwards"
 LOCK = "lock"
 SWITCH_PACKAGE = "vde2"
 DAEMON_WAIT = 10.0  # seconds for a new daemon's switch to appear
@@ -66,6 +76,10 @@ def switch_dir(name: str) -> Path:
 
 def pid_file(name: str) -> Path:
     return network_dir(name) / f"usernet_{name}.pid"
+
+
+def router_qmp(name: str) -> Path:
+    return network_dir(name) / f"{name}_router.qmp"
 
 
 def log_file(name: str, stream: str) -> Path:
@@ -187,6 +201,8 @@ def join(net: UserNet, instance: str) -> int:
             return fd
         with contextlib.suppress(FileNotFoundError):
             pid_file(net.name).unlink()
+        for member in forwarding_members(net.name):  # a new router has no rules
+            forwards_file(net.name, member).unlink()
         argv = [sys.executable, "-m", "pylima", "usernet", "-p", str(pid_file(net.name)),
                 "--listen-qemu", str(switch_dir(net.name)), "--subnet", str(net.subnet)]
         with open(log_file(net.name, "stdout"), "wb") as out, \
@@ -220,13 +236,46 @@ def check_switch_path(name: str) -> None:
 
 
 def check_switch() -> None:
-    """One clear line when the switch is not installed."""
+    """One clear line when the switch is not installed (the router is a QEMU, which
+    the QEMU driver checks for)."""
     import shutil
 
-    for prog in ("vde_switch", "slirpvde"):
-        if shutil.which(prog) is None:
-            raise LimaError(f"`{prog}` not found: user-v2 networks need it",
-                            hint=f"install the Debian package `{SWITCH_PACKAGE}`")
+    if shutil.which("vde_switch") is None:
+        raise LimaError("`vde_switch` not found: user-v2 networks need it",
+                        hint=f"install the Debian package `{SWITCH_PACKAGE}`")
+
+
+# ---------------------------------------------------------------- the router's forwards
+
+
+def forwards_file(name: str, instance: str) -> Path:
+    return network_dir(name) / FORWARDS / f"{instance}.json"
+
+
+def forwarding_members(name: str) -> list[str]:
+    d = network_dir(name) / FORWARDS
+    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+def read_forwards(name: str, instance: str) -> list[list[Any]]:
+    try:
+        data = json.loads(forwards_file(name, instance).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in data if isinstance(r, list) and len(r) == 3] \
+        if isinstance(data, list) else []
+
+
+def write_forwards(name: str, instance: str, rules: list[list[Any]]) -> None:
+    f = forwards_file(name, instance)
+    if not rules:
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+        return
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f".{f.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(rules) + "\n")
+    os.replace(tmp, f)
 
 
 def check_networks(cfg: Mapping[str, Any]) -> None:
@@ -266,7 +315,7 @@ def instance_nics(cfg: Mapping[str, Any], instance: str,
     """Lease an address on each user-v2 network the config names (`entries`: the
     networks.yaml entries by name)."""
     nics = []
-    for nw in user_v2_entries(cfg):
+    for i, nw in enumerate(user_v2_entries(cfg)):
         name = str(nw["lima"])
         entry = entries.get(name)
         if entry is None or entry.get("mode") != "user-v2":
@@ -274,6 +323,23 @@ def instance_nics(cfg: Mapping[str, Any], instance: str,
         net = user_net(name, entry)
         mac = str(nw.get("macAddress"))
         addr = lease(net, mac, instance)
-        nics.append(UserNic(name, str(nw.get("interface") or "lima0"), mac, addr,
-                            net.prefixlen, str(switch_dir(name))))
+        # As Lima: the first one replaces the default user-mode network (eth0).
+        interface = PRIMARY_INTERFACE if i == 0 else str(nw.get("interface") or "lima0")
+        nics.append(UserNic(name, interface, mac, addr, net.prefixlen, str(switch_dir(name)),
+                            primary=i == 0, host=net.host, dns=net.dns))
     return nics
+
+
+def primary_member(cfg: Mapping[str, Any], instance: str) -> tuple[str, str] | None:
+    """(network, address) of the instance's first user-v2 network, the one that
+    replaces its default user-mode network; None when it names none. The address is
+    its lease (`instance_nics` made it before the boot)."""
+    entries = user_v2_entries(cfg)
+    if not entries:
+        return None
+    name, mac = str(entries[0]["lima"]), str(entries[0].get("macAddress")).lower()
+    for ip, v in read_leases(name).items():
+        if v.get("mac", "").lower() == mac and v.get("instance") == instance:
+            return name, ip
+    raise LimaError(f"instance `{instance}` has no address on network `{name}`",
+                    hint=f"see {network_dir(name) / LEASES}")

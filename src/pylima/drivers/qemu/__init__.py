@@ -5,7 +5,8 @@ boot files, builds the command line (`argv.build_qemu_argv`, pure), starts and o
 the QEMU process (and the virtiofsd processes of virtiofs mounts), talks QMP
 (`qmp`), powers the guest off over ACPI and falls back to `quit` and SIGKILL, carries
 the guest agent's virtio-serial port (`ga.sock`), forwards host ports with the
-user-mode network's `hostfwd_add`/`hostfwd_remove`, captures the display
+user-mode network's `hostfwd_add`/`hostfwd_remove` (QEMU's own, or, when a user-v2
+network replaces the user-mode one, its router's: `router`), captures the display
 (`screendump`) and takes snapshots (`snapshot`: savevm/loadvm over QMP while the VM
 runs, `qemu-img snapshot` on its disk while it is stopped).
 
@@ -217,7 +218,9 @@ def restrict_sockets(inst_dir: Path, names: Sequence[str]) -> None:
 
 def hostfwd_spec(protocol: str, host_ip: str, host_port: int, guest_port: int) -> str:
     """`hostfwd_add`'s rule: `tcp:127.0.0.1:8080-:80` (IPv6 host addresses bracketed)."""
-    return f"{protocol}:{_bracket(host_ip)}:{host_port}-:{guest_port}"
+    from pylima.usernet_plan import hostfwd_rule
+
+    return hostfwd_rule(protocol, host_ip, host_port, "", guest_port)
 
 
 def _bracket(ip: str) -> str:
@@ -249,6 +252,8 @@ class QemuDriver(QemuSnapshots):
         self._relay: asyncio.Task[None] | None = None
         self._qmp_lock = asyncio.Lock()
         self._disks_locked = False
+        # (network, guest address) when a user-v2 network replaces the user-mode one
+        self.member: tuple[str, str] | None = None
 
     # ---- without an instance ----
 
@@ -270,8 +275,7 @@ class QemuDriver(QemuSnapshots):
                 continue  # user-v2 (config validation refuses the macOS-only modes)
             name = nw.get("socket") or ("vzNAT" if nw.get("vzNAT") else "?")
             raise ConfigError(f"network `{name}` is not supported by pylima yet",
-                              hint="name a user-v2 network (`lima: user-v2`) instead; "
-                              "the user-mode network is always on")
+                              hint="name a user-v2 network (`lima: user-v2`) instead")
         if cfg.get("mountType") == "virtiofs" and cfg.get("mounts"):
             problem = virtiofsd_problem()
             if problem:
@@ -290,7 +294,7 @@ class QemuDriver(QemuSnapshots):
 
     @classmethod
     def run_network_daemon(cls, **options: Any) -> int:
-        """`limactl usernet`: a user-v2 network's daemon (`usernet`)."""
+        """`limactl usernet`: a user-v2 network's switch and router (`usernet`)."""
         from pylima.drivers.qemu.usernet import run_daemon
 
         return run_daemon(**options)
@@ -309,7 +313,8 @@ class QemuDriver(QemuSnapshots):
         return DriverInfo(self.name, virtio_port=dirs.VIRTIO_PORT, instance_dir=str(self.dir),
                           features=DriverFeatures(
                               supported_image_formats=("qcow2", "raw"),
-                              host_port_forwarding=True, guest_address=SLIRP_IP_ADDRESS))
+                              host_port_forwarding=True,
+                              guest_address=self.member[1] if self.member else SLIRP_IP_ADDRESS))
 
     @property
     def pid(self) -> int:
@@ -347,12 +352,14 @@ class QemuDriver(QemuSnapshots):
         log.info("Using accelerator %s: %s", launch.host.accel, launch.accel_reason)
         log.debug("QEMU argv: %s", launch.argv)
         self.launch = launch
-        if cfg.get("tpm"):
-            try:
+        try:
+            await self._forward_ssh(cfg, ssh_local_port)
+            if cfg.get("tpm"):
                 await self.swtpm.start()
-            except BaseException:
-                self._unlock_disks()
-                raise
+        except BaseException:
+            await self._drop_member_forwards()
+            self._unlock_disks()
+            raise
         self.process = await spawn_owned(
             *launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=str(self.dir), start_new_session=True)
@@ -392,8 +399,35 @@ class QemuDriver(QemuSnapshots):
         except BaseException:
             await self.kill()
             await self.swtpm.stop()
+            await self._drop_member_forwards()
             self._unlock_disks()
             raise
+
+    async def _forward_ssh(self, cfg: dict[str, Any], ssh_local_port: int) -> None:
+        """With a user-v2 network in place of the user-mode one, the guest's SSH port
+        is a forward on that network's router (QEMU's own `hostfwd` otherwise); the
+        rules a dead host agent of this instance left there go first."""
+        from pylima.drivers.qemu import router
+        from pylima.store.usernet import primary_member
+
+        self.member = await asyncio.to_thread(primary_member, cfg, self.instance_name)
+        if self.member is None:
+            return
+        network, address = self.member
+        await asyncio.to_thread(router.drop_forwards, network, self.instance_name)
+        out = await asyncio.to_thread(router.add_forward, network, self.instance_name, "tcp",
+                                      "127.0.0.1", ssh_local_port, address, 22)
+        if out.strip():
+            raise LimaError(f"cannot forward SSH from 127.0.0.1:{ssh_local_port} on network "
+                            f"`{network}`: {hostfwd_error(out, f'127.0.0.1:{ssh_local_port}')}")
+        log.info("Network `%s`: SSH at 127.0.0.1:%d -> %s:22 (the network's router)",
+                 network, ssh_local_port, address)
+
+    async def _drop_member_forwards(self) -> None:
+        if self.member is not None:
+            from pylima.drivers.qemu import router
+
+            await asyncio.to_thread(router.drop_forwards, self.member[0], self.instance_name)
 
     async def _set_up_vnc(self, qmp: QMPClient, cfg: dict[str, Any]) -> None:
         """As Lima's host agent: a generated password set over QMP, then where the
@@ -482,6 +516,7 @@ class QemuDriver(QemuSnapshots):
                 await self._relay
         await self.virtiofsd.stop()
         await self.swtpm.stop()
+        await self._drop_member_forwards()
         self._unlock_disks()
         from pylima.drivers.qemu.vnc import remove_vnc_files
 
@@ -566,11 +601,24 @@ class QemuDriver(QemuSnapshots):
 
     async def add_host_forward(self, protocol: str, host_ip: str, host_port: int,
                                guest_port: int) -> str:
+        if self.member is not None:
+            from pylima.drivers.qemu import router
+
+            network, address = self.member
+            out = await asyncio.to_thread(router.add_forward, network, self.instance_name,
+                                          protocol, host_ip, host_port, address, guest_port)
+            return hostfwd_error(out, f"{_bracket(host_ip)}:{host_port}") if out.strip() else ""
         out = await self.hmp(f"hostfwd_add {NETDEV} "
                              + hostfwd_spec(protocol, host_ip, host_port, guest_port))
         return hostfwd_error(out, f"{_bracket(host_ip)}:{host_port}") if out.strip() else ""
 
     async def remove_host_forward(self, protocol: str, host_ip: str, host_port: int) -> None:
+        if self.member is not None:
+            from pylima.drivers.qemu import router
+
+            await asyncio.to_thread(router.remove_forward, self.member[0], self.instance_name,
+                                    protocol, host_ip, host_port)
+            return
         out = await self.hmp(f"hostfwd_remove {NETDEV} {protocol}:{_bracket(host_ip)}:"
                              f"{host_port}")
         if out.strip():

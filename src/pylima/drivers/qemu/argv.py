@@ -253,14 +253,16 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
 
     args += _tpm_args(cfg, arch, inst_dir)
 
-    # Network: Lima's user-mode network, SSH forwarded from 127.0.0.1. It stays the
-    # first NIC (the default route, SSH and host.lima.internal) with user-v2 networks
-    # too; each of those is one more NIC, on the network's switch.
+    # Network: Lima's user-mode network, SSH forwarded from 127.0.0.1; or, as in Lima,
+    # the instance's first user-v2 network in its place (the network's router forwards
+    # SSH, see `store.usernet`). Each further user-v2 network is one more NIC, on the
+    # network's switch.
     mac = _mac_address(host.machine_id, inst_dir)
-    args += ["-netdev",
-             f"user,id=net0,net={SLIRP_NETWORK},host={SLIRP_GATEWAY},dns={SLIRP_DNS},"
-             f"dhcpstart={SLIRP_IP_ADDRESS},hostfwd=tcp:127.0.0.1:{ssh_local_port}-:22",
-             "-device", f"virtio-net-pci,netdev=net0,mac={mac}"]
+    if not any(nw.get("lima") for nw in cfg.get("networks") or []):
+        args += ["-netdev",
+                 f"user,id=net0,net={SLIRP_NETWORK},host={SLIRP_GATEWAY},dns={SLIRP_DNS},"
+                 f"dhcpstart={SLIRP_IP_ADDRESS},hostfwd=tcp:127.0.0.1:{ssh_local_port}-:22",
+                 "-device", f"virtio-net-pci,netdev=net0,mac={mac}"]
     args += user_network_args(cfg, user_switches or {})
 
     # Entropy: the guest's early boot (sshd host keys, systemd) does not wait for it.
@@ -297,8 +299,11 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
 
 
 def user_network_args(cfg: dict[str, Any], switches: Mapping[str, str]) -> list[str]:
-    """One virtio NIC per `networks` entry, on its user-v2 network's vde_switch."""
+    """One virtio NIC per `networks` entry, on its user-v2 network's vde_switch; the
+    first is net0 (the NIC of the default network, which it replaces), the others
+    net1, net2, ... by their place in `networks`."""
     args: list[str] = []
+    first = True
     for i, nw in enumerate(cfg.get("networks") or [], start=1):
         what = nw.get("lima") or nw.get("socket") or ("vzNAT" if nw.get("vzNAT") else "?")
         sock = switches.get(str(nw.get("lima") or ""))
@@ -308,8 +313,10 @@ def user_network_args(cfg: dict[str, Any], switches: Mapping[str, str]) -> list[
         if "," in sock:
             raise LimaError(f"the switch path `{sock}` contains a comma, which QEMU "
                             "cannot take", hint="use a LIMA_HOME without commas")
-        args += ["-netdev", f"vde,id=net{i},sock={sock}",
-                 "-device", f"virtio-net-pci,netdev=net{i},mac={nw['macAddress']}"]
+        netdev = "net0" if first else f"net{i}"
+        first = False
+        args += ["-netdev", f"vde,id={netdev},sock={sock}",
+                 "-device", f"virtio-net-pci,netdev={netdev},mac={nw['macAddress']}"]
     return args
 
 
