@@ -2,8 +2,8 @@
 
 A user-v2 network is a `vde_switch` (Debian's vde2) that the instances naming the
 network plug a NIC into, and a router on it (QEMU's user-mode stack); `limactl
-usernet` runs both (see `pylima.drivers.qemu.usernet`). Everything here is user space: no tap, no
-bridge, no root.
+usernet` runs both (see `pylima.drivers.qemu.usernet`). Everything here is user
+space: no tap, no bridge, no root.
 
 - `leases.json`: address -> {"mac": MAC, "instance": NAME}. An instance keeps its
   address for as long as it exists (its MAC is stable, Lima's hash of its lima.yaml

@@ -255,7 +255,7 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
 
     # Network: Lima's user-mode network, SSH forwarded from 127.0.0.1; or, as in Lima,
     # the instance's first user-v2 network in its place (the network's router forwards
-    # SSH, see `store.usernet`). Each further user-v2 network is one more NIC, on the
+    # SSH, see `router`). Each further user-v2 network is one more NIC, on the
     # network's switch.
     mac = _mac_address(host.machine_id, inst_dir)
     if not any(nw.get("lima") for nw in cfg.get("networks") or []):
