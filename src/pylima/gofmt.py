@@ -12,8 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["GoStruct", "format_float", "format_value", "go_type", "quote", "sprint", "sprintf",
-           "sprintln"]
+__all__ = ["GoFields", "GoStruct", "format_float", "format_value", "go_type", "quote", "sprint",
+           "sprintf", "sprintln"]
 
 
 class GoStruct(dict[str, Any]):
@@ -29,6 +29,46 @@ class GoStruct(dict[str, Any]):
                  **kw: Any) -> None:
         super().__init__(fields or {}, **kw)
         self.go_type = go_type
+
+
+class GoFields(dict[str, Any]):
+    """A YAML map that also answers to the Go field names of the struct it was decoded
+    into (Lima's `limatype.LimaYAML` for `.Config`): `.Config.VMType`, `.Config.CPUs`
+    and `.Config.SSH.LocalPort` find `vmType`, `cpus` and `ssh.localPort`. The YAML
+    keys still work, and print as they are. Go names match the keys case-insensitively,
+    except where the struct renames one (`ALIASES`). Nested maps are wrapped too."""
+
+    __slots__ = ()
+    ALIASES: Final = {"ninep": "9p", "cacertificates": "caCerts"}
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        super().__init__((k, _go_fields(v)) for k, v in fields.items())
+
+    def _key(self, name: str) -> str:
+        if dict.__contains__(self, name):
+            return name
+        folded = self.ALIASES.get(name.lower(), name).lower()
+        for k in self:
+            if isinstance(k, str) and k.lower() == folded:
+                return k
+        return name
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, self._key(name) if isinstance(name, str) else name)
+
+    def __getitem__(self, name: str) -> Any:
+        return dict.__getitem__(self, self._key(name))
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return dict.get(self, self._key(name), default)
+
+
+def _go_fields(v: Any) -> Any:
+    if isinstance(v, Mapping) and not isinstance(v, GoStruct):
+        return GoFields(v)
+    if isinstance(v, list):
+        return [_go_fields(x) for x in v]
+    return v
 
 
 def go_type(v: object) -> str:

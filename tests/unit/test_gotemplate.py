@@ -66,6 +66,28 @@ def test_lima_list_formats(text: str, want: str) -> None:
     assert run(text) == want
 
 
+def test_config_answers_to_limas_go_field_names() -> None:
+    """Lima's `.Config` is its LimaYAML struct: its Go field names work on pylima's
+    YAML map too (case-insensitively; `NineP` is `9p`), nested, and the keys still do."""
+    from pylima.gofmt import GoFields
+
+    cfg = {"vmType": "qemu", "cpus": 4, "ssh": {"localPort": 60022},
+           "mounts": [{"location": "~", "9p": {"msize": "128KiB"}}],
+           "caCerts": {"removeDefaults": False},
+           "networks": [{"lima": "user-v2", "macAddress": "52:55:55:00:00:01"}]}
+    data = {**INSTANCE, "Config": GoFields(cfg), "Networks": GoFields(cfg)["networks"]}
+    assert run("{{.Config.VMType}} {{.Config.CPUs}} {{.Config.SSH.LocalPort}}", data) == \
+        "qemu 4 60022"
+    assert run("{{(index .Config.Mounts 0).NineP.Msize}} {{.Config.CACertificates."
+               "RemoveDefaults}}", data) == "128KiB false"
+    assert run("{{range .Networks}}{{.Lima}} {{.MACAddress}}{{end}}", data) == \
+        "user-v2 52:55:55:00:00:01"
+    assert run("{{.Config.cpus}} {{len .Config.Mounts}}", data) == "4 1"
+    assert run("{{json .Config.SSH}}", data) == '{"localPort":60022}'
+    with pytest.raises(GoTemplateError, match="can't evaluate field Nope"):
+        run("{{.Config.Nope}}", data)  # as Lima: not a field of the struct
+
+
 def test_json_of_instance_keeps_field_order_and_is_compact() -> None:
     data = {"name": "vm", "cpus": 2, "ratio": 0.5, "big": 1e6, "tiny": 1e-7, "ok": True,
             "none": None, "html": "<a&b>", "text": "é\n\"q\"", "list": [1, "x"], "m": {}}

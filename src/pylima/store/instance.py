@@ -219,20 +219,23 @@ class Instance:
         return out
 
     def format_data(self) -> dict[str, Any]:
-        """Fields for `--format '{{...}}'` Go templates (Lima's FormatData, Go names)."""
-        cfg = self.config
+        """Fields for `--format '{{...}}'` Go templates (Lima's FormatData, Go names;
+        the config's maps answer to LimaYAML's Go field names as well as to its keys)."""
+        from pylima.gofmt import GoFields
+
+        view = GoFields(self.config or {})
         data: dict[str, Any] = {
             "Name": self.name, "Hostname": self.hostname, "Status": self.status,
             "Dir": str(self.dir), "VMType": self.vm_type, "Arch": self.arch,
             "CPUs": self.cpus, "Memory": self.memory, "Disk": self.disk,
             "Message": self.message.rstrip("\n"),
-            "AdditionalDisks": (cfg or {}).get("additionalDisks") or [],
-            "Networks": (cfg or {}).get("networks") or [],
+            "AdditionalDisks": view.get("additionalDisks") or [],
+            "Networks": view.get("networks") or [],
             "SSHLocalPort": self.ssh_local_port,
-            "SSHConfigFile": str(self.ssh_config_file) if cfg is not None else "",
+            "SSHConfigFile": str(self.ssh_config_file) if self.config is not None else "",
             "HostAgentPID": self.host_agent_pid, "DriverPID": self.driver_pid,
-            "Errors": list(self.errors), "Config": cfg,
-            "SSHAddress": "127.0.0.1" if cfg is not None else "",
+            "Errors": list(self.errors), "Config": view if self.config is not None else None,
+            "SSHAddress": "127.0.0.1" if self.config is not None else "",
             "Protected": self.protected, "LimaVersion": self.lima_version,
             "Param": self.param, "AutoStartedIdentifier": "",
             "PortForwards": self.port_forwards,
