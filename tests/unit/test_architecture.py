@@ -97,6 +97,7 @@ PURE_EXTERNAL = {
     "string": "string constants",
     "shlex": "shell quoting of strings (never runs a shell)",
     "json": "JSON text <-> values (dumps/loads on strings only)",
+    "marshal": "values -> bytes in memory (dumps only: pylima-init's copy of the seed's documents)",
     "hashlib": "digests of in-memory data (instance MAC addresses, cidata names)",
     "binascii": "base64 of in-memory bytes (yq load_base64 on what the caller read)",
     "ipaddress": "parsing IP addresses",

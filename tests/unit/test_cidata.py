@@ -286,6 +286,32 @@ def test_a_primary_user_v2_nic_replaces_the_slirp_one() -> None:
     assert user["resolv_conf"] == {"nameservers": ["192.168.104.3"]}
 
 
+@pytest.mark.parametrize("case", ["sample", "plain", "user-v2", "no-sudo"])
+def test_pylima_init_reads_the_same_documents_as_cloud_init(case: str) -> None:
+    """pylima-init.marshal is the seed's YAML documents, value for value (the YAML
+    is cloud-init's, the marshal'd copy pylima-init's): no field differs or is lost."""
+    import marshal
+
+    from pylima.store.usernet import UserNic
+
+    kw: dict[str, Any] = {"guest_init": b"#!/usr/bin/python3\n"}
+    cfg = filled()
+    if case == "plain":
+        cfg = filled({"plain": True, "provision": [], "caCerts": {}})
+    elif case == "user-v2":
+        kw["user_nics"] = [UserNic("user-v2", "eth0", "52:55:55:00:00:01", "192.168.104.15",
+                                   24, "/sw", primary=True, host="192.168.104.2",
+                                   dns="192.168.104.3")]
+    elif case == "no-sudo":
+        cfg = filled({"user": {"passwordlessSudo": False}, "timezone": "Asia/Tokyo"})
+    files = render(cfg, **kw)
+    docs = marshal.loads(files["pylima-init.marshal"])
+    assert list(docs) == ["meta-data", "user-data", "network-config"]
+    for name, doc in docs.items():
+        assert doc == yaml.safe_load(files[name]), name
+    assert "pylima-init.marshal" not in render(cfg)  # only with pylima-init
+
+
 def test_slirp_defaults() -> None:
     assert (SLIRP.network, SLIRP.gateway, SLIRP.dns, SLIRP.guest) == (
         "192.168.5.0/24", "192.168.5.2", "192.168.5.3", "192.168.5.15")

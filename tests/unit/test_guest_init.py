@@ -3,6 +3,7 @@ rendered, with `--root` pointing every file it writes at a scratch directory."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import stat
 import subprocess
@@ -15,8 +16,15 @@ import yaml
 from tests.unit.test_cidata import HOST_PRIV, HOST_PUB, IID, PUBKEY, filled, render
 
 from pylima.cidata import file_mode
+from pylima.cidata.render import GUEST_INIT_DOCS, guest_init_docs
 from pylima.guestagent import guest_init_bytes
-from pylima.guestagent.init import render_networkd, spawn
+from pylima.guestagent.init import (
+    SEED_DOCS,
+    render_networkd,
+    spawn,
+    valid_hostname,
+    valid_username,
+)
 
 INIT = Path(__file__).resolve().parents[2] / "src" / "pylima" / "guestagent" / "init.py"
 
@@ -29,6 +37,22 @@ def write_seed(tmp: Path, files: dict[str, bytes]) -> Path:
         p.write_bytes(data)
         p.chmod(file_mode(name))  # as the ISO's Rock Ridge modes give them
     return seed
+
+
+def docs_of(files: dict[str, bytes]) -> dict[str, Any]:
+    """The seed's documents, as pylima-init reads them."""
+    docs: dict[str, Any] = marshal.loads(files[GUEST_INIT_DOCS])
+    return docs
+
+
+def with_docs(files: dict[str, bytes], docs: dict[str, Any]) -> dict[str, bytes]:
+    """The seed with its documents replaced as pylima writes them: YAML for
+    cloud-init, and the same values in pylima-init's marshal'd copy."""
+    return {**files,
+            "meta-data": yaml.safe_dump(docs["meta-data"]).encode(),
+            "user-data": ("#cloud-config\n" + yaml.safe_dump(docs["user-data"])).encode(),
+            "network-config": yaml.safe_dump(docs["network-config"]).encode(),
+            GUEST_INIT_DOCS: guest_init_docs(docs)}
 
 
 def fake_root(tmp: Path) -> Path:
@@ -133,13 +157,11 @@ def test_remove_default_cas(tmp_path: Path) -> None:
 
 def test_unknown_fields_are_named_and_the_rest_is_applied(
         tmp_path: Path, seed_files: dict[str, bytes]) -> None:
-    ud = yaml.safe_load(seed_files["user-data"])
-    ud["snap"] = {"commands": ["true"]}
-    ud["users"][0]["groups"] = "docker"
-    net = yaml.safe_load(seed_files["network-config"])
-    net["ethernets"]["slirp-en"]["mtu"] = 1400
-    files = {**seed_files, "user-data": ("#cloud-config\n" + yaml.safe_dump(ud)).encode(),
-             "network-config": yaml.safe_dump(net).encode()}
+    docs = docs_of(seed_files)
+    docs["user-data"]["snap"] = {"commands": ["true"]}
+    docs["user-data"]["users"][0]["groups"] = "docker"
+    docs["network-config"]["ethernets"]["slirp-en"]["mtu"] = 1400
+    files = with_docs(seed_files, docs)
     seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
     r = run_init("early", seed, root)
     assert r.returncode == 1
@@ -163,13 +185,28 @@ def test_a_field_that_cannot_be_applied_is_an_error(tmp_path: Path) -> None:
     assert not (root / "etc" / "localtime").exists()
 
 
-def test_an_unreadable_document_is_an_error(tmp_path: Path,
-                                            seed_files: dict[str, bytes]) -> None:
-    seed = write_seed(tmp_path, {**seed_files, "user-data": b"users: [unclosed\n"})
-    root = fake_root(tmp_path)
+@pytest.mark.parametrize(("data", "error"), [
+    (b"\xe3\x01", "cannot read pylima-init.marshal: "),  # cut short
+    (b"?", "cannot read pylima-init.marshal: bad marshal data"),
+    (marshal.dumps([1, 2], 4), "pylima-init.marshal is not a mapping"),
+    (marshal.dumps({"user-data": "users: []"}, 4), "user-data is not a mapping"),
+    (None, "the seed has no pylima-init.marshal (it was not written by pylima)"),
+])
+def test_an_unreadable_document_is_an_error(tmp_path: Path, seed_files: dict[str, bytes],
+                                            data: bytes | None, error: str) -> None:
+    files = {k: v for k, v in seed_files.items() if k != GUEST_INIT_DOCS}
+    if data is not None:
+        files[GUEST_INIT_DOCS] = data
+    seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
     r = run_init("early", seed, root)
     assert r.returncode == 1
-    assert "cannot read user-data" in (root / "run" / "lima-boot-errors").read_text()
+    errors = (root / "run" / "lima-boot-errors").read_text().splitlines()
+    assert errors[0].startswith(f"pylima-init: {error}"), errors
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_it_reads_the_documents_pylima_writes_for_it() -> None:
+    assert SEED_DOCS == GUEST_INIT_DOCS
 
 
 def test_final_stage_marks_its_end(tmp_path: Path, seed_files: dict[str, bytes]) -> None:
@@ -185,10 +222,11 @@ def test_early_stage_plans_a_final_stage_without_python(
         tmp_path: Path, seed_files: dict[str, bytes]) -> None:
     """Nothing but the per-boot scripts for the final stage (no grow under --root, no
     packages, nothing deferred): the early stage says so, for the image's launcher."""
-    doc = yaml.safe_load(seed_files["user-data"])
+    docs = docs_of(seed_files)
+    doc = docs["user-data"]
     for k in ("package_update", "package_upgrade", "package_reboot_if_required"):
         doc.pop(k, None)
-    files = {**seed_files, "user-data": ("#cloud-config\n" + yaml.safe_dump(doc)).encode()}
+    files = with_docs(seed_files, docs)
     seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
     assert run_init("early", seed, root).returncode == 0
     plan = root / "run" / "pylima-init" / "final-scripts-only"
@@ -199,9 +237,10 @@ def test_a_growpart_field_it_does_not_know_is_reported_once(
         tmp_path: Path, seed_files: dict[str, bytes]) -> None:
     """The early stage leaves such a `growpart` to the final stage (no plan), which
     names the field: one line in the boot errors over both stages."""
-    doc = yaml.safe_load(seed_files["user-data"])
+    docs = docs_of(seed_files)
+    doc = docs["user-data"]
     doc["growpart"] = {"mode": "auto", "devices": ["/"], "bogus": 1}
-    files = {**seed_files, "user-data": ("#cloud-config\n" + yaml.safe_dump(doc)).encode()}
+    files = with_docs(seed_files, docs)
     seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
     assert run_init("early", seed, root).returncode == 0
     assert not (root / "run" / "pylima-init" / "final-scripts-only").exists()
@@ -218,10 +257,11 @@ def test_a_growpart_field_it_does_not_know_is_reported_once(
 ])
 def test_final_stage_with_work_keeps_python(tmp_path: Path, seed_files: dict[str, bytes],
                                             extra: dict[str, Any]) -> None:
-    doc = yaml.safe_load(seed_files["user-data"])
+    docs = docs_of(seed_files)
+    doc = docs["user-data"]
     for k, v in extra.items():
         doc[k] = [*doc.get(k, []), *v] if isinstance(v, list) else v
-    files = {**seed_files, "user-data": ("#cloud-config\n" + yaml.safe_dump(doc)).encode()}
+    files = with_docs(seed_files, docs)
     seed, root = write_seed(tmp_path, files), fake_root(tmp_path)
     assert run_init("early", seed, root).returncode == 0
     assert not (root / "run" / "pylima-init" / "final-scripts-only").exists()
@@ -262,9 +302,9 @@ def test_a_primary_user_v2_nic_gets_its_route_and_dns(tmp_path: Path) -> None:
         "# Written by pylima-init from the seed's network-config\n"
         "[Match]\nMACAddress=52:55:55:00:00:01\n\n[Network]\nDHCP=no\n"
         "Address=192.168.104.15/24\nDNS=192.168.104.3\n\n[Route]\nGateway=192.168.104.2\n")
-    net = yaml.safe_load(files["network-config"])
-    net["ethernets"]["eth0"]["routes"][0]["metric"] = 5
-    bad = {**files, "network-config": yaml.safe_dump(net).encode()}
+    docs = docs_of(files)
+    docs["network-config"]["ethernets"]["eth0"]["routes"][0]["metric"] = 5
+    bad = with_docs(files, docs)
     seed, root = write_seed(tmp_path / "b", bad), fake_root(tmp_path / "b")
     r = run_init("early", seed, root)
     assert r.returncode == 1
@@ -339,3 +379,35 @@ def test_a_locked_password_is_not_locked_again(tmp_path: Path) -> None:
     assert not init.password_locked("nobody-here")
     (root / "etc" / "shadow").unlink()
     assert not init.password_locked("lima")  # unreadable: lock, as before
+
+
+def test_the_boot_path_imports_no_costly_module() -> None:
+    """What pylima-init imports at start-up is on the boot's critical path: under
+    emulation re, yaml, json, shlex or subprocess cost it a second or more."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import init; "
+            "print(' '.join(m for m in ('re', 'yaml', 'json', 'shlex', 'subprocess', "
+            "'typing', 'socket', 'enum') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-S", "-c", code, str(INIT.parent)],
+                       capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("name", [
+    "lima-dev", "a", "A1", "x" * 63, "x" * 64, "-a", ".a", "a.b-c", "a_b", "a b", "",
+    "é", "a\n",
+])
+def test_host_name_check_is_the_documented_pattern(name: str) -> None:
+    import re
+
+    assert valid_hostname(name) == bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}",
+                                                     name)), name
+
+
+@pytest.mark.parametrize("name", [
+    "lima", "_x", "a.b-c_1", "host$", "$", "", "1a", ".a", "-a", "Alice", "a$b", "a b",
+    "é",
+])
+def test_user_name_check_is_useradds_pattern(name: str) -> None:
+    import re
+
+    assert valid_username(name) == bool(re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", name)), name

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pylima.images import builder
 
@@ -42,13 +43,15 @@ def _seed_iso(tmp: Path, user_data: str) -> Path:
     """A minimal NoCloud seed, written by pylima's own ISO writer, with pylima-init
     (the image boots through it: it has no cloud-init)."""
     from pylima.cidata.iso import write_cidata_iso
+    from pylima.cidata.render import GUEST_INIT_DOCS, guest_init_docs
     from pylima.guestagent import guest_init_bytes
 
     iso = tmp / "seed.iso"
-    write_cidata_iso({"meta-data": b"instance-id: iid-pylima-test\n"
-                                   b"local-hostname: pylima-test\n",
-                      "user-data": user_data.encode(),
-                      "pylima-init": guest_init_bytes()}, iso)
+    meta = "instance-id: iid-pylima-test\nlocal-hostname: pylima-test\n"
+    docs = {"meta-data": yaml.safe_load(meta), "user-data": yaml.safe_load(user_data)}
+    write_cidata_iso({"meta-data": meta.encode(), "user-data": user_data.encode(),
+                      "pylima-init": guest_init_bytes(),
+                      GUEST_INIT_DOCS: guest_init_docs(docs)}, iso)
     return iso
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pylima.drivers.qemu import probe
 from pylima.drivers.qemu.argv import EFI_VARS, BootFiles, QemuHost, build_qemu_argv
@@ -314,6 +315,7 @@ def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
     """A real guest: the NoCloud seed on a virtio disk is found by pylima-init (its
     bootcmd runs) and the guest writes to ttyS0 (serial.log) and hvc0 (serialv.log)."""
     from pylima.cidata.iso import write_cidata_iso
+    from pylima.cidata.render import GUEST_INIT_DOCS, guest_init_docs
     from pylima.drivers.qemu import QemuDriver
     from pylima.guestagent import guest_init_bytes
 
@@ -322,11 +324,15 @@ def test_guest_finds_cidata_and_writes_both_consoles(inst_dir: Path,
         pytest.skip("no locally built guest image in the cache")
     qemu_img = need("qemu-img")
     monkeypatch.setenv(probe.ACCEL_ENV, "tcg")
+    user_data = (b"#cloud-config\nbootcmd:\n  - [sh, -c, \"echo PYLIMA-CIDATA > "
+                 b"/dev/ttyS0; echo PYLIMA-HVC0 > /dev/hvc0\"]\n")
+    meta_data = b"instance-id: smoke\nlocal-hostname: smoke\n"
     write_cidata_iso({
-        "user-data": b"#cloud-config\nbootcmd:\n  - [sh, -c, \"echo PYLIMA-CIDATA > "
-                     b"/dev/ttyS0; echo PYLIMA-HVC0 > /dev/hvc0\"]\n",
-        "meta-data": b"instance-id: smoke\nlocal-hostname: smoke\n",
+        "user-data": user_data,
+        "meta-data": meta_data,
         "pylima-init": guest_init_bytes(),
+        GUEST_INIT_DOCS: guest_init_docs({"meta-data": yaml.safe_load(meta_data),
+                                          "user-data": yaml.safe_load(user_data)}),
     }, inst_dir / dirs.CIDATA_ISO)
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(image / "disk.qcow2"), str(inst_dir / dirs.DISK)], check=True)

@@ -20,6 +20,8 @@ else on the seed is pylima's boot machinery:
 - ``pylima-init``: the boot path of pylima's own images, which carry no cloud-init:
   it reads meta-data, user-data and network-config and does what cloud-init does
   with them, then runs the same per-boot launcher (see `guestagent/init.py`).
+  ``pylima-init.marshal`` holds those three documents for it, the same values in
+  Python's marshal format (a YAML parser costs the guest's boot more than a second).
 
 The cloud image's cloud-init must keep these modules: bootcmd, write_files,
 growpart, resizefs, set_hostname/update_hostname, users_groups, ssh, timezone,
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import marshal
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -69,6 +72,10 @@ PROXY_VARS = ("ftp_proxy", "http_proxy", "https_proxy", "no_proxy")
 # Files on the seed that must be executable (mode 0755); everything else is 0644.
 _EXECUTABLE_DIRS = ("boot", "provision.dependency", "provision.system", "provision.user")
 _EXECUTABLE_FILES = ("boot.sh", "lima-guestagent", "pylima-init")
+# pylima-init's copy of the seed's documents (its SEED_DOCS), and the marshal format
+# version written: 4 is read by every Python 3 since 3.4, whatever the host runs.
+GUEST_INIT_DOCS = "pylima-init.marshal"
+_MARSHAL_VERSION = 4
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BLOCK_START = "#LIMA-START"
@@ -129,11 +136,16 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
     seed = _Seed(cfg, instance_name, instance_id, slirp, dict(mount_tags or {}),
                  dict(host_env or {}))
     seed.has_containerd_archive = containerd_archive is not None
+    docs = {
+        "meta-data": meta_data_doc(instance_id, instance_name),
+        "user-data": seed.user_data_doc(list(user_pubkeys), host_key_private,
+                                        host_key_public, list(ca_cert_files)),
+        "network-config": seed.network_config_doc(user_nics),
+    }
     files: dict[str, str | bytes] = {
-        "meta-data": render_meta_data(instance_id, instance_name),
-        "user-data": seed.user_data(list(user_pubkeys), host_key_private, host_key_public,
-                                    list(ca_cert_files)),
-        "network-config": seed.network_config(user_nics),
+        "meta-data": _dump_yaml(docs["meta-data"]),
+        "user-data": seed.user_data_head() + _dump_yaml(docs["user-data"]),
+        "network-config": _dump_yaml(docs["network-config"]),
         "lima.env": seed.lima_env(ssh_local_port, host_home,
                                   filenames.VIRTIO_PORT if guest_agent is not None else ""),
         "param.env": render_param_env(seed.params),
@@ -157,6 +169,7 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
         files["lima-guestagent"] = guest_agent
     if guest_init is not None:
         files["pylima-init"] = guest_init
+        files[GUEST_INIT_DOCS] = guest_init_docs(docs)
     if seed.needs_dependency_step():
         files["boot/30-dependencies.sh"] = scripts.DEPENDENCIES_SH
     if seed.needs_containerd_step():
@@ -167,9 +180,14 @@ def render_cidata(cfg: Mapping[str, Any], *, instance_name: str, instance_id: st
     return {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
 
 
-def render_meta_data(instance_id: str, instance_name: str) -> str:
-    return _dump_yaml({"instance-id": instance_id,
-                       "local-hostname": hostname_for(instance_name)})
+def guest_init_docs(docs: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """pylima-init.marshal: the seed's documents by name (meta-data, user-data,
+    network-config), the same values as their YAML."""
+    return marshal.dumps({name: dict(doc) for name, doc in docs.items()}, _MARSHAL_VERSION)
+
+
+def meta_data_doc(instance_id: str, instance_name: str) -> dict[str, Any]:
+    return {"instance-id": instance_id, "local-hostname": hostname_for(instance_name)}
 
 
 def render_param_env(params: Mapping[str, str]) -> str:
@@ -306,8 +324,8 @@ class _Seed:
 
     # -- cloud-init ------------------------------------------------------------
 
-    def user_data(self, pubkeys: list[str], key_private: str, key_public: str,
-                  ca_files: list[str]) -> str:
+    def user_data_doc(self, pubkeys: list[str], key_private: str, key_public: str,
+                      ca_files: list[str]) -> dict[str, Any]:
         cfg = self.cfg
         user: dict[str, Any] = {"name": self.user, "uid": self.uid}
         if self.comment:
@@ -353,10 +371,12 @@ class _Seed:
         bootcmd = self.bootcmds()
         if bootcmd:
             doc["bootcmd"] = bootcmd
-        head = ("#cloud-config\n"
+        return doc
+
+    def user_data_head(self) -> str:
+        return ("#cloud-config\n"
                 f"# pylima seed for instance {self.name}: cloud-init creates the user,\n"
                 "# installs the SSH keys and the per-boot launcher of boot.sh.\n")
-        return head + _dump_yaml(doc)
 
     def dns(self) -> list[str]:
         host_resolver = (self.cfg.get("hostResolver") or {}).get("enabled", True)
@@ -367,7 +387,7 @@ class _Seed:
         # no `dns` is set: QEMU forwards it to the host's own resolver).
         return [self.slirp.dns]
 
-    def network_config(self, user_nics: Sequence[UserNic] = ()) -> str:
+    def network_config_doc(self, user_nics: Sequence[UserNic] = ()) -> dict[str, Any]:
         dns = {"addresses": self.dns()}
         # A user-v2 NIC is found by its MAC and gets its leased address statically.
         # The primary one (eth0, in place of the slirp NIC) has the default route
@@ -383,14 +403,14 @@ class _Seed:
                 eth["nameservers"] = dns
             ethernets[nic.interface] = {**eth, "dhcp4": False, "dhcp6": False}
         if any(nic.primary for nic in user_nics):
-            return _dump_yaml({"version": 2, "ethernets": ethernets})
+            return {"version": 2, "ethernets": ethernets}
         # The one slirp NIC is called eth0 or en* depending on the image's naming.
         ethernets.update({
             name: {"match": {"name": pattern}, "dhcp4": True, "dhcp6": False,
                    "nameservers": dns}
             for name, pattern in (("slirp-en", "en*"), ("slirp-eth", "eth*"))
         })
-        return _dump_yaml({"version": 2, "ethernets": ethernets})
+        return {"version": 2, "ethernets": ethernets}
 
     def bootcmds(self) -> list[str]:
         """`boot` mode provisioning as bootcmd entries (run early, on every boot).

@@ -2,8 +2,9 @@
 
 - `agent.py`, the guest agent (stdlib only, any Python 3 that cloud-init runs on),
   shipped as `lima-guestagent`.
-- `init.py`, pylima-init (stdlib and PyYAML), shipped as `pylima-init`: what
-  cloud-init does with the seed, for pylima's own images, which carry no cloud-init.
+- `init.py`, pylima-init (stdlib only), shipped as `pylima-init`: what cloud-init
+  does with the seed, for pylima's own images, which carry no cloud-init. It reads
+  the seed's documents from `pylima-init.marshal` (`cidata.render.guest_init_docs`).
 """
 
 from __future__ import annotations

@@ -13,25 +13,27 @@ program from the mounted seed (`pylima-init early|final SEED`):
   `write_files` as for cloud-init).
 
 It reads the same meta-data, user-data and network-config that cloud-init reads, and
-knows every field pylima writes. A field it does not know is never skipped silently:
-it is named on the console (the host's serial.log) and in /run/lima-boot-errors, and
-the host reports a degraded start. Images with cloud-init ignore this file.
+knows every field pylima writes. It reads them from the seed's pylima-init.marshal,
+where pylima writes the same documents with Python's built-in marshal: under
+emulation, importing a YAML parser (and `re`, which json needs too) costs the boot's
+critical path more than a second; marshal costs nothing. A field it does not know is
+never skipped silently: it is named on the console (the host's serial.log) and in
+/run/lima-boot-errors, and the host reports a degraded start. Images with cloud-init
+ignore this file.
 
-Stdlib and PyYAML only (a guest's python3). `--root DIR` addresses every file under
-DIR and leaves the running system alone (no commands are run): tests use it to run
-the file-writing steps on a host.
+Stdlib only (a guest's python3), and on the boot path only modules that cost no
+import time; the rest (shlex, socket, base64, ...) are imported where they are used.
+`--root DIR` addresses every file under DIR and leaves the running system alone (no
+commands are run): tests use it to run the file-writing steps on a host.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
 import pwd
-import re
-import shlex
 import sys
 import time
-
-import yaml
 
 # As typing.TYPE_CHECKING, without importing typing (a tenth of a second of the boot
 # under emulation): the annotations need these names only for mypy.
@@ -61,8 +63,14 @@ GROWPART_KEYS = {"mode", "devices", "ignore_growroot_disabled"}
 WRITE_FILE_KEYS = {"path", "content", "owner", "permissions", "encoding", "append", "defer"}
 ETHERNET_KEYS = {"match", "dhcp4", "dhcp6", "nameservers", "set-name", "addresses", "routes"}
 ROUTE_KEYS = {"to", "via"}
-SSH_KEY_RE = re.compile(r"^(rsa|ecdsa|ed25519)_(private|public|certificate)$")
 KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+KEY_PARTS = ("private", "public", "certificate")
+# The seed's meta-data, user-data and network-config, as one marshal'd mapping from
+# document name to document (pylima's cidata.render writes it).
+SEED_DOCS = "pylima-init.marshal"
+DOC_NAMES = ("meta-data", "user-data", "network-config")
+HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 # Boot scripts of the seed that the early stage runs too (see early_boot_scripts).
 EARLY_BOOT_SCRIPTS = ("boot/00-guest-setup.sh", "boot/07-etc-environment.sh",
                       "boot/20-rootless-base.sh")
@@ -72,9 +80,30 @@ EARLY_DONE_FILE = f"{STATE_DIR}/early-boot-scripts"  # boot.sh's EARLY_BOOT_SCRI
 # launcher then runs them itself, without starting Python (half a second or more of
 # the boot's critical path under emulation). It holds the instance id.
 SCRIPTS_ONLY_FILE = f"{STATE_DIR}/final-scripts-only"
-# libyaml's parser where the guest's PyYAML has it: the pure-Python one costs a
-# tenth of a second per seed document under emulation.
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def ssh_key_name(key: str) -> tuple[str, str] | None:
+    """(type, part) of an `ssh_keys` field such as `ed25519_private`, or None."""
+    kind, _, part = key.partition("_")
+    return (kind, part) if kind in KEY_TYPES and part in KEY_PARTS else None
+
+
+def valid_hostname(name: str) -> bool:
+    """[A-Za-z0-9][A-Za-z0-9.-]{0,62}, without importing re."""
+    return 0 < len(name) <= 63 and name[0] not in ".-" and set(name) <= HOSTNAME_CHARS
+
+
+def valid_username(name: str) -> bool:
+    r"""[a-z_][a-z0-9_.-]*\$? (useradd's rule), without importing re."""
+    body = name[:-1] if name.endswith("$") else name
+    return (bool(body) and body[0] in USERNAME_CHARS and body[0] not in "0123456789.-"
+            and set(body) <= USERNAME_CHARS)
+
+
+def shell_join(argv: list[str]) -> str:
+    import shlex  # imports re: only for a list command or an error message
+
+    return shlex.join(argv)
 
 
 def spawn(argv: list[str], *, env: dict[str, str] | None = None, input: str | None = None,
@@ -144,9 +173,10 @@ class Init:
         self.seed = seed
         self.root = root.rstrip("/")
         self.errors: list[str] = []
-        self.meta = self._load("meta-data")
-        self.user_data = self._load("user-data")
-        self.network = self._load("network-config")
+        docs = self._load_docs()
+        self.meta = docs["meta-data"]
+        self.user_data = docs["user-data"]
+        self.network = docs["network-config"]
         self.iid = str(self.meta.get("instance-id") or "")
 
     # -- helpers ---------------------------------------------------------------------
@@ -158,22 +188,31 @@ class Init:
     def on_guest(self) -> bool:
         return not self.root
 
-    def _load(self, name: str) -> dict[str, Any]:
-        p = os.path.join(self.seed, name)
+    def _load_docs(self) -> dict[str, dict[str, Any]]:
+        """The seed's documents by name; an empty mapping for one that is missing or
+        is not a mapping (an error, but the stage still does what the rest says)."""
+        docs: dict[str, dict[str, Any]] = {name: {} for name in DOC_NAMES}
         try:
-            with open(p, encoding="utf-8") as f:
-                doc = yaml.load(f, Loader=SafeLoader)  # noqa: S506 (a safe loader)
+            with open(os.path.join(self.seed, SEED_DOCS), "rb") as f:
+                loaded = marshal.load(f)
         except FileNotFoundError:
-            return {}
-        except (OSError, yaml.YAMLError) as e:
-            self.error(f"cannot read {name}: {e}")
-            return {}
-        if doc is None:
-            return {}
-        if not isinstance(doc, dict):
-            self.error(f"{name} is not a mapping")
-            return {}
-        return doc
+            self.error(f"the seed has no {SEED_DOCS} (it was not written by pylima)")
+            return docs
+        except (OSError, EOFError, ValueError, TypeError) as e:
+            self.error(f"cannot read {SEED_DOCS}: {e}")
+            return docs
+        if not isinstance(loaded, dict):
+            self.error(f"{SEED_DOCS} is not a mapping")
+            return docs
+        for name in DOC_NAMES:
+            doc = loaded.get(name)
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                self.error(f"{name} is not a mapping")
+                continue
+            docs[name] = doc
+        return docs
 
     def log(self, msg: str) -> None:
         print(f"pylima-init: {msg}", flush=True)
@@ -202,7 +241,7 @@ class Init:
             return ""
         rc, out = spawn(argv, env=env, input=input)
         if rc != 0:
-            raise command_failed(f"`{shlex.join(argv)}`", rc, out)
+            raise command_failed(f"`{shell_join(argv)}`", rc, out)
         return out
 
     def write(self, p: str, content: str | bytes, mode: int = 0o644, append: bool = False,
@@ -311,7 +350,7 @@ class Init:
         # per list entry, run by /bin/sh with INSTANCE_ID set.
         lines = ["#!/bin/sh"]
         for c in cmds:
-            lines.append(shlex.join(map(str, c)) if isinstance(c, list) else str(c))
+            lines.append(shell_join(list(map(str, c))) if isinstance(c, list) else str(c))
         script = self.path(f"{STATE_DIR}/bootcmd")
         self.write(f"{STATE_DIR}/bootcmd", "\n".join(lines) + "\n", 0o700)
         self.run(["/bin/sh", script], env={**os.environ, "INSTANCE_ID": self.iid})
@@ -320,7 +359,7 @@ class Init:
         name = str(self.meta.get("local-hostname") or "")
         if not name:
             return
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", name):
+        if not valid_hostname(name):
             raise FieldError(f"`local-hostname` `{name}` is not a valid host name")
         self.write("/etc/hostname", name + "\n")
         # systemd set the name from /etc/hostname already on every boot but the first;
@@ -392,7 +431,7 @@ class Init:
                 raise FieldError(f"`users[{i}]`: only a mapping is supported")
             self.unknown("user-data", u, USER_KEYS, f"users[{i}].")
             name = str(u["name"])
-            if not re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", name):
+            if not valid_username(name):
                 raise FieldError(f"`users[{i}].name` `{name}` is not a valid user name")
             home = str(u.get("homedir") or f"/home/{name}")
             self.ensure_user(name, u, home)
@@ -464,7 +503,7 @@ class Init:
         keys = ud.get("ssh_keys") or {}
         if not isinstance(keys, dict):
             raise FieldError("`ssh_keys` must be a mapping")
-        bad = [k for k in keys if not SSH_KEY_RE.match(str(k))]
+        bad = [k for k in keys if not ssh_key_name(str(k))]
         for k in bad:
             self.error(f"unknown field `ssh_keys.{k}` in user-data: not applied")
         if ud.get("ssh_deletekeys"):
@@ -473,10 +512,10 @@ class Init:
                 if f.startswith("ssh_host_") and "key" in f:
                     os.unlink(os.path.join(d, f))
         for k, v in keys.items():
-            m = SSH_KEY_RE.match(str(k))
+            m = ssh_key_name(str(k))
             if not m:
                 continue
-            kind, part = m.groups()
+            kind, part = m
             base = f"/etc/ssh/ssh_host_{kind}_key"
             if part == "private":
                 self.write(base, str(v).strip() + "\n", 0o600)
