@@ -47,6 +47,9 @@ STATE_DIR = "/run/pylima-init"
 PER_BOOT_DIR = "/var/lib/cloud/scripts/per-boot"
 SUDOERS_FILE = "/etc/sudoers.d/90-pylima-users"
 NETWORK_DIR = "/run/systemd/network"
+# How long `set-name` waits for udev to have handled the NIC (its driver is loaded by
+# udev's coldplug, and udev gives it its own name first), then renames it anyway.
+NIC_WAIT_SECONDS = 20.0
 
 # The fields this program knows, per document. Nested fields are checked where
 # they are used.
@@ -644,20 +647,28 @@ class Init:
 
     def set_name(self, eth: dict[str, Any]) -> None:
         """`set-name` of a NIC matched by MAC: renamed now, before networkd starts (as
-        cloud-init's udev rule does at the next hotplug)."""
+        cloud-init's udev rule does at the next hotplug). The early stage runs while
+        udev's coldplug loads the NIC's driver and names the NIC (enp0s3): the rename
+        waits until udev has handled it (its entry in udev's database), else udev
+        would name it after us."""
         new = str(eth.get("set-name") or "")
         mac = str((eth.get("match") or {}).get("macaddress") or "").lower()
         if not new or not mac or not self.on_guest:
             return
-        for dev in sorted(os.listdir("/sys/class/net")):
-            try:
-                with open(f"/sys/class/net/{dev}/address") as f:
-                    addr = f.read().strip().lower()
-            except OSError:
-                continue
-            if addr == mac and dev != new:
-                self.run(["ip", "link", "set", "dev", dev, "name", new])
-                return
+        deadline = time.monotonic() + NIC_WAIT_SECONDS
+        while True:
+            dev = nic_by_mac(mac)
+            if dev is not None and udev_handled(dev):
+                break
+            if time.monotonic() > deadline:
+                if dev is None:
+                    raise FieldError(f"`set-name: {new}`: no NIC has the MAC address {mac}")
+                self.log(f"udev has not handled {dev} after {NIC_WAIT_SECONDS:.0f} s: "
+                         f"renaming it to {new} anyway")
+                break
+            time.sleep(0.05)
+        if dev != new:
+            self.run(["ip", "link", "set", "dev", dev, "name", new])
 
     # -- final -------------------------------------------------------------------------
 
@@ -697,6 +708,33 @@ class Init:
                 if rc != 0:
                     # boot.sh records its own failures in /run/lima-boot-errors
                     self.log(f"{f} exited with status {rc}")
+
+
+def nic_by_mac(mac: str) -> str | None:
+    """The name of the network interface with MAC address `mac` (lower case), if any."""
+    try:
+        devs = sorted(os.listdir("/sys/class/net"))
+    except OSError:
+        return None
+    for dev in devs:
+        try:
+            with open(f"/sys/class/net/{dev}/address") as f:
+                if f.read().strip().lower() == mac:
+                    return dev
+        except OSError:
+            continue
+    return None
+
+
+def udev_handled(dev: str) -> bool:
+    """Whether udev has processed the interface `dev` (and so named it): udev writes
+    its database entry, /run/udev/data/nIFINDEX, once it has."""
+    try:
+        with open(f"/sys/class/net/{dev}/ifindex") as f:
+            ifindex = f.read().strip()
+    except OSError:
+        return False
+    return os.path.exists(f"/run/udev/data/n{ifindex}")
 
 
 def render_networkd(name: str, eth: dict[str, Any]) -> str:
