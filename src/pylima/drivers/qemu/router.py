@@ -70,9 +70,7 @@ def add_forward(name: str, instance: str, protocol: str, host_ip: str, host_port
     key = [protocol, host_ip, host_port]
     with network_lock(name):
         rules = read_forwards(name, instance)
-        if key in rules:
-            _remove_rule(name, key)
-            rules.remove(key)
+        _take_rule(name, rules, key)
         out = router_hmp(name, f"hostfwd_add {ROUTER_NETDEV} "
                          + hostfwd_rule(protocol, host_ip, host_port, guest_ip, guest_port))
         if not out.strip():
@@ -86,10 +84,18 @@ def remove_forward(name: str, instance: str, protocol: str, host_ip: str,
     key = [protocol, host_ip, host_port]
     with network_lock(name):
         rules = read_forwards(name, instance)
-        if key in rules:
-            _remove_rule(name, key)
-            rules.remove(key)
+        if _take_rule(name, rules, key):
             write_forwards(name, instance, rules)
+
+
+def _take_rule(name: str, rules: list[list[Any]], key: list[Any]) -> bool:
+    """Remove the member's own rule `key` from the router and from `rules`, if it is
+    one of them; whether it was."""
+    if key not in rules:
+        return False
+    _remove_rule(name, key)
+    rules.remove(key)
+    return True
 
 
 def drop_forwards(name: str, instance: str) -> None:
