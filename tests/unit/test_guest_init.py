@@ -302,6 +302,11 @@ def test_a_primary_user_v2_nic_gets_its_route_and_dns(tmp_path: Path) -> None:
         "# Written by pylima-init from the seed's network-config\n"
         "[Match]\nMACAddress=52:55:55:00:00:01\n\n[Network]\nDHCP=no\n"
         "Address=192.168.104.15/24\nDNS=192.168.104.3\n\n[Route]\nGateway=192.168.104.2\n")
+    # set-name: udev names the NIC eth0 at every `add` event it handles for it
+    link = root / "run" / "systemd" / "network" / "10-pylima-eth0.link"
+    assert link.read_text() == (
+        "# Written by pylima-init from the seed's network-config (set-name)\n"
+        "[Match]\nMACAddress=52:55:55:00:00:01\n\n[Link]\nName=eth0\n")
     docs = docs_of(files)
     docs["network-config"]["ethernets"]["eth0"]["routes"][0]["metric"] = 5
     bad = with_docs(files, docs)

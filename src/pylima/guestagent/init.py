@@ -646,15 +646,25 @@ class Init:
                        render_networkd(str(name), eth))
 
     def set_name(self, eth: dict[str, Any]) -> None:
-        """`set-name` of a NIC matched by MAC: renamed now, before networkd starts (as
-        cloud-init's udev rule does at the next hotplug). The early stage runs while
-        udev's coldplug loads the NIC's driver and names the NIC (enp0s3): the rename
-        waits until udev has handled it (its entry in udev's database), else udev
-        would name it after us."""
+        """`set-name` of a NIC matched by MAC, as cloud-init's udev rule does it: a
+        systemd .link file, so that every `add` event udev handles for the NIC names
+        it so (udev's coldplug may send one after this stage), and a rename now,
+        before networkd starts. The early stage runs while udev's coldplug loads the
+        NIC's driver and names the NIC (enp0s3): the rename waits until udev has
+        handled it (its entry in udev's database), else udev would name it after us."""
         new = str(eth.get("set-name") or "")
         mac = str((eth.get("match") or {}).get("macaddress") or "").lower()
-        if not new or not mac or not self.on_guest:
+        if not new or not mac:
             return
+        self.write(f"{NETWORK_DIR}/10-pylima-{new}.link",
+                   "# Written by pylima-init from the seed's network-config (set-name)\n"
+                   f"[Match]\nMACAddress={mac}\n\n[Link]\nName={new}\n")
+        if not self.on_guest:
+            return
+        # udevd reads .link files when it starts and then only every few seconds; where
+        # it runs already, it reads this one now (where it does not yet, the call fails
+        # and udevd reads it when it starts)
+        spawn(["udevadm", "control", "--reload"])
         deadline = time.monotonic() + NIC_WAIT_SECONDS
         while True:
             dev = nic_by_mac(mac)
