@@ -73,7 +73,7 @@ def test_x86_64_tcg_direct_kernel_boot_with_9p_mount() -> None:
         "-drive", "file=/home/u/.lima/dev/disk,if=none,format=qcow2,discard=on,id=boot-disk",
         "-device", "virtio-blk-pci,drive=boot-disk,bootindex=1",
         "-drive", "file=/home/u/.lima/dev/cidata.iso,if=none,format=raw,readonly=on,id=cidata",
-        "-device", "virtio-blk-pci,drive=cidata,serial=cidata",
+        "-device", "virtio-blk-pci,drive=cidata",
         "-kernel", "/home/u/.lima/dev/kernel",
         "-append", "root=/dev/vda rw console=ttyS0",
         "-initrd", "/home/u/.lima/dev/initrd",
@@ -119,7 +119,7 @@ def test_x86_64_kvm_firmware_boot() -> None:
         "-drive", "file=/home/u/.lima/dev/disk,if=none,format=qcow2,discard=on,id=boot-disk",
         "-device", "virtio-blk-pci,drive=boot-disk,bootindex=1",
         "-drive", "file=/home/u/.lima/dev/cidata.iso,if=none,format=raw,readonly=on,id=cidata",
-        "-device", "virtio-blk-pci,drive=cidata,serial=cidata",
+        "-device", "virtio-blk-pci,drive=cidata",
         "-netdev", "user,id=net0,net=192.168.5.0/24,host=192.168.5.2,dns=192.168.5.3,"
                    "dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:41234-:22",
         "-device", "virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8",
@@ -159,7 +159,7 @@ def test_aarch64_tcg_firmware_boot() -> None:
         "-drive", "file=/home/u/.lima/dev/disk,if=none,format=qcow2,discard=on,id=boot-disk",
         "-device", "virtio-blk-pci,drive=boot-disk,bootindex=1",
         "-drive", "file=/home/u/.lima/dev/cidata.iso,if=none,format=raw,readonly=on,id=cidata",
-        "-device", "virtio-blk-pci,drive=cidata,serial=cidata",
+        "-device", "virtio-blk-pci,drive=cidata",
         "-netdev", "user,id=net0,net=192.168.5.0/24,host=192.168.5.2,dns=192.168.5.3,"
                    "dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:60022-:22",
         "-device", "virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8",
@@ -203,7 +203,7 @@ def test_cpu_type_override() -> None:
         "-drive", "file=/home/u/.lima/dev/disk,if=none,format=qcow2,discard=on,id=boot-disk",
         "-device", "virtio-blk-pci,drive=boot-disk,bootindex=1",
         "-drive", "file=/home/u/.lima/dev/cidata.iso,if=none,format=raw,readonly=on,id=cidata",
-        "-device", "virtio-blk-pci,drive=cidata,serial=cidata",
+        "-device", "virtio-blk-pci,drive=cidata",
         "-netdev", "user,id=net0,net=192.168.5.0/24,host=192.168.5.2,dns=192.168.5.3,"
                    "dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:60022-:22",
         "-device", "virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8",
@@ -244,7 +244,7 @@ def test_legacy_bios() -> None:
         "-drive", "file=/home/u/.lima/dev/disk,if=none,format=qcow2,discard=on,id=boot-disk",
         "-device", "virtio-blk-pci,drive=boot-disk,bootindex=1",
         "-drive", "file=/home/u/.lima/dev/cidata.iso,if=none,format=raw,readonly=on,id=cidata",
-        "-device", "virtio-blk-pci,drive=cidata,serial=cidata",
+        "-device", "virtio-blk-pci,drive=cidata",
         "-netdev", "user,id=net0,net=192.168.5.0/24,host=192.168.5.2,dns=192.168.5.3,"
                    "dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:60022-:22",
         "-device", "virtio-net-pci,netdev=net0,mac=52:55:55:31:92:f8",

@@ -616,17 +616,10 @@ def render_init_files() -> dict[str, GuestFile]:
         "mnt=/mnt/lima-cidata\n"
         'mkdir -p -m 700 "$mnt"\n'
         'if ! mountpoint -q "$mnt"; then\n'
-        # pylima's QEMU gives the seed's disk the serial `cidata`: read from sysfs,
-        # with no process and no probing (the initrd loaded virtio_blk, so the disk is
-        # there already). Else blkid probes the disks for the label itself: no waiting
-        # for udev's by-label links.
-        "  dev=\n"
-        "  for s in /sys/block/vd*/serial; do\n"
-        '    [ -r "$s" ] && read -r serial <"$s" && [ "$serial" = cidata ] || continue\n'
-        '    d=${s%/serial}; dev=/dev/${d##*/}; break\n'
-        "  done\n"
+        # blkid probes the disks itself: no waiting for udev's by-label links (the
+        # initrd loaded virtio_blk, so the seed's disk is there already)
         "  i=0\n"
-        '  while [ -z "$dev" ] && ! dev=$(blkid -L cidata); do\n'
+        '  until dev=$(blkid -L cidata); do\n'
         '    i=$((i + 1)); [ "$i" -lt 100 ] || { echo "pylima-init: no cidata disk"; exit 1; }\n'
         "    sleep 0.2\n"
         "  done\n"
@@ -657,10 +650,7 @@ def render_init_files() -> dict[str, GuestFile]:
         "Description=pylima-init (early stage)\n"
         "DefaultDependencies=no\n"
         "Wants=network-pre.target\n"
-        # Not after systemd-remount-fs: both of the image's initrds mount the root
-        # read-write (`rw` on its command line), and that unit only re-applies fstab's
-        # options to it; waiting for it cost the boot's critical path 0.8 s.
-        "After=systemd-journald.socket\n"
+        "After=systemd-remount-fs.service systemd-journald.socket\n"
         "Before=sysinit.target network-pre.target systemd-networkd.service ssh.service "
         "systemd-logind.service systemd-user-sessions.service shutdown.target\n"
         "Conflicts=shutdown.target\n"

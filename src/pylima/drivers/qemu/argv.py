@@ -236,9 +236,7 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
 
     # Disks: the boot disk first so that it is /dev/vda; the NoCloud seed as a read-only
     # virtio disk (label `cidata`), which needs no AHCI, SCSI or CD-ROM driver in the
-    # guest's initrd. Its serial, `cidata` in /sys/block/vdX/serial, lets pylima-init's
-    # launcher find it without probing every disk for the label (blkid) or waiting
-    # for udev.
+    # guest's initrd.
     args += ["-drive", f"file={boot.disk},if=none,format=qcow2,discard=on,id=boot-disk",
              "-device", "virtio-blk-pci,drive=boot-disk,bootindex=1"]
     # The additional disks next, in `additionalDisks` order, so that the guest sees
@@ -249,7 +247,7 @@ def build_qemu_argv(cfg: dict[str, Any], host: QemuHost, inst_dir: str, boot: Bo
         args += ["-drive", f"file={path},if=none,format={fmt},discard=on,id=disk{i}",
                  "-device", f"virtio-blk-pci,drive=disk{i}"]
     args += ["-drive", f"file={boot.cidata_iso},if=none,format=raw,readonly=on,id=cidata",
-             "-device", "virtio-blk-pci,drive=cidata,serial=cidata"]
+             "-device", "virtio-blk-pci,drive=cidata"]
 
     if boot.kernel:
         args += ["-kernel", boot.kernel]
