@@ -10,8 +10,10 @@ set to the model. For each, in the guest:
 4. Forks: a shell runs /bin/true 100 times.
 
 Each figure is the median over the rounds, as a ratio to `max` (Lima's choice under
-TCG, the baseline) measured in the same run. `max,erms=off` is pylima's default: see
-`drivers/qemu/argv.default_cpu_type`.
+TCG, and pylima's default: see `drivers/qemu/argv.default_cpu_type`), the baseline,
+measured in the same run. `max,erms=off` is the candidate: it measured faster, and is
+not the default until a soak of many boots has cleared it (see the README's fast-boot
+row).
 
 Run: .venv/bin/python bench/cpu_model.py [--rounds N] [--models MODEL ...]
 (needs the local image: it is built on first use, which is not timed).

@@ -64,7 +64,7 @@ def test_x86_64_tcg_direct_kernel_boot_with_9p_mount() -> None:
         "-name", "lima-dev",
         "-nodefaults",
         "-m", "2048",
-        "-cpu", "max,erms=off",
+        "-cpu", "max",
         "-machine", "q35,vmport=off",
         "-accel", "tcg,thread=multi,tb-size=512",
         "-global", "ICH9-LPC.disable_s3=1",
@@ -235,7 +235,7 @@ def test_legacy_bios() -> None:
         "-name", "lima-dev",
         "-nodefaults",
         "-m", "2048",
-        "-cpu", "max,erms=off",
+        "-cpu", "max",
         "-machine", "q35,vmport=off",
         "-accel", "tcg,thread=multi,tb-size=512",
         "-global", "ICH9-LPC.disable_s3=1",
@@ -393,7 +393,7 @@ def test_without_user_v2_the_slirp_nic_forwards_ssh() -> None:
 
 
 def test_default_cpu_types() -> None:
-    assert default_cpu_type("x86_64", "tcg", (7, 2, 0)) == "max,erms=off"
+    assert default_cpu_type("x86_64", "tcg", (7, 2, 0)) == "max"
     assert default_cpu_type("x86_64", "kvm", (7, 2, 0)) == "host"
     assert default_cpu_type("aarch64", "tcg", (7, 2, 0)) == "neoverse-n1"
     assert default_cpu_type("aarch64", "tcg", (7, 0, 0)) == "cortex-a72"

@@ -106,12 +106,7 @@ def default_cpu_type(arch: str, accel: str, version: tuple[int, int, int]) -> st
         # instructions as NOPs there) boots the kernel about twice as fast as either.
         # neoverse-n1 exists since QEMU 7.1; before that cortex-a72 is the quick one.
         return "neoverse-n1" if version >= (7, 1, 0) else "cortex-a72"
-    # Lima's `max`, less ERMS (bench/cpu_model.py): with it the guest kernel zeroes and
-    # copies pages, and glibc large buffers, with `rep stosb`/`rep movsb`, which TCG
-    # runs a byte per iteration; without it they take the 8-byte or vector paths,
-    # about four times faster, and a fork a fifth. The x86-64-v2/v3 features that
-    # Enterprise Linux 9/10 require stay; ERMS is in no psABI level.
-    return "max,erms=off"
+    return "max"
 
 
 def resolve_cpu_type(cfg: dict[str, Any], host: QemuHost) -> str:
