@@ -264,17 +264,29 @@ message: |
 """
 
 
+def _start_failure(r: subprocess.CompletedProcess[str], inst_dir: Path) -> str:
+    """What a failed `limactl start` leaves to read: its stderr's end and the tails
+    of the instance's logs (the instance is deleted before the report is read)."""
+    from pylima.pytest_plugin import log_tail
+
+    parts = [f"limactl start exited {r.returncode}:\n{r.stderr[-3000:]}"]
+    for name in ("serial.log", "ha.stderr.log"):
+        parts.append(f"--- {name} ---\n{log_tail(inst_dir / name)}")
+    return "\n".join(parts)
+
+
 def test_provision_modes_and_a_failing_probe(tmp_path: Path) -> None:
     env = {**_env(tmp_path), "PYLIMA_PROBE_TIMEOUT": "15"}
     yaml_path = tmp_path / "prov.yaml"
     yaml_path.write_text(PROVISION_YAML)
-    r = _run(env, "limactl", "start", "--tty=false", "--timeout=30m", "--name=prov",
-             str(yaml_path), timeout=2400)
+    r = _run(env, "limactl", "start", "--tty=false", "--timeout=15m", "--name=prov",
+             str(yaml_path), timeout=1200)
     inst_dir = Path(env["LIMA_HOME"], "prov")
     try:
         # a failing probe: a degraded start, exit 1, with the probe's hint
-        assert r.returncode == 1, r.stderr[-3000:]
-        assert "a probe that never passes" in r.stderr and "this hint is shown" in r.stderr
+        why = _start_failure(r, inst_dir)
+        assert r.returncode == 1, why
+        assert "a probe that never passes" in r.stderr and "this hint is shown" in r.stderr, why
         assert "not ready yet" in r.stderr
         order = _run(env, "limactl", "shell", "prov", "cat", "/run/order",
                      "/tmp/order-user").stdout.splitlines()
