@@ -192,13 +192,35 @@ async def spawn_owned(program: str, *args: str, **kwargs: Any) -> asyncio.subpro
 
 async def kill_and_reap(proc: asyncio.subprocess.Process | None) -> None:
     """SIGKILL `proc` if it still runs, and wait for it (no zombie, no stray
-    transport)."""
+    transport).
+
+    asyncio's `wait()` returns once the process has exited *and* every pipe to it has
+    closed. A multiplexed ssh client hands its stdio to the SSH master, which keeps
+    them, and the remote command with them, until that command ends: a killed client's
+    `wait()` would last as long as the remote command does (forever for a `journalctl
+    -f`, or for a command that hangs). So once the process itself has exited, this side
+    of its pipes is closed: the master's next write to them fails and ends the session."""
+    import asyncio
+
     if proc is None:
         return
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    await proc.wait()
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        while not waiter.done():
+            if proc.returncode is not None:  # exited; only its pipes are held elsewhere
+                transport = getattr(proc, "_transport", None)
+                for fd in (0, 1, 2):
+                    pipe = transport.get_pipe_transport(fd) if transport else None
+                    if pipe is not None:
+                        pipe.close()
+                break
+            await asyncio.wait({waiter}, timeout=0.05)
+        await waiter
+    finally:
+        waiter.cancel()
 
 
 async def run_owned(argv: Sequence[str], *, input: bytes | None = None,
