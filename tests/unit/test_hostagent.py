@@ -186,6 +186,29 @@ def test_stop_while_booting(inst_dir: Path, capsys: pytest.CaptureFixture[str]) 
     assert_owned_files_gone(inst_dir)
 
 
+def test_a_slow_boot_says_what_it_waits_for(inst_dir: Path, capsys: pytest.CaptureFixture[str],
+                                           caplog: pytest.LogCaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until READY, a line every SLOW_BOOT_REPORT_S names what the boot waits for. A
+    stop in the boot scripts' phase is prompt: the killed SSH client whose session the
+    master still holds is not waited for (it was, for the remote wait's 50 s)."""
+    from pylima.hostagent import agent as agent_mod
+
+    monkeypatch.setattr(agent_mod, "SLOW_BOOT_REPORT_S", 0.2)
+
+    async def scenario(agent: HostAgent, run: Run, until: Any) -> None:
+        await until("phase")
+        await asyncio.sleep(1.0)
+        agent.stop_requested.set()
+
+    with caplog.at_level("INFO"):
+        run = run_agent(inst_dir, capsys, scenario, timeout=20, boot_delay=60)
+    assert run.rc == 0
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Still")]
+    assert len(waits) >= 3, waits
+    assert waits[0].startswith("Still waiting for the guest's SSH server (0 s after the VM")
+
+
 def test_a_driver_that_cannot_start(inst_dir: Path, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(self: FakeDriver, cfg: dict[str, Any], **kw: Any) -> None:

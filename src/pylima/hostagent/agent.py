@@ -64,6 +64,9 @@ GUEST_AGENT_GRACE = 20.0
 # SSH reaches the guest over the NIC whose link the driver watches: nothing can answer
 # before it is up, so this is only a bound on a driver that misreads a guest.
 LINK_WAIT_S = 120.0
+# Until READY, one line this often on what the boot waits for: a boot that never ends
+# says where it stands in ha.stderr.log (Lima logs its own "Waiting for" lines).
+SLOW_BOOT_REPORT_S = 60.0
 # Fault injection for tests: the host agent stops its boot sequence at this phase
 # (booting, ssh, boot-scripts, ready), announces it with a `paused:PHASE` event and
 # waits there; the test then kills what it wants with a real signal.
@@ -132,6 +135,7 @@ class HostAgent:
         self.boot_done = asyncio.Event()
         self.progress_task: asyncio.Task[None] | None = None
         self.after_ssh_ready: asyncio.Task[list[str]] | None = None
+        self.waiting_for = "the guest's SSH server"
         self.forwarder: PortForwarder | None = None
         self.ssh_forwards: list[dict[str, Any]] = []
         self.guest_agent_alive = asyncio.Event()
@@ -342,6 +346,7 @@ class HostAgent:
         # boot/07 ends the user's sessions when it changes /etc/environment, the
         # master's among them: a master still up once the marker is there has the
         # final environment; one that is gone is opened again.
+        reporter = asyncio.create_task(self._report_slow_boot())
         try:
             linked = await self._wait_for_guest_link()
             while True:
@@ -352,9 +357,10 @@ class HostAgent:
                     break
                 await asyncio.sleep(0.5)  # SSH failed (see _watch_boot); again
             await self._boot_done(out)
+            reporter.cancel()
             await self._keep_ssh_master()
         finally:
-            for task in (self.progress_task, self.after_ssh_ready):
+            for task in (self.progress_task, self.after_ssh_ready, reporter):
                 if task is not None and not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -394,6 +400,7 @@ class HostAgent:
                 while (line := (await asyncio.wait_for(proc.stdout.readline(), 90)).strip()) \
                         not in (b"boot-done", b""):
                     if line == b"connected":
+                        self.waiting_for = "the guest's boot scripts (lima-boot-done)"
                         self._on_ssh_ready()
                         await self._checkpoint("ssh")
                     elif line == b"ssh-ready" and self.after_ssh_ready is None:
@@ -535,6 +542,7 @@ class HostAgent:
 
         errors: list[str] = list(self.mounts.errors)
         if self.after_ssh_ready is not None:
+            self.waiting_for = "yq provisioning"
             errors += await self.after_ssh_ready
         self.boot_done.set()
         if self.progress_task is not None:
@@ -544,8 +552,10 @@ class HostAgent:
         log.info("The guest's boot scripts have finished")
         errors += self.mounts.describe(
             [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()])
+        self.waiting_for = "the reverse-sshfs mounts"
         errors += await self.mounts.mount_reverse_sshfs()
         errors += await self._run_probes()
+        self.waiting_for = "copyToHost"
         errors += await provision.copy_to_host(self._ssh, self.cfg)
         self.errors = errors
         if errors:
@@ -601,6 +611,7 @@ class HostAgent:
         for n, probe in enumerate(probes, 1):
             desc = probe.get("description") or "probe"
             log.info("Waiting for the readiness probe: %s", desc)
+            self.waiting_for = f"the readiness probe `{desc}`"
             deadline = asyncio.get_running_loop().time() + probe_timeout()
             script = str(probe.get("script") or "").encode()
             runner = ('f=$(mktemp) && cat >"$f" && chmod +x "$f" && "$f"; rc=$?; '
@@ -619,6 +630,15 @@ class HostAgent:
                     break
                 await asyncio.sleep(3)
         return errors
+
+    async def _report_slow_boot(self) -> None:
+        """Every SLOW_BOOT_REPORT_S until READY: what the boot is waiting for."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while True:
+            await asyncio.sleep(SLOW_BOOT_REPORT_S)
+            log.info("Still waiting for %s (%d s after the VM started)", self.waiting_for,
+                     loop.time() - t0)
 
     def _emit(self, **status: Any) -> None:
         """A status event; port-forward events repeat the last status, as Lima's do."""
