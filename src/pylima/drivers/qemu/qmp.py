@@ -58,17 +58,28 @@ class QMPClient:
         try:
             remaining = max(0.1, deadline - time.monotonic())
             try:
-                greeting = await asyncio.wait_for(self._read_message(), remaining)
+                greeting = await asyncio.wait_for(self._read_greeting(), remaining)
             except TimeoutError as e:
                 raise QMPError(f"no QMP greeting on {self.path} in {timeout:g} s",
                                hint="another QMP client may hold the monitor") from e
-            if "QMP" not in greeting:
-                raise QMPError(f"unexpected QMP greeting: {greeting!r}")
             self.greeting = greeting["QMP"]
             await self.execute("qmp_capabilities")
         except BaseException:
             await self.close()
             raise
+
+    async def _read_greeting(self) -> dict[str, Any]:
+        """The greeting, after what QEMU had left to write to an earlier client.
+
+        QEMU (7.2 at least) keeps a monitor's unsent output when its client goes, and
+        writes it to the next client before that client's greeting: an event (a
+        `RESUME`, a `STOP`) or the reply to a command whose sender closed first."""
+        while True:
+            msg = await self._read_message()
+            if "QMP" in msg:
+                return msg
+            if "event" not in msg and "return" not in msg and "error" not in msg:
+                raise QMPError(f"unexpected QMP greeting: {msg!r}")
 
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
