@@ -10,7 +10,14 @@ The concurrent part starts N instances at once and reports their time to READY a
 ratio to one start alone measured in the same run (on a 2-core host emulating the
 guests, N guests share the CPUs: a ratio near N is the floor, not overhead).
 
-Run: .venv/bin/python bench/soak.py [--cycles 25] [--parallel 3]
+`--load N` keeps N CPU-bound processes running beside the guests (an image build or
+another guest on a CI runner), `--set EXPR` adds a yq expression to the instance's
+configuration (a CPU model, a kernel option: one change at a time), and a start that
+does not reach READY within `--timeout` is counted, its host agent's last lines
+printed, and the soak goes on: the count of failed starts is the figure to compare.
+
+Run: .venv/bin/python bench/soak.py [--cycles 25] [--parallel 3] [--load N]
+     [--set EXPR] [--timeout 10m]
 """
 
 from __future__ import annotations
@@ -63,10 +70,20 @@ def agent_stats(inst_dir: Path) -> tuple[int, float]:
     return fds, rss
 
 
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=25)
     ap.add_argument("--parallel", type=int, default=3)
+    ap.add_argument("--load", type=int, default=0, help="CPU-bound processes beside")
+    ap.add_argument("--set", dest="expr", default="", help="a yq expression to add")
+    ap.add_argument("--timeout", default="10m", help="limactl start --timeout")
     args = ap.parse_args()
     from pylima.images import builder
 
@@ -75,17 +92,29 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="pylima-soak-"))
     home = tmp / "lima"
     env = {**os.environ, "LIMA_HOME": str(home)}
-    settings = ["--tty=false", "--cpus=1", "--memory=1", "--set",
-                f".images = [{json.dumps(entry)}] | .mounts = []", "template:debian-12"]
+    expr = f".images = [{json.dumps(entry)}] | .mounts = []" + \
+        (f" | {args.expr}" if args.expr else "")
+    settings = ["--tty=false", "--cpus=1", "--memory=1", "--set", expr, "template:debian-12"]
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.load)]
+    failed = 0
     ports_before = listening_ports()
     names = ["soak"] + [f"soak{i}" for i in range(args.parallel)]
     try:
         limactl("create", "--name=soak", *settings, env=env)
-        first = 0.0
+        first = ready = 0.0
+        print(f"load: {args.load} CPU-bound processes; set: {args.expr or '-'}")
         print("cycle  READY s  ratio  agent fds  RSS MB  (after 5 x lima true: fds, RSS)")
         for c in range(1, args.cycles + 1):
             t0 = time.perf_counter()
-            limactl("start", "soak", env=env)
+            r = limactl("start", f"--timeout={args.timeout}", "soak", env=env, check=False)
+            if r.returncode != 0:
+                failed += 1
+                print(f"{c:5d}  FAILED after {time.perf_counter() - t0:.0f} s (exit "
+                      f"{r.returncode}): {r.stderr.strip().splitlines()[-1:]}\n"
+                      f"{tail(home / 'soak' / 'ha.stderr.log')}", flush=True)
+                limactl("stop", "-f", "soak", env=env, check=False)
+                continue
             ready = time.perf_counter() - t0
             first = first or ready
             fds, rss = agent_stats(home / "soak")
@@ -97,6 +126,9 @@ def main() -> None:
             left = [f for f in RUNTIME_FILES if (home / "soak" / f).exists()]
             print(f"{c:5d}  {ready:7.1f}  {ready / first:5.2f}  {fds:9d}  {rss:6.1f}  "
                   f"({fds2}, {rss2:.1f})" + (f"  LEFT: {left}" if left else ""), flush=True)
+        print(f"failed starts: {failed} of {args.cycles}")
+        if not ready:
+            return
         # N at once, against one alone (the last cycle's start above is the baseline)
         for n in names[1:]:
             limactl("create", f"--name={n}", *settings, env=env)
@@ -120,6 +152,9 @@ def main() -> None:
         print(f"leftover runtime files: {len(leftover_files)} {leftover_files}")
         print(f"new listening TCP ports: {len(new_ports)} {new_ports}")
     finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
         limactl("delete", "-f", *names, env=env, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
