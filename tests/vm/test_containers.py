@@ -44,6 +44,17 @@ def _run(env: dict[str, str], *argv: str, timeout: float = 900,
                           timeout=timeout, input=input)
 
 
+def _start_failure(r: subprocess.CompletedProcess[str], inst_dir: Path) -> str:
+    """What a failed `limactl start` leaves to read: its stderr's end and the tails
+    of the instance's logs (the instance is deleted before the report is read)."""
+    from pylima.pytest_plugin import log_tail
+
+    parts = [f"limactl start exited {r.returncode}:\n{r.stderr[-3000:]}"]
+    for name in ("serial.log", "ha.stderr.log"):
+        parts.append(f"--- {name} ---\n{log_tail(inst_dir / name)}")
+    return "\n".join(parts)
+
+
 @pytest.fixture(scope="module")
 def docker_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("containers")
@@ -55,9 +66,9 @@ def docker_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     env["START_SECONDS"] = f"{time.monotonic() - t0:.0f}"
     env["START_STDERR"] = r.stderr
     if r.returncode != 0:
-        log = Path(env["LIMA_HOME"], "docker", "ha.stderr.log").read_text()[-3000:]
+        why = _start_failure(r, Path(env["LIMA_HOME"], "docker"))
         _run(env, "limactl", "delete", "-f", "docker", timeout=300)
-        pytest.fail(f"start failed: {r.stderr[-3000:]}\n{log}")
+        pytest.fail(why)
     env["DOCKER_HOST"] = f"unix://{env['LIMA_HOME']}/docker/sock/docker.sock"
     yield env
     _run(env, "limactl", "delete", "-f", "docker", timeout=300)
@@ -262,17 +273,6 @@ copyToHost:
 message: |
   hello from {{.Name}}
 """
-
-
-def _start_failure(r: subprocess.CompletedProcess[str], inst_dir: Path) -> str:
-    """What a failed `limactl start` leaves to read: its stderr's end and the tails
-    of the instance's logs (the instance is deleted before the report is read)."""
-    from pylima.pytest_plugin import log_tail
-
-    parts = [f"limactl start exited {r.returncode}:\n{r.stderr[-3000:]}"]
-    for name in ("serial.log", "ha.stderr.log"):
-        parts.append(f"--- {name} ---\n{log_tail(inst_dir / name)}")
-    return "\n".join(parts)
 
 
 def test_provision_modes_and_a_failing_probe(tmp_path: Path) -> None:
